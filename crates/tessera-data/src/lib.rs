@@ -1,0 +1,1 @@
+//! Datasets on disk: a folder of videos plus `captions.jsonl`.

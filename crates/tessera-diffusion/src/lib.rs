@@ -1,0 +1,1 @@
+//! Rectified flow: schedules, samplers, noising and training targets. Never models.

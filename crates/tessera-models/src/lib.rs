@@ -1,0 +1,7 @@
+//! Tessera neural networks (candle): causal video VAE, diffusion transformer, text encoders.
+//!
+//! One file per model; shared differentiable building blocks live in `layers`.
+
+pub mod dit;
+pub mod layers;
+pub mod vae;

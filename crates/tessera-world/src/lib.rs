@@ -1,0 +1,1 @@
+//! Shapes world: seeded synthetic clips, captions and ground-truth tracks.
