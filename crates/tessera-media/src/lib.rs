@@ -1,5 +1,28 @@
 //! Video and image I/O for Tessera. No ML here: frames are RGB bytes.
+//!
+//! - [`read_video`]: MP4/MOV (H.264, plain or fragmented), GIF, PNG/JPEG, a frame directory;
+//!   anything else through `ffmpeg` when it is on PATH.
+//! - [`write_video`] / [`VideoWriter`]: MP4 (H.264 yuv420p, faststart), GIF, PNG, PNG frames.
+//! - [`fit`], [`resample_fps`], [`resize`], [`center_crop`]; [`psnr`] and [`ssim`].
+//!
+//! H.264 uses openh264 compiled from source, so no system library is needed.
 
+mod color;
+mod error;
+mod h264;
+mod metrics;
+mod mp4;
+mod read;
+mod transform;
 mod video;
+mod write;
 
-pub use video::Video;
+pub use error::{MediaError, Result, NATIVE_FORMATS};
+pub use metrics::{psnr, psnr_frame, ssim, ssim_frame};
+pub use read::{
+    decode_bytes, ffmpeg_available, read_video, read_video_native, read_with_ffmpeg, sniff,
+    Format, FOLDER_FPS, MAX_DECODED_BYTES,
+};
+pub use transform::{center_crop, fit, resample_fps, resize};
+pub use video::{check_fps, check_size, Video, MAX_DIM, MAX_FPS};
+pub use write::{encode_mp4, write_video, OutputKind, VideoWriter};
