@@ -2,6 +2,7 @@
 //!
 //! One file per model; shared differentiable building blocks live in `layers`.
 
+pub mod attention;
 pub mod dit;
 pub mod layers;
 pub mod vae;
