@@ -1,0 +1,344 @@
+//! Conditioning masks over latent frames: which frames a training sample shows the model clean.
+//!
+//! One mechanism trains every mode: no known frames is text→video, the first is image→video,
+//! first-k / last-k are extend forward / backward, first+last is connect (and loop), random
+//! frames teach interpolation. Known frames are clean with t = 0 and carry no loss.
+
+use candle_core::{DType, Device, Tensor};
+use rand::Rng;
+
+use crate::error::{DiffusionError, Result};
+
+/// Which latent frames are known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConditionMask {
+    /// Text→video: nothing known.
+    None,
+    /// Image→video.
+    First,
+    /// Extend forward from the first `k` frames.
+    FirstK(usize),
+    /// Extend backward from the last `k` frames.
+    LastK(usize),
+    /// Connect two clips (and loop: connect a clip's end to its start).
+    FirstLast,
+    /// Explicit per-frame flags.
+    Random(Vec<bool>),
+}
+
+impl ConditionMask {
+    /// One flag per latent frame, `true` where known. Errors unless at least one of the
+    /// `num_frames` frames stays unknown (there would be nothing to generate or learn).
+    pub fn frames(&self, num_frames: usize) -> Result<Vec<bool>> {
+        let invalid = |reason: String| Err(DiffusionError::InvalidMask { reason });
+        let known_count = |k: usize| {
+            if k == 0 || k >= num_frames {
+                return Err(DiffusionError::InvalidMask {
+                    reason: format!(
+                        "{self:?} needs 1 ≤ k < {num_frames} (the latent frame count), got k = {k}"
+                    ),
+                });
+            }
+            Ok(k)
+        };
+        let mut mask = vec![false; num_frames];
+        match self {
+            ConditionMask::None => {}
+            ConditionMask::First => {
+                known_count(1)?;
+                mask[0] = true;
+            }
+            ConditionMask::FirstK(k) => mask[..known_count(*k)?].fill(true),
+            ConditionMask::LastK(k) => mask[num_frames - known_count(*k)?..].fill(true),
+            ConditionMask::FirstLast => {
+                if num_frames < 3 {
+                    return invalid(format!(
+                        "first+last needs at least 3 latent frames to leave one unknown, got {num_frames}"
+                    ));
+                }
+                mask[0] = true;
+                mask[num_frames - 1] = true;
+            }
+            ConditionMask::Random(flags) => {
+                if flags.len() != num_frames {
+                    return invalid(format!(
+                        "{} flags for {num_frames} latent frames",
+                        flags.len()
+                    ));
+                }
+                mask.copy_from_slice(flags);
+            }
+        }
+        if !mask.is_empty() && mask.iter().all(|&k| k) {
+            return invalid("every frame is known; leave at least one to generate".to_string());
+        }
+        Ok(mask)
+    }
+}
+
+/// Relative weights of the mask kinds drawn in training (normalised by their sum).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MaskProbs {
+    pub none: f64,
+    pub first: f64,
+    pub first_k: f64,
+    pub last_k: f64,
+    pub first_last: f64,
+    pub random: f64,
+}
+
+impl Default for MaskProbs {
+    /// Text→video stays the most common task since every other mode builds on it; image→video
+    /// is the most used conditioned mode; the rest share what is left.
+    fn default() -> Self {
+        Self {
+            none: 0.4,
+            first: 0.2,
+            first_k: 0.1,
+            last_k: 0.1,
+            first_last: 0.1,
+            random: 0.1,
+        }
+    }
+}
+
+/// Seeded sampler of training masks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MaskSampler {
+    probs: [f64; 6],
+    /// Chance each frame is known under [`ConditionMask::Random`].
+    random_known: f64,
+}
+
+impl MaskSampler {
+    /// `random_known` is the per-frame chance of being known for random masks, in `[0, 1]`.
+    pub fn new(probs: MaskProbs, random_known: f64) -> Result<Self> {
+        let p = [
+            probs.none,
+            probs.first,
+            probs.first_k,
+            probs.last_k,
+            probs.first_last,
+            probs.random,
+        ];
+        let bad = |reason: String| Err(DiffusionError::InvalidProbabilities { reason });
+        if p.iter().any(|x| !x.is_finite() || *x < 0.0) {
+            return bad(format!("mask weights {probs:?}"));
+        }
+        let sum: f64 = p.iter().sum();
+        if sum <= 0.0 {
+            return bad(format!("mask weights sum to {sum}"));
+        }
+        if !(0.0..=1.0).contains(&random_known) {
+            return bad(format!("per-frame known chance {random_known}"));
+        }
+        Ok(Self {
+            probs: p.map(|x| x / sum),
+            random_known,
+        })
+    }
+
+    /// A mask for a clip of `num_frames` latent frames, valid for it: kinds that cannot leave a
+    /// frame unknown there (any conditioning on a single frame, first+last on two) fall back to
+    /// [`ConditionMask::None`].
+    pub fn sample(&self, rng: &mut impl Rng, num_frames: usize) -> ConditionMask {
+        let u = rng.random::<f64>();
+        let mut acc = 0.0;
+        let mut kind = self.probs.len() - 1;
+        for (i, p) in self.probs.iter().enumerate() {
+            acc += p;
+            if u < acc {
+                kind = i;
+                break;
+            }
+        }
+        if num_frames < 2 || (kind == 4 && num_frames < 3) {
+            return ConditionMask::None;
+        }
+        match kind {
+            0 => ConditionMask::None,
+            1 => ConditionMask::First,
+            2 => ConditionMask::FirstK(rng.random_range(1..num_frames)),
+            3 => ConditionMask::LastK(rng.random_range(1..num_frames)),
+            4 => ConditionMask::FirstLast,
+            _ => {
+                let mut flags: Vec<bool> = (0..num_frames)
+                    .map(|_| rng.random_bool(self.random_known))
+                    .collect();
+                if flags.iter().all(|&k| k) {
+                    flags[rng.random_range(0..num_frames)] = false;
+                }
+                ConditionMask::Random(flags)
+            }
+        }
+    }
+}
+
+/// `(B, T)` f32, 1 on known frames: the per-item masks of a training batch.
+pub fn masks_to_tensor(masks: &[Vec<bool>], device: &Device) -> Result<Tensor> {
+    let ones = vec![1.0; masks.len()];
+    // Levels of 1 with known frames at 0 are the unknown-frame indicator; flip it.
+    let unknown = crate::driver::frame_levels(&ones, masks, device)?;
+    Ok(unknown.affine(-1.0, 1.0)?)
+}
+
+/// Mean squared error over the unknown frames only: `pred`, `target` `(B, C, T, H, W)`,
+/// `known` `(B, T)` with 1 on known frames (from [`masks_to_tensor`]). Differentiable in `pred`.
+pub fn masked_mse(pred: &Tensor, target: &Tensor, known: &Tensor) -> Result<Tensor> {
+    if pred.dims() != target.dims() {
+        return Err(DiffusionError::ShapeMismatch {
+            what: "prediction vs target",
+            expected: format!("{:?}", target.dims()),
+            got: pred.dims().to_vec(),
+        });
+    }
+    let (b, c, t, h, w) = pred.dims5().map_err(|_| DiffusionError::ShapeMismatch {
+        what: "prediction",
+        expected: "(B, C, T, H, W)".to_string(),
+        got: pred.dims().to_vec(),
+    })?;
+    if known.dims() != [b, t] {
+        return Err(DiffusionError::ShapeMismatch {
+            what: "known-frame mask",
+            expected: format!("({b}, {t})"),
+            got: known.dims().to_vec(),
+        });
+    }
+    let weight = known
+        .to_dtype(DType::F32)?
+        .affine(-1.0, 1.0)?
+        .reshape((b, 1, t, 1, 1))?
+        .to_dtype(pred.dtype())?;
+    let unknown_frames = weight.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()?;
+    if unknown_frames <= 0.0 {
+        return Err(DiffusionError::NoLossFrames);
+    }
+    let sq = (pred - target)?.sqr()?.broadcast_mul(&weight)?;
+    let count = f64::from(unknown_frames) * (c * h * w) as f64;
+    Ok(sq.sum_all()?.affine(1.0 / count, 0.0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+    use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn each_kind_marks_the_right_frames() {
+        let f = |m: ConditionMask| m.frames(5).unwrap();
+        assert_eq!(f(ConditionMask::None), vec![false; 5]);
+        assert_eq!(f(ConditionMask::First), [true, false, false, false, false]);
+        assert_eq!(
+            f(ConditionMask::FirstK(2)),
+            [true, true, false, false, false]
+        );
+        assert_eq!(f(ConditionMask::LastK(3)), [false, false, true, true, true]);
+        assert_eq!(
+            f(ConditionMask::FirstLast),
+            [true, false, false, false, true]
+        );
+        let r = vec![false, true, false, true, false];
+        assert_eq!(f(ConditionMask::Random(r.clone())), r);
+    }
+
+    #[test]
+    fn masks_that_cover_everything_are_rejected() {
+        for (m, n) in [
+            (ConditionMask::First, 1),
+            (ConditionMask::FirstK(3), 3),
+            (ConditionMask::FirstK(0), 3),
+            (ConditionMask::LastK(4), 2),
+            (ConditionMask::FirstLast, 2),
+            (ConditionMask::Random(vec![true, true]), 2),
+            (ConditionMask::Random(vec![true]), 2),
+        ] {
+            assert!(
+                matches!(m.frames(n), Err(DiffusionError::InvalidMask { .. })),
+                "{m:?} on {n} frames"
+            );
+        }
+        assert_eq!(ConditionMask::None.frames(1).unwrap(), vec![false]);
+    }
+
+    #[test]
+    fn sampler_draws_every_kind_and_always_leaves_a_frame_unknown() {
+        let s = MaskSampler::new(MaskProbs::default(), 0.5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let mut counts = [0usize; 6];
+        for i in 0..4000 {
+            let frames = 1 + i % 9;
+            let m = s.sample(&mut rng, frames);
+            let flags = m.frames(frames).unwrap();
+            assert!(flags.iter().any(|&k| !k), "{m:?}");
+            if frames == 1 {
+                assert_eq!(m, ConditionMask::None);
+            }
+            let idx = match m {
+                ConditionMask::None => 0,
+                ConditionMask::First => 1,
+                ConditionMask::FirstK(_) => 2,
+                ConditionMask::LastK(_) => 3,
+                ConditionMask::FirstLast => 4,
+                ConditionMask::Random(_) => 5,
+            };
+            counts[idx] += 1;
+        }
+        assert!(counts.iter().all(|&c| c > 100), "{counts:?}");
+        // Same seed, same masks.
+        let draw = |seed| {
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            (0..50).map(|_| s.sample(&mut rng, 9)).collect::<Vec<_>>()
+        };
+        assert_eq!(draw(5), draw(5));
+        assert_ne!(draw(5), draw(6));
+    }
+
+    #[test]
+    fn only_first_frame_probability_gives_first() {
+        let probs = MaskProbs {
+            none: 0.0,
+            first: 1.0,
+            first_k: 0.0,
+            last_k: 0.0,
+            first_last: 0.0,
+            random: 0.0,
+        };
+        let s = MaskSampler::new(probs, 0.5).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(0);
+        assert!((0..100).all(|_| s.sample(&mut rng, 4) == ConditionMask::First));
+        let zero = MaskProbs {
+            first: 0.0,
+            ..probs
+        };
+        assert!(matches!(
+            MaskSampler::new(zero, 0.5),
+            Err(DiffusionError::InvalidProbabilities { .. })
+        ));
+        assert!(MaskSampler::new(MaskProbs::default(), 1.5).is_err());
+    }
+
+    #[test]
+    fn masked_mse_ignores_known_frames() {
+        let dev = Device::Cpu;
+        let target = Tensor::zeros((2, 2, 3, 2, 2), DType::F32, &dev).unwrap();
+        // Error 1 on frame 0 of every item, 2 elsewhere... with frame 0 known, loss is 4.
+        let mut data = vec![2.0f32; 2 * 2 * 3 * 2 * 2];
+        for (i, v) in data.iter_mut().enumerate() {
+            if (i / 4) % 3 == 0 {
+                *v = 100.0;
+            }
+        }
+        let pred = Tensor::from_vec(data, (2, 2, 3, 2, 2), &dev).unwrap();
+        let known =
+            masks_to_tensor(&[vec![true, false, false], vec![true, false, false]], &dev).unwrap();
+        assert_eq!(known.to_vec2::<f32>().unwrap()[0], vec![1.0, 0.0, 0.0]);
+        let loss = masked_mse(&pred, &target, &known).unwrap();
+        assert!((loss.to_scalar::<f32>().unwrap() - 4.0).abs() < 1e-6);
+        let all = masks_to_tensor(&[vec![true; 3], vec![true; 3]], &dev).unwrap();
+        assert!(matches!(
+            masked_mse(&pred, &target, &all),
+            Err(DiffusionError::NoLossFrames)
+        ));
+    }
+}
