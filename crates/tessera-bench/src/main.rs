@@ -1,0 +1,83 @@
+//! `cargo run --release -p tessera-bench -- [gemm|world|media|vae|dit|all] [--json]`
+//!
+//! Prints a table (or JSON) of timings. Each figure is the median of several runs after a warm-up,
+//! so a noisy shared machine moves it less. Numbers quoted in the docs come from this binary.
+
+mod cpu;
+mod suites;
+
+use clap::{Parser, ValueEnum};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(about = "Tessera benchmarks")]
+struct Args {
+    /// Which suites to run.
+    #[arg(value_enum, default_value = "all")]
+    suites: Vec<Suite>,
+    /// Timed repetitions per measurement (median reported).
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Suite {
+    All,
+    Gemm,
+}
+
+/// One measured row: what, its median time, and a throughput in the unit that matters for it.
+#[derive(Serialize)]
+pub struct Row {
+    pub suite: &'static str,
+    pub name: String,
+    pub median_ms: f64,
+    pub throughput: f64,
+    pub unit: &'static str,
+    pub note: String,
+}
+
+/// Median wall time in milliseconds of `runs` calls after one warm-up call.
+pub fn median_ms(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyhow::Result<f64> {
+    f()?;
+    let mut times = Vec::with_capacity(runs);
+    for _ in 0..runs.max(1) {
+        let start = std::time::Instant::now();
+        f()?;
+        times.push(start.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let want = |s: Suite| args.suites.contains(&Suite::All) || args.suites.contains(&s);
+    let cpu = cpu::Cpu::detect();
+    let mut rows = Vec::new();
+    if want(Suite::Gemm) {
+        rows.extend(suites::gemm(&cpu, args.runs)?);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({ "cpu": cpu, "rows": rows }))?
+        );
+    } else {
+        println!("{}", cpu.describe());
+        println!(
+            "{:<8} {:<44} {:>11} {:>12} {:<10} note",
+            "suite", "measurement", "median ms", "throughput", "unit"
+        );
+        for r in &rows {
+            println!(
+                "{:<8} {:<44} {:>11.2} {:>12.2} {:<10} {}",
+                r.suite, r.name, r.median_ms, r.throughput, r.unit, r.note
+            );
+        }
+    }
+    Ok(())
+}
