@@ -1,1 +1,3 @@
 //! Shapes world: seeded synthetic clips, captions and ground-truth tracks.
+
+pub mod caption;
