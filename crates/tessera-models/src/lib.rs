@@ -3,6 +3,7 @@
 //! One file per model; shared differentiable building blocks live in `layers`.
 
 pub mod attention;
+pub mod conv3d;
 pub mod dit;
 pub mod layers;
 pub mod vae;

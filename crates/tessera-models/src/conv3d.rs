@@ -1,0 +1,436 @@
+//! 3D convolution for candle, which has none: a differentiable im2col custom op plus one GEMM.
+//!
+//! `im2col` unfolds `(B, C, T, H, W)` into `(B, C·kt·kh·kw, To·Ho·Wo)` with the zero padding folded
+//! into the gather (no padded copy of the input); the convolution is then `W(O, K) @ cols(K, N)`,
+//! which lands directly in the channel-first `(B, O, To, Ho, Wo)` layout the model uses, so no
+//! permute is needed on the way out. The backward of the unfold is the matching scatter-add
+//! (`col2im`); the GEMM's backward is candle's. One unfold per layer (instead of one conv2d per
+//! temporal tap, each re-unfolding the same frames) is why this is faster than stacking conv2d.
+//!
+//! Causality lives in the padding: `Conv3dGeometry::pad_t` pads only the past.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use rayon::prelude::*;
+
+/// Kernel, stride and zero padding of a 3D convolution. Time is padded only at the front (causal);
+/// height and width have separate before/after padding so Wan's `ZeroPad2d((0, 1, 0, 1))` fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Conv3dGeometry {
+    /// `(kt, kh, kw)`.
+    pub kernel: [usize; 3],
+    /// `(st, sh, sw)`.
+    pub stride: [usize; 3],
+    /// Zero frames added before the first frame.
+    pub pad_t: usize,
+    /// Zero rows (top, bottom).
+    pub pad_h: [usize; 2],
+    /// Zero columns (left, right).
+    pub pad_w: [usize; 2],
+}
+
+impl Conv3dGeometry {
+    /// Output `(To, Ho, Wo)` for an input `(T, H, W)`; an error when the kernel does not fit.
+    pub fn out_dims(&self, t: usize, h: usize, w: usize) -> Result<[usize; 3]> {
+        let tp = t + self.pad_t;
+        let hp = h + self.pad_h[0] + self.pad_h[1];
+        let wp = w + self.pad_w[0] + self.pad_w[1];
+        let [kt, kh, kw] = self.kernel;
+        if tp < kt || hp < kh || wp < kw {
+            candle_core::bail!(
+                "conv3d: padded input {tp}x{hp}x{wp} (T x H x W) is smaller than the kernel {kt}x{kh}x{kw}"
+            )
+        }
+        Ok([
+            (tp - kt) / self.stride[0] + 1,
+            (hp - kh) / self.stride[1] + 1,
+            (wp - kw) / self.stride[2] + 1,
+        ])
+    }
+
+    fn k(&self) -> usize {
+        self.kernel.iter().product()
+    }
+}
+
+/// Unfold op: `(B, C, T, H, W)` → `(B, C·kt·kh·kw, To·Ho·Wo)`, row `k = ((c·kt + dt)·kh + dy)·kw + dx`,
+/// i.e. the order of a `(O, C, kt, kh, kw)` weight flattened to `(O, K)`.
+struct Im2Col3d {
+    geom: Conv3dGeometry,
+    in_dims: [usize; 5],
+}
+
+/// The adjoint of [`Im2Col3d`]: scatter-add columns back onto the input grid.
+struct Col2Im3d {
+    geom: Conv3dGeometry,
+    in_dims: [usize; 5],
+}
+
+/// For one kernel tap along one axis: (first output index whose input is inside, one past the last).
+fn valid_range(
+    out_len: usize,
+    in_len: usize,
+    stride: usize,
+    tap: usize,
+    pad_before: usize,
+) -> (usize, usize) {
+    // input = o*stride + tap - pad_before must lie in [0, in_len)
+    let lo = if tap >= pad_before {
+        0
+    } else {
+        (pad_before - tap).div_ceil(stride)
+    };
+    let hi_excl = if in_len + pad_before <= tap {
+        0
+    } else {
+        ((in_len + pad_before - tap - 1) / stride + 1).min(out_len)
+    };
+    (lo.min(hi_excl), hi_excl)
+}
+
+fn im2col<T: WithDType>(src: &[T], geom: &Conv3dGeometry, in_dims: [usize; 5]) -> Result<Vec<T>> {
+    let [b, c, t, h, w] = in_dims;
+    let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    let [kt, kh, kw] = geom.kernel;
+    let [st, sh, sw] = geom.stride;
+    let n = to * ho * wo;
+    let k = c * kt * kh * kw;
+    let mut dst = vec![T::zero(); b * k * n];
+    dst.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
+        let bi = row / k;
+        let r = row % k;
+        let dx = r % kw;
+        let dy = (r / kw) % kh;
+        let dt = (r / (kw * kh)) % kt;
+        let ci = r / (kw * kh * kt);
+        let plane = &src[(bi * c + ci) * t * h * w..(bi * c + ci + 1) * t * h * w];
+        let (t0, t1) = valid_range(to, t, st, dt, geom.pad_t);
+        let (y0, y1) = valid_range(ho, h, sh, dy, geom.pad_h[0]);
+        let (x0, x1) = valid_range(wo, w, sw, dx, geom.pad_w[0]);
+        for ot in t0..t1 {
+            let it = ot * st + dt - geom.pad_t;
+            for oy in y0..y1 {
+                let iy = oy * sh + dy - geom.pad_h[0];
+                let src_row = &plane[(it * h + iy) * w..(it * h + iy + 1) * w];
+                let dst_row = &mut out[(ot * ho + oy) * wo..(ot * ho + oy + 1) * wo];
+                if sw == 1 {
+                    let ix0 = x0 + dx - geom.pad_w[0];
+                    dst_row[x0..x1].copy_from_slice(&src_row[ix0..ix0 + (x1 - x0)]);
+                } else {
+                    for ox in x0..x1 {
+                        dst_row[ox] = src_row[ox * sw + dx - geom.pad_w[0]];
+                    }
+                }
+            }
+        }
+    });
+    Ok(dst)
+}
+
+fn col2im<T: WithDType>(cols: &[T], geom: &Conv3dGeometry, in_dims: [usize; 5]) -> Result<Vec<T>> {
+    let [b, c, t, h, w] = in_dims;
+    let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    let [kt, kh, kw] = geom.kernel;
+    let [st, sh, sw] = geom.stride;
+    let n = to * ho * wo;
+    let kk = kt * kh * kw;
+    let mut dst = vec![T::zero(); b * c * t * h * w];
+    // One task per (batch, channel) plane: each plane receives only its own kk rows, so no races.
+    dst.par_chunks_mut(t * h * w)
+        .enumerate()
+        .for_each(|(plane_idx, plane)| {
+            for tap in 0..kk {
+                let dx = tap % kw;
+                let dy = (tap / kw) % kh;
+                let dt = tap / (kw * kh);
+                let row = &cols[(plane_idx * kk + tap) * n..(plane_idx * kk + tap + 1) * n];
+                let (t0, t1) = valid_range(to, t, st, dt, geom.pad_t);
+                let (y0, y1) = valid_range(ho, h, sh, dy, geom.pad_h[0]);
+                let (x0, x1) = valid_range(wo, w, sw, dx, geom.pad_w[0]);
+                for ot in t0..t1 {
+                    let it = ot * st + dt - geom.pad_t;
+                    for oy in y0..y1 {
+                        let iy = oy * sh + dy - geom.pad_h[0];
+                        let src_row = &row[(ot * ho + oy) * wo..(ot * ho + oy + 1) * wo];
+                        let dst_row = &mut plane[(it * h + iy) * w..(it * h + iy + 1) * w];
+                        for ox in x0..x1 {
+                            dst_row[ox * sw + dx - geom.pad_w[0]] += src_row[ox];
+                        }
+                    }
+                }
+            }
+        });
+    Ok(dst)
+}
+
+fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+    match layout.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => candle_core::bail!("{op}: input must be contiguous"),
+    }
+}
+
+impl CustomOp1 for Im2Col3d {
+    fn name(&self) -> &'static str {
+        "im2col3d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let [b, c, t, h, w] = self.in_dims;
+        let [to, ho, wo] = self.geom.out_dims(t, h, w)?;
+        let shape = Shape::from((b, c * self.geom.k(), to * ho * wo));
+        let out = match storage {
+            CpuStorage::F32(d) => CpuStorage::F32(im2col(
+                contiguous_slice(d, layout, "im2col3d")?,
+                &self.geom,
+                self.in_dims,
+            )?),
+            CpuStorage::F64(d) => CpuStorage::F64(im2col(
+                contiguous_slice(d, layout, "im2col3d")?,
+                &self.geom,
+                self.in_dims,
+            )?),
+            other => candle_core::bail!(
+                "im2col3d: dtype {:?} unsupported, convert to f32 or f64",
+                other.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
+        let op = Col2Im3d {
+            geom: self.geom,
+            in_dims: self.in_dims,
+        };
+        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    }
+}
+
+impl CustomOp1 for Col2Im3d {
+    fn name(&self) -> &'static str {
+        "col2im3d"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let shape = Shape::from(self.in_dims.to_vec());
+        let out = match storage {
+            CpuStorage::F32(d) => CpuStorage::F32(col2im(
+                contiguous_slice(d, layout, "col2im3d")?,
+                &self.geom,
+                self.in_dims,
+            )?),
+            CpuStorage::F64(d) => CpuStorage::F64(col2im(
+                contiguous_slice(d, layout, "col2im3d")?,
+                &self.geom,
+                self.in_dims,
+            )?),
+            other => candle_core::bail!(
+                "col2im3d: dtype {:?} unsupported, convert to f32 or f64",
+                other.dtype()
+            ),
+        };
+        Ok((out, shape))
+    }
+}
+
+/// Differentiable unfold, exposed for tests and for layers that reuse the columns.
+pub fn im2col3d(x: &Tensor, geom: &Conv3dGeometry) -> Result<Tensor> {
+    let (b, c, t, h, w) = x.dims5()?;
+    let x = x.contiguous()?;
+    x.apply_op1(Im2Col3d {
+        geom: *geom,
+        in_dims: [b, c, t, h, w],
+    })
+}
+
+/// `W @ x` per batch item for a `(B, K, N)` operand: candle's batched matmul does not broadcast a
+/// shared left operand on the CPU, and batches here are small.
+fn batched_left_matmul(w: &Tensor, cols: &Tensor) -> Result<Tensor> {
+    let b = cols.dim(0)?;
+    if b == 1 {
+        return w.matmul(&cols.squeeze(0)?)?.unsqueeze(0);
+    }
+    let outs = (0..b)
+        .map(|i| w.matmul(&cols.get(i)?))
+        .collect::<Result<Vec<_>>>()?;
+    Tensor::stack(&outs, 0)
+}
+
+/// 3D convolution `(B, C, T, H, W)` → `(B, O, To, Ho, Wo)` with weight `(O, C, kt, kh, kw)` and
+/// optional bias `(O,)`. Differentiable in input, weight and bias; f32 and f64 on the CPU.
+pub fn conv3d(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    geom: &Conv3dGeometry,
+) -> Result<Tensor> {
+    let (b, c, t, h, w) = x.dims5()?;
+    let (o, wc, kt, kh, kw) = weight.dims5()?;
+    if wc != c || [kt, kh, kw] != geom.kernel {
+        candle_core::bail!(
+            "conv3d: weight {:?} does not fit input channels {c} and kernel {:?}",
+            weight.dims(),
+            geom.kernel
+        )
+    }
+    let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    let w2 = weight.reshape((o, c * kt * kh * kw))?;
+    let pointwise = geom.kernel == [1, 1, 1]
+        && geom.stride == [1, 1, 1]
+        && geom.pad_t == 0
+        && geom.pad_h == [0, 0]
+        && geom.pad_w == [0, 0];
+    // (B, K, N): a pointwise conv needs no unfold, the input already is its own column matrix.
+    let cols = if pointwise {
+        x.reshape((b, c, t * h * w))?
+    } else {
+        im2col3d(x, geom)?
+    };
+    let mut y = batched_left_matmul(&w2, &cols)?; // (B, O, To·Ho·Wo)
+    if let Some(bias) = bias {
+        y = y.broadcast_add(&bias.reshape((1, o, 1))?)?;
+    }
+    y.reshape((b, o, to, ho, wo))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    /// Direct 7-loop convolution used as the reference.
+    fn naive(x: &[f64], dims: [usize; 5], wt: &[f64], o: usize, g: &Conv3dGeometry) -> Vec<f64> {
+        let [b, c, t, h, w] = dims;
+        let [to, ho, wo] = g.out_dims(t, h, w).unwrap();
+        let [kt, kh, kw] = g.kernel;
+        let mut out = vec![0.0; b * o * to * ho * wo];
+        for bi in 0..b {
+            for oi in 0..o {
+                for ot in 0..to {
+                    for oy in 0..ho {
+                        for ox in 0..wo {
+                            let mut s = 0.0;
+                            for ci in 0..c {
+                                for dt in 0..kt {
+                                    for dy in 0..kh {
+                                        for dx in 0..kw {
+                                            let it =
+                                                (ot * g.stride[0] + dt) as isize - g.pad_t as isize;
+                                            let iy = (oy * g.stride[1] + dy) as isize
+                                                - g.pad_h[0] as isize;
+                                            let ix = (ox * g.stride[2] + dx) as isize
+                                                - g.pad_w[0] as isize;
+                                            if it < 0
+                                                || iy < 0
+                                                || ix < 0
+                                                || it >= t as isize
+                                                || iy >= h as isize
+                                                || ix >= w as isize
+                                            {
+                                                continue;
+                                            }
+                                            let xi = (((bi * c + ci) * t + it as usize) * h
+                                                + iy as usize)
+                                                * w
+                                                + ix as usize;
+                                            let wi =
+                                                (((oi * c + ci) * kt + dt) * kh + dy) * kw + dx;
+                                            s += x[xi] * wt[wi];
+                                        }
+                                    }
+                                }
+                            }
+                            out[(((bi * o + oi) * to + ot) * ho + oy) * wo + ox] = s;
+                        }
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn geoms() -> Vec<Conv3dGeometry> {
+        vec![
+            // Wan's causal 3x3x3 with padding 1 (2 past frames).
+            Conv3dGeometry {
+                kernel: [3, 3, 3],
+                stride: [1, 1, 1],
+                pad_t: 2,
+                pad_h: [1, 1],
+                pad_w: [1, 1],
+            },
+            // Spatial downsample: ZeroPad2d((0,1,0,1)) + 3x3 stride 2.
+            Conv3dGeometry {
+                kernel: [1, 3, 3],
+                stride: [1, 2, 2],
+                pad_t: 0,
+                pad_h: [0, 1],
+                pad_w: [0, 1],
+            },
+            // Temporal downsample time_conv: (3,1,1) stride (2,1,1).
+            Conv3dGeometry {
+                kernel: [3, 1, 1],
+                stride: [2, 1, 1],
+                pad_t: 0,
+                pad_h: [0, 0],
+                pad_w: [0, 0],
+            },
+        ]
+    }
+
+    #[test]
+    fn matches_naive_convolution() -> Result<()> {
+        let dev = Device::Cpu;
+        for g in geoms() {
+            let dims = [2, 3, 5, 6, 7];
+            let o = 4;
+            let x = Tensor::randn(0f64, 1.0, dims.to_vec(), &dev)?;
+            let wt = Tensor::randn(
+                0f64,
+                1.0,
+                (o, 3, g.kernel[0], g.kernel[1], g.kernel[2]),
+                &dev,
+            )?;
+            let y = conv3d(&x, &wt, None, &g)?;
+            let want = naive(
+                &x.flatten_all()?.to_vec1()?,
+                dims,
+                &wt.flatten_all()?.to_vec1()?,
+                o,
+                &g,
+            );
+            let got: Vec<f64> = y.flatten_all()?.to_vec1()?;
+            assert_eq!(got.len(), want.len());
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(err < 1e-10, "{g:?}: max err {err}");
+        }
+        Ok(())
+    }
+
+    /// `col2im` must be the exact adjoint of `im2col`: <im2col(x), c> == <x, col2im(c)>.
+    #[test]
+    fn col2im_is_adjoint_of_im2col() -> Result<()> {
+        let dev = Device::Cpu;
+        for g in geoms() {
+            let x = Tensor::randn(0f64, 1.0, (2, 3, 5, 6, 7), &dev)?;
+            let cols = im2col3d(&x, &g)?;
+            let c = Tensor::randn(0f64, 1.0, cols.shape(), &dev)?;
+            let back = c.apply_op1_no_bwd(&Col2Im3d {
+                geom: g,
+                in_dims: [2, 3, 5, 6, 7],
+            })?;
+            let lhs = (cols * &c)?.sum_all()?.to_scalar::<f64>()?;
+            let rhs = (x * back)?.sum_all()?.to_scalar::<f64>()?;
+            assert!(
+                (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
+                "{lhs} vs {rhs}"
+            );
+        }
+        Ok(())
+    }
+}
