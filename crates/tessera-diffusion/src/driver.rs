@@ -3,7 +3,7 @@
 //! Every generation mode is one loop: text→video has no known frames; image→video, extend,
 //! connect and loop keep some latent frames clean (t = 0) and re-impose them after each update.
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 
 use crate::error::{DiffusionError, Result};
 use crate::sampler::Sampler;
@@ -22,8 +22,9 @@ pub struct Eval {
     pub step: usize,
     /// Steps in the schedule.
     pub num_steps: usize,
-    /// Evaluations done before this one, and the total the run will take.
+    /// Model evaluations done before this one (for progress).
     pub evaluation: usize,
+    /// Model evaluations the whole run takes ([`Sampler::evaluations`]).
     pub num_evaluations: usize,
 }
 
@@ -204,13 +205,14 @@ pub fn cfg_batched(v: &Tensor, scale: f64) -> Result<Tensor> {
 
 /// A `(B,)` f32 tensor of one value, for scalar per-item quantities.
 pub(crate) fn filled(value: f64, n: usize, device: &Device) -> Result<Tensor> {
-    Ok(Tensor::full(value as f32, n, device)?.to_dtype(DType::F32)?)
+    Ok(Tensor::full(value as f32, n, device)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sampler::{Euler, SamplerKind};
+    use candle_core::DType;
 
     fn latents(t: usize, seed: f32) -> Tensor {
         let n = 2 * 3 * t * 2 * 2;

@@ -319,6 +319,48 @@ mod tests {
     }
 
     #[test]
+    fn masked_mse_gradient_is_zero_on_known_frames() {
+        let dev = Device::Cpu;
+        let data: Vec<f32> = (0..2 * 3 * 2 * 2).map(|i| (i as f32 * 0.3).sin()).collect();
+        let pred = candle_core::Var::from_vec(data, (1, 2, 3, 2, 2), &dev).unwrap();
+        let target = Tensor::zeros((1, 2, 3, 2, 2), DType::F32, &dev).unwrap();
+        let known = masks_to_tensor(&[vec![false, true, false]], &dev).unwrap();
+        let loss = masked_mse(pred.as_tensor(), &target, &known).unwrap();
+        let grads = loss.backward().unwrap();
+        let g = grads
+            .get(pred.as_tensor())
+            .expect("masked_mse must backpropagate");
+        // d/dp mean((p − y)²) over the 2 unknown frames × 2·2·2 elements = 2(p − y)/16.
+        let want = (pred.as_tensor() - &target)
+            .unwrap()
+            .affine(2.0 / 16.0, 0.0)
+            .unwrap();
+        for f in 0..3 {
+            let got: Vec<f32> = g
+                .narrow(2, f, 1)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            if f == 1 {
+                assert!(got.iter().all(|&x| x == 0.0));
+            } else {
+                let w: Vec<f32> = want
+                    .narrow(2, f, 1)
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                for (a, b) in got.iter().zip(&w) {
+                    assert!((a - b).abs() < 1e-6);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn masked_mse_ignores_known_frames() {
         let dev = Device::Cpu;
         let target = Tensor::zeros((2, 2, 3, 2, 2), DType::F32, &dev).unwrap();
