@@ -52,8 +52,12 @@ pub enum EvalError {
     },
     #[error("cannot encode PNG {path}: {message}")]
     Png { path: PathBuf, message: String },
-    #[error("media error: {0}")]
-    Media(String),
+    #[error("video {name:?}: {source}")]
+    Media {
+        name: String,
+        #[source]
+        source: tessera_media::MediaError,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, EvalError>;

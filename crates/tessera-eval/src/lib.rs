@@ -2,6 +2,8 @@
 
 mod error;
 pub mod frechet;
+pub mod metrics;
+pub mod scene;
 pub mod segment;
 pub mod track;
 

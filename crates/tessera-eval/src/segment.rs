@@ -38,6 +38,15 @@ pub struct ShapeFeatures {
     pub compactness: f64,
     /// Enclosed non-region pixels over the filled area, in [0, 1); high for rings.
     pub hole_fraction: f64,
+    /// Fraction of pixels whose mirror image through the centroid is also in the region: near 1
+    /// for centrally symmetric shapes (disc, square, diamond, cross, ring), lower for triangles
+    /// and five-pointed stars.
+    pub symmetry: f64,
+    /// Square root of the ratio of the smaller to the larger principal second moment, in (0, 1]:
+    /// 1 for shapes that are as wide as tall at every angle (disc, square), lower for a rhombus.
+    pub elongation: f64,
+    /// Distance from the centroid to the farthest pixel edge, in pixels.
+    pub radius: f64,
 }
 
 /// One connected same-colour region of a frame.
@@ -265,6 +274,24 @@ fn describe(pixels: &[usize], colour: usize, w: usize, h: usize) -> Component {
     }
     let hull = hull_area(&mut corners);
     let radius = farthest2.sqrt() + 0.5;
+
+    let (mut mirrored, mut sxx, mut syy, mut sxy) = (0usize, 0.0, 0.0, 0.0);
+    for &i in pixels {
+        let (x, y) = ((i % w) as f64 + 0.5, (i / w) as f64 + 0.5);
+        let (dx, dy) = (x - centroid.0, y - centroid.1);
+        sxx += dx * dx;
+        syy += dy * dy;
+        sxy += dx * dy;
+        let (mx, my) = (centroid.0 - dx, centroid.1 - dy);
+        let (gx, gy) = (mx.floor() - x0 as f64 + 1.0, my.floor() - y0 as f64 + 1.0);
+        if gx >= 0.0 && gy >= 0.0 && (gx as usize) < mw && (gy as usize) < mh {
+            mirrored += mask[gy as usize * mw + gx as usize] as usize;
+        }
+    }
+    // Principal moments of the 2×2 covariance.
+    let (tr, det) = (sxx + syy, sxx * syy - sxy * sxy);
+    let disc = (tr * tr / 4.0 - det).max(0.0).sqrt();
+    let (l_max, l_min) = (tr / 2.0 + disc, (tr / 2.0 - disc).max(0.0));
     Component {
         colour,
         area: pixels.len(),
@@ -276,6 +303,9 @@ fn describe(pixels: &[usize], colour: usize, w: usize, h: usize) -> Component {
             solidity: if hull > 0.0 { (filled / hull).min(1.0) } else { 1.0 },
             compactness: filled / (std::f64::consts::PI * radius * radius),
             hole_fraction: holes / filled,
+            symmetry: mirrored as f64 / n,
+            elongation: if l_max > 0.0 { (l_min / l_max).sqrt() } else { 1.0 },
+            radius,
         },
     }
 }

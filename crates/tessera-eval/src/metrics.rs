@@ -1,0 +1,566 @@
+//! Per-clip analysis (segments, tracks, events) and the metrics computed from it.
+//!
+//! Pixel quantities are at the analysed resolution; thresholds scale with the frame's shorter
+//! side relative to the 64-pixel world default, so they mean the same at any size.
+
+use serde::Serialize;
+use tessera_media::Video;
+use tessera_world::caption::{Colour, MotionKind};
+
+use crate::error::{EvalError, Result};
+use crate::scene::{direction_matches, match_objects, observe, ExpectedScene, ObservedObject};
+use crate::segment::{segment_frame, Segmentation, SegmentParams};
+use crate::track::{accelerations, build_tracks, median2, velocities, Track, TrackParams};
+
+/// Everything measured from one video, before comparing with a prompt.
+#[derive(Debug, Clone)]
+pub struct Analysis {
+    pub width: u32,
+    pub height: u32,
+    pub fps: f64,
+    pub segmentations: Vec<Segmentation>,
+    pub tracks: Vec<Track>,
+    /// Tracks seen long enough to be objects rather than noise.
+    pub objects: Vec<ObservedObject>,
+    pub events: Vec<ObservedEvent>,
+    /// Mean absolute frame difference of background pixels after the best global shift, in RGB8
+    /// levels, one per frame transition.
+    pub background_change: Vec<f64>,
+    /// Fraction of pixels changing by more than [`CHANGE_LEVEL`], one per frame transition.
+    pub changed_fraction: Vec<f64>,
+    /// Per-frame colour histogram of background pixels (4×4×4 bins, sums to 1 or all zero).
+    pub background_histograms: Vec<Vec<f64>>,
+}
+
+/// Something that happened to a tracked object.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ObservedEvent {
+    pub frame: usize,
+    /// Index into [`Analysis::objects`].
+    pub object: usize,
+    pub kind: ObservedEventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObservedEventKind {
+    /// Abrupt velocity change at a frame edge ("wall") or next to another object.
+    Bounce { against: Contact },
+    /// Abrupt velocity change with nothing to bounce off.
+    UnexplainedJerk,
+    /// Left the view; `explained` when it went behind another object or out of frame, and (for
+    /// a reappearance) came back near where its path predicts.
+    Vanished { frames: usize, explained: bool },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Contact {
+    Wall,
+    Object,
+}
+
+/// A pixel "changes" between frames when some channel moves by more than this (RGB8 levels):
+/// above compression noise and mild flicker, below any object edge passing by.
+pub const CHANGE_LEVEL: u8 = 40;
+
+/// Per-clip scores. Scores are in [0, 1] (1 best) unless stated; `None` where the clip gives
+/// nothing to judge (e.g. no colour in the prompt, no object seen).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ClipScores {
+    /// 1 when the number of objects seen equals the prompt's, minus |seen − asked| / asked.
+    pub object_count: Option<f64>,
+    /// Fraction of the prompt's coloured objects matched by a seen object of that colour.
+    pub colour: Option<f64>,
+    /// Fraction of the prompt's shaped objects matched by a seen object of that shape.
+    pub shape: Option<f64>,
+    /// Fraction of the prompt's objects with a direction (falls: down; still: none) whose
+    /// matched object heads that way within about 30°.
+    pub direction: Option<f64>,
+    /// Per object, shape agreement over frames × (1 − coefficient of variation of its area).
+    pub subject_consistency: Option<f64>,
+    /// Mean histogram intersection of each frame's background colours with the first frame's.
+    pub background_consistency: Option<f64>,
+    /// `1 − flicker_level / 20`, clamped to [0, 1].
+    pub flicker: Option<f64>,
+    /// Mean of `exp(−r)` over object positions, `r` the error in 64-px-frame pixels of
+    /// predicting each position by cubic interpolation of the two frames either side.
+    pub smoothness: Option<f64>,
+    /// Fraction of frame transitions in which at least 0.2% of pixels change clearly.
+    pub dynamic_degree: Option<f64>,
+    /// Per object, the fraction of frames whose acceleration is either the object's steady one
+    /// or an abrupt change at a wall or another object; halved when the steady acceleration is
+    /// not "none or downward" (or not downward for a prompt that says it falls).
+    pub physics: Option<f64>,
+    /// Fraction of disappearances explained by occlusion or leaving the frame, with the object
+    /// reappearing on its predicted path; 1 when nothing disappears.
+    pub permanence: Option<f64>,
+    /// Mean absolute frame difference of static background pixels, RGB8 levels.
+    pub flicker_level: f64,
+    /// Mean object speed in frame widths per second.
+    pub mean_speed: Option<f64>,
+    /// Objects seen.
+    pub observed_count: usize,
+    /// Objects the prompt asks for.
+    pub expected_count: usize,
+}
+
+/// Knobs of [`analyze`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct AnalysisParams {
+    pub segment: SegmentParams,
+    pub track: TrackParams,
+}
+
+/// Pixel lengths at the world's 64-pixel default; scale with `shorter / 64`.
+fn px(scale: f64, at64: f64) -> f64 {
+    scale * at64
+}
+
+/// Segments and tracks every frame, then measures background, flicker and motion energy.
+pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Analysis> {
+    if video.frames.is_empty() {
+        return Err(EvalError::EmptyVideo {
+            name: name.to_string(),
+        });
+    }
+    let expected = video.frame_len();
+    for (i, f) in video.frames.iter().enumerate() {
+        if f.len() != expected {
+            return Err(EvalError::BadFrame {
+                name: name.to_string(),
+                frame: i,
+                expected,
+                got: f.len(),
+            });
+        }
+    }
+    let palette: Vec<Colour> = Colour::ALL.to_vec();
+    let rgb: Vec<[u8; 3]> = palette.iter().map(|c| c.rgb()).collect();
+    let (w, h) = (video.width, video.height);
+    let segmentations: Vec<Segmentation> = video
+        .frames
+        .iter()
+        .map(|f| segment_frame(f, w, h, &rgb, &params.segment))
+        .collect();
+    let tracks = build_tracks(&segmentations, &params.track);
+    let n = video.frames.len();
+    let min_len = 3.max(n * 3 / 20).min(n);
+    let shorter = w.min(h) as f64;
+    let objects: Vec<ObservedObject> = tracks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.observations.len() >= min_len)
+        .map(|(k, t)| observe(k, t, &palette, n, shorter))
+        .collect();
+
+    let masks: Vec<Vec<bool>> = segmentations
+        .iter()
+        .map(|s| dilate(&s.labels, w as usize, h as usize, 2))
+        .collect();
+    let mut background_change = Vec::new();
+    let mut changed_fraction = Vec::new();
+    for t in 0..n.saturating_sub(1) {
+        background_change.push(shifted_background_diff(
+            &video.frames[t],
+            &video.frames[t + 1],
+            &masks[t],
+            &masks[t + 1],
+            w as usize,
+            h as usize,
+        ));
+        let changed = video.frames[t]
+            .chunks_exact(3)
+            .zip(video.frames[t + 1].chunks_exact(3))
+            .filter(|(a, b)| (0..3).any(|c| a[c].abs_diff(b[c]) > CHANGE_LEVEL))
+            .count();
+        changed_fraction.push(changed as f64 / (w as f64 * h as f64));
+    }
+    let background_histograms = video
+        .frames
+        .iter()
+        .zip(&masks)
+        .map(|(f, m)| histogram(f, m))
+        .collect();
+
+    let mut analysis = Analysis {
+        width: w,
+        height: h,
+        fps: video.fps,
+        segmentations,
+        tracks,
+        objects,
+        events: Vec::new(),
+        background_change,
+        changed_fraction,
+        background_histograms,
+    };
+    analysis.events = detect_events(&analysis);
+    Ok(analysis)
+}
+
+/// Marks pixels within `r` (Chebyshev) of any object pixel.
+fn dilate(labels: &[u32], w: usize, h: usize, r: usize) -> Vec<bool> {
+    let mut out = vec![false; w * h];
+    for y in 0..h {
+        for x in 0..w {
+            if labels[y * w + x] == 0 {
+                continue;
+            }
+            for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                    out[yy * w + xx] = true;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mean absolute RGB difference over pixels that are background in both frames, after the
+/// integer shift in [-2, 2]² that best explains a camera pan.
+fn shifted_background_diff(
+    a: &[u8],
+    b: &[u8],
+    obj_a: &[bool],
+    obj_b: &[bool],
+    w: usize,
+    h: usize,
+) -> f64 {
+    let mut best = f64::INFINITY;
+    for dy in -2i64..=2 {
+        for dx in -2i64..=2 {
+            let (mut sum, mut count) = (0u64, 0u64);
+            for y in 2..h.saturating_sub(2) {
+                for x in 2..w.saturating_sub(2) {
+                    let i = y * w + x;
+                    let j = ((y as i64 + dy) as usize) * w + (x as i64 + dx) as usize;
+                    if obj_a[i] || obj_b[j] {
+                        continue;
+                    }
+                    for c in 0..3 {
+                        sum += a[3 * i + c].abs_diff(b[3 * j + c]) as u64;
+                    }
+                    count += 3;
+                }
+            }
+            if count > 0 {
+                best = best.min(sum as f64 / count as f64);
+            }
+        }
+    }
+    if best.is_finite() {
+        best
+    } else {
+        0.0
+    }
+}
+
+fn histogram(frame: &[u8], objects: &[bool]) -> Vec<f64> {
+    let mut hist = vec![0.0; 64];
+    let mut n = 0.0;
+    for (px, &o) in frame.chunks_exact(3).zip(objects) {
+        if o {
+            continue;
+        }
+        let bin = (px[0] as usize / 64) * 16 + (px[1] as usize / 64) * 4 + px[2] as usize / 64;
+        hist[bin] += 1.0;
+        n += 1.0;
+    }
+    if n > 0.0 {
+        hist.iter_mut().for_each(|v| *v /= n);
+    }
+    hist
+}
+
+/// Distance in pixels between two boxes (0 when they touch or overlap).
+fn box_gap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f64 {
+    let gx = (a.0 as f64 - b.2 as f64).max(b.0 as f64 - a.2 as f64).max(0.0);
+    let gy = (a.1 as f64 - b.3 as f64).max(b.1 as f64 - a.3 as f64).max(0.0);
+    gx.hypot(gy)
+}
+
+/// Bounces, unexplained jerks and disappearances of every observed object.
+fn detect_events(a: &Analysis) -> Vec<ObservedEvent> {
+    let n = a.segmentations.len();
+    let scale = a.width.min(a.height) as f64 / 64.0;
+    let (w, h) = (a.width, a.height);
+    let mut events = Vec::new();
+    for (oi, obj) in a.objects.iter().enumerate() {
+        let track = &a.tracks[obj.track];
+        let pos = track.clean_positions(n);
+        let acc = accelerations(&pos);
+        let vel = velocities(&pos);
+        let steady = median2(&acc).unwrap_or((0.0, 0.0));
+        let bbox_at = |t: usize| {
+            track
+                .observations
+                .iter()
+                .find(|o| o.frame == t)
+                .map(|o| o.component.bbox)
+        };
+        let near_other = |t: usize, margin: f64| {
+            bbox_at(t).is_some_and(|bb| {
+                a.segmentations[t]
+                    .components
+                    .iter()
+                    .any(|c| c.bbox != bb && box_gap(c.bbox, bb) <= margin)
+            })
+        };
+        for (k, acc_k) in acc.iter().enumerate() {
+            let Some(at) = acc_k else { continue };
+            let t = k + 1;
+            let speed = vel[t].map_or(0.0, |v| v.0.hypot(v.1));
+            let tol = px(scale, 0.35) + 0.1 * speed;
+            if (at.0 - steady.0).hypot(at.1 - steady.1) <= tol {
+                continue;
+            }
+            let margin = px(scale, 2.0) + 2.0 * speed;
+            let at_wall = [t - 1, t, t + 1].iter().any(|&f| {
+                bbox_at(f).is_some_and(|bb| {
+                    bb.0 as f64 <= margin
+                        || bb.1 as f64 <= margin
+                        || (w - bb.2) as f64 <= margin
+                        || (h - bb.3) as f64 <= margin
+                })
+            });
+            let kind = if at_wall {
+                ObservedEventKind::Bounce {
+                    against: Contact::Wall,
+                }
+            } else if [t - 1, t, t + 1].iter().any(|&f| near_other(f, margin)) {
+                ObservedEventKind::Bounce {
+                    against: Contact::Object,
+                }
+            } else {
+                ObservedEventKind::UnexplainedJerk
+            };
+            events.push(ObservedEvent {
+                frame: t,
+                object: oi,
+                kind,
+            });
+        }
+
+        // Disappearances: gaps inside the track and an early end.
+        let obs = &track.observations;
+        let diag = (w as f64).hypot(h as f64);
+        let hidden_or_out = |o: &crate::track::Observation| {
+            o.component.touches_border || near_other(o.frame, px(scale, 1.0))
+        };
+        for pair in obs.windows(2) {
+            let gap = pair[1].frame - pair[0].frame - 1;
+            if gap < 2 {
+                continue;
+            }
+            // Predict the reappearance from the velocity just before the gap.
+            let before = obs
+                .iter()
+                .filter(|o| o.frame < pair[0].frame && o.frame + 4 >= pair[0].frame)
+                .next();
+            let p0 = pair[0].component.centroid;
+            let v = before.map_or((0.0, 0.0), |b| {
+                let dt = (pair[0].frame - b.frame) as f64;
+                (
+                    (p0.0 - b.component.centroid.0) / dt,
+                    (p0.1 - b.component.centroid.1) / dt,
+                )
+            });
+            let dt = (pair[1].frame - pair[0].frame) as f64;
+            let pred = (p0.0 + v.0 * dt, p0.1 + v.1 * dt);
+            let p1 = pair[1].component.centroid;
+            let on_path = (p1.0 - pred.0).hypot(p1.1 - pred.1) <= 0.1 * diag + 0.5 * dt * scale;
+            events.push(ObservedEvent {
+                frame: pair[0].frame + 1,
+                object: oi,
+                kind: ObservedEventKind::Vanished {
+                    frames: gap,
+                    explained: hidden_or_out(&pair[0]) && on_path,
+                },
+            });
+        }
+        if let Some(last) = obs.last() {
+            if last.frame + 2 < n {
+                events.push(ObservedEvent {
+                    frame: last.frame + 1,
+                    object: oi,
+                    kind: ObservedEventKind::Vanished {
+                        frames: n - 1 - last.frame,
+                        explained: hidden_or_out(last),
+                    },
+                });
+            }
+        }
+    }
+    events.sort_by_key(|e| (e.frame, e.object));
+    events
+}
+
+fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
+    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    (n > 0).then(|| s / n as f64)
+}
+
+/// Scores an analysed clip against the scene its prompt asks for.
+pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
+    let n = a.segmentations.len();
+    let scale = a.width.min(a.height) as f64 / 64.0;
+    let objs = &a.objects;
+    let n_e = expected.objects.len();
+    let n_o = objs.len();
+
+    let object_count = (n_e > 0).then(|| {
+        let miss = if expected.count_is_exact || n_o < n_e {
+            n_o.abs_diff(n_e)
+        } else {
+            0
+        };
+        (1.0 - miss as f64 / n_e as f64).max(0.0)
+    });
+    let m = match_objects(&expected.objects, objs);
+    let attr = |f: &dyn Fn(usize, Option<&ObservedObject>) -> Option<bool>| {
+        mean((0..n_e).filter_map(|i| {
+            f(i, m[i].map(|j| &objs[j])).map(|ok| if ok { 1.0 } else { 0.0 })
+        }))
+    };
+    let colour = attr(&|i, o| {
+        let c = expected.objects[i].colour?;
+        Some(o.is_some_and(|o| o.colour == c))
+    });
+    let shape = attr(&|i, o| {
+        let s = expected.objects[i].shape?;
+        Some(o.is_some_and(|o| o.shape == Some(s)))
+    });
+    let direction = attr(&|i, o| {
+        let e = &expected.objects[i];
+        match o {
+            Some(o) => direction_matches(e, o),
+            None => direction_matches(e, &placeholder()).map(|_| false),
+        }
+    });
+
+    let subject_consistency = mean(objs.iter().map(|o| {
+        let t = &a.tracks[o.track];
+        let areas: Vec<f64> = t
+            .observations
+            .iter()
+            .filter(|x| t.is_clean(x))
+            .map(|x| x.component.area as f64)
+            .collect();
+        let mu = mean(areas.iter().copied()).unwrap_or(0.0);
+        let var = mean(areas.iter().map(|x| (x - mu) * (x - mu))).unwrap_or(0.0);
+        let cv = if mu > 0.0 { var.sqrt() / mu } else { 1.0 };
+        o.shape_agreement * (1.0 - cv).max(0.0)
+    }));
+
+    let first = a.background_histograms.first();
+    let background_consistency = first.filter(|h| h.iter().sum::<f64>() > 0.0).and_then(|h0| {
+        mean(a.background_histograms.iter().skip(1).map(|h| {
+            h.iter().zip(h0).map(|(x, y)| x.min(*y)).sum::<f64>()
+        }))
+    });
+
+    let flicker_level = mean(a.background_change.iter().copied()).unwrap_or(0.0);
+    let flicker = (n > 1).then(|| (1.0 - flicker_level / 20.0).clamp(0.0, 1.0));
+
+    // Cubic-interpolation residual: (p[t-2] - 4p[t-1] + 6p[t] - 4p[t+1] + p[t+2]) / 6.
+    let mut residuals = Vec::new();
+    for o in objs {
+        let pos = a.tracks[o.track].clean_positions(n);
+        for win in pos.windows(5) {
+            if let [Some(p0), Some(p1), Some(p2), Some(p3), Some(p4)] = *win {
+                let rx = (p0.0 - 4.0 * p1.0 + 6.0 * p2.0 - 4.0 * p3.0 + p4.0) / 6.0;
+                let ry = (p0.1 - 4.0 * p1.1 + 6.0 * p2.1 - 4.0 * p3.1 + p4.1) / 6.0;
+                residuals.push(rx.hypot(ry) / scale);
+            }
+        }
+    }
+    let smoothness = mean(residuals.iter().map(|r| (-r).exp()));
+
+    let dynamic_degree = mean(
+        a.changed_fraction
+            .iter()
+            .map(|&f| if f >= 0.002 { 1.0 } else { 0.0 }),
+    );
+
+    let physics = mean(objs.iter().enumerate().filter_map(|(oi, o)| {
+        let pos = a.tracks[o.track].clean_positions(n);
+        let acc = accelerations(&pos);
+        let samples = acc.iter().flatten().count();
+        if samples == 0 {
+            return None;
+        }
+        let expect = m
+            .iter()
+            .position(|&j| j == Some(oi))
+            .and_then(|i| expected.objects[i].motion);
+        if expect == Some(MotionKind::Orbit) {
+            return None; // centripetal acceleration turns with the object: not a steady one
+        }
+        let unexplained = a
+            .events
+            .iter()
+            .filter(|e| e.object == oi && e.kind == ObservedEventKind::UnexplainedJerk)
+            .count();
+        let pass = 1.0 - unexplained as f64 / samples as f64;
+        let steady = median2(&acc).unwrap_or((0.0, 0.0));
+        let tol = px(scale, 0.05);
+        let plausible = if expect == Some(MotionKind::Fall) {
+            steady.1 > tol && steady.0.abs() <= 2.0 * tol
+        } else {
+            steady.1 >= -tol && steady.0.abs() <= 2.0 * tol
+        };
+        Some(if plausible { pass } else { 0.5 * pass })
+    }));
+
+    let vanish: Vec<bool> = a
+        .events
+        .iter()
+        .filter_map(|e| match e.kind {
+            ObservedEventKind::Vanished { explained, .. } => Some(explained),
+            _ => None,
+        })
+        .collect();
+    let permanence = (n_o > 0).then(|| {
+        mean(vanish.iter().map(|&x| if x { 1.0 } else { 0.0 })).unwrap_or(1.0)
+    });
+
+    let mean_speed = mean(objs.iter().filter_map(|o| {
+        let t = &a.tracks[o.track];
+        (t.span() > 1).then(|| o.path_length / (t.span() - 1) as f64)
+    }))
+    .map(|px_per_frame| px_per_frame * a.fps / a.width as f64);
+
+    ClipScores {
+        object_count,
+        colour,
+        shape,
+        direction,
+        subject_consistency,
+        background_consistency,
+        flicker,
+        smoothness,
+        dynamic_degree,
+        physics,
+        permanence,
+        flicker_level,
+        mean_speed,
+        observed_count: n_o,
+        expected_count: n_e,
+    }
+}
+
+/// An object that was never seen, for asking whether a prompt states a direction at all.
+fn placeholder() -> ObservedObject {
+    ObservedObject {
+        track: 0,
+        colour: Colour::Red,
+        shape: None,
+        size: None,
+        direction: None,
+        initial_velocity: None,
+        path_length: 0.0,
+        max_descent: 0.0,
+        shape_agreement: 0.0,
+    }
+}
