@@ -4,9 +4,10 @@
 use candle_core::Tensor;
 use rand::Rng;
 
-use crate::driver::filled;
+use crate::driver::{filled, frame_levels};
 use crate::error::{DiffusionError, Result};
-use crate::schedule::{shift_sigma, Schedule};
+use crate::mask::{masks_to_tensor, ConditionMask, MaskSampler};
+use crate::schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};
 
 /// Fraction of training captions replaced by the empty text, so the same model also learns the
 /// unconditional velocity that classifier-free guidance needs.
@@ -127,6 +128,56 @@ pub fn drop_caption(rng: &mut impl Rng, p: f64) -> bool {
     rng.random::<f64>() < p
 }
 
+/// Everything one training step feeds the model and the loss, for a batch of clean latents.
+#[derive(Debug, Clone)]
+pub struct TrainingExample {
+    /// `(B, C, T, H, W)` model input: known frames clean, the rest noised to their level.
+    pub x_t: Tensor,
+    /// `(B, T)` f32 model timesteps (`σ · 1000`), 0 on known frames.
+    pub timesteps: Tensor,
+    /// `(B, C, T, H, W)` velocity target `noise − x0`.
+    pub target: Tensor,
+    /// `(B, T)` f32, 1 on known frames: pass to [`crate::masked_mse`].
+    pub known: Tensor,
+    /// The mask drawn for each item.
+    pub masks: Vec<ConditionMask>,
+    /// The noise level drawn for each item, in `[0, 1]`.
+    pub sigmas: Vec<f64>,
+}
+
+impl TrainingExample {
+    /// Draws one noise level and one conditioning mask per item of `x0` `(B, C, T, H, W)`
+    /// from `rng` and builds the noised input; `noise` has `x0`'s shape.
+    pub fn draw(
+        x0: &Tensor,
+        noise: &Tensor,
+        timesteps: &TimestepSampler,
+        masks: &MaskSampler,
+        rng: &mut impl Rng,
+    ) -> Result<Self> {
+        let (b, _, frames, _, _) = x0.dims5().map_err(|_| DiffusionError::ShapeMismatch {
+            what: "clean latents",
+            expected: "(B, C, T, H, W)".to_string(),
+            got: x0.dims().to_vec(),
+        })?;
+        let sigmas = timesteps.sample(rng, b)?;
+        let drawn: Vec<ConditionMask> = (0..b).map(|_| masks.sample(rng, frames)).collect();
+        let flags = drawn
+            .iter()
+            .map(|m| m.frames(frames))
+            .collect::<Result<Vec<_>>>()?;
+        let levels = frame_levels(&sigmas, &flags, x0.device())?;
+        Ok(Self {
+            x_t: add_noise(x0, noise, &levels)?,
+            timesteps: levels.affine(NUM_TRAIN_TIMESTEPS, 0.0)?,
+            target: velocity_target(x0, noise)?,
+            known: masks_to_tensor(&flags, x0.device())?,
+            masks: drawn,
+            sigmas,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,6 +289,55 @@ mod tests {
         let rate = dropped as f64 / n as f64;
         assert!((rate - 0.1).abs() < 0.01, "rate {rate}");
         assert!(!drop_caption(&mut rng, 0.0));
+    }
+
+    #[test]
+    fn training_example_keeps_known_frames_clean_and_out_of_the_loss() {
+        use crate::mask::{masked_mse, MaskProbs};
+        let (x0, eps) = (video(0.5), video(6.0));
+        let masks = MaskSampler::new(
+            MaskProbs {
+                none: 0.0,
+                first: 1.0,
+                first_k: 0.0,
+                last_k: 0.0,
+                first_last: 0.0,
+                random: 0.0,
+            },
+            0.5,
+        )
+        .unwrap();
+        let ts = TimestepSampler::default();
+        let draw = |seed| {
+            TrainingExample::draw(&x0, &eps, &ts, &masks, &mut ChaCha8Rng::seed_from_u64(seed))
+                .unwrap()
+        };
+        let ex = draw(4);
+        assert_eq!(ex.masks, vec![ConditionMask::First; 2]);
+        assert_eq!(
+            flat(&ex.x_t.narrow(2, 0, 1).unwrap()),
+            flat(&x0.narrow(2, 0, 1).unwrap())
+        );
+        let t = ex.timesteps.to_vec2::<f32>().unwrap();
+        for (b, row) in t.iter().enumerate() {
+            assert_eq!(row[0], 0.0);
+            assert!((row[1] as f64 - ex.sigmas[b] * 1000.0).abs() < 1e-3);
+            assert_eq!(row[1], row[2]);
+        }
+        // A prediction that is exact on the noisy frames and wild on the known one costs 0.
+        let wild = ex
+            .target
+            .narrow(2, 0, 1)
+            .unwrap()
+            .affine(0.0, 99.0)
+            .unwrap();
+        let rest = ex.target.narrow(2, 1, 2).unwrap();
+        let pred = Tensor::cat(&[&wild, &rest], 2).unwrap();
+        let loss = masked_mse(&pred, &ex.target, &ex.known).unwrap();
+        assert_eq!(loss.to_scalar::<f32>().unwrap(), 0.0);
+        // Seeded: same draw twice.
+        assert_eq!(flat(&draw(4).x_t), flat(&ex.x_t));
+        assert_eq!(draw(4).sigmas, ex.sigmas);
     }
 
     #[test]

@@ -46,7 +46,8 @@ mod schedule;
 pub use driver::{cfg, cfg_batched, cfg_input, frame_levels, sample, Eval, KnownFrames};
 pub use error::{DiffusionError, Result};
 pub use flow::{
-    add_noise, drop_caption, sdedit_start, velocity_target, TimestepSampler, CAPTION_DROPOUT,
+    add_noise, drop_caption, sdedit_start, velocity_target, TimestepSampler, TrainingExample,
+    CAPTION_DROPOUT,
 };
 pub use mask::{masked_mse, masks_to_tensor, ConditionMask, MaskProbs, MaskSampler};
 pub use sampler::{Euler, Heun, Sampler, SamplerKind, UniPc};
