@@ -6,4 +6,5 @@ pub mod attention;
 pub mod conv3d;
 pub mod dit;
 pub mod layers;
+pub mod text;
 pub mod vae;
