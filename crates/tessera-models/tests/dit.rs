@@ -86,16 +86,74 @@ fn mismatched_checkpoints_name_the_tensor() {
     }
 }
 
-fn tiny_random(dev: &Device) -> Dit {
+fn random_model(cfg: &Config, dev: &Device) -> (Dit, VarMap) {
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, dev);
-    let model = Dit::new(&Config::tiny(), vb).expect("tiny builds");
+    let model = Dit::new(cfg, vb).expect("config builds");
     // Zero-initialised adaLN/head would let a broken path look fine; randomise every tensor.
     for var in vm.all_vars() {
         let r = Tensor::randn(0f32, 0.05, var.shape(), dev).expect("randn");
         var.set(&r).expect("same shape");
     }
-    model
+    (model, vm)
+}
+
+fn tiny_random(dev: &Device) -> Dit {
+    random_model(&Config::tiny(), dev).0
+}
+
+/// Training must reach every parameter (candle's fused norms/softmax/rope would silently cut the
+/// graph), and both attention paths must give the same gradients.
+#[test]
+fn every_parameter_trains_through_both_attention_paths() {
+    let dev = Device::Cpu;
+    let mut cfg = Config::tiny();
+    cfg.num_layers = 2;
+    let (mut model, vm) = random_model(&cfg, &dev);
+    let x = Tensor::randn(0f32, 1., (2, 16, 3, 4, 6), &dev).expect("latent");
+    let t = Tensor::new(&[[0f32, 300., 900.], [0., 0., 500.]], &dev).expect("t");
+    let text = Tensor::randn(0f32, 1., (2, 5, 256), &dev).expect("text");
+    let mask = Tensor::new(&[[1f32, 1., 1., 0., 0.], [1., 1., 1., 1., 1.]], &dev).expect("mask");
+    let w = Tensor::randn(0f32, 1., x.shape(), &dev).expect("weights");
+    let mut per_impl = Vec::new();
+    for imp in [AttentionImpl::Tiled, AttentionImpl::Naive] {
+        model.set_attention_impl(imp);
+        let out = model.forward(&x, &t, &text, Some(&mask)).expect("forward");
+        let loss = (out * &w).and_then(|l| l.sum_all()).expect("loss");
+        let grads = loss.backward().expect("backward");
+        let data = vm.data().lock().expect("varmap");
+        let mut gs = Vec::new();
+        for (name, var) in data.iter() {
+            let g = grads
+                .get(var)
+                .unwrap_or_else(|| panic!("{imp:?}: no gradient for {name}"));
+            let n = g
+                .abs()
+                .and_then(|g| g.max_all())
+                .and_then(|g| g.to_scalar::<f32>());
+            assert!(n.expect("norm") > 0.0, "{imp:?}: zero gradient for {name}");
+            gs.push((name.clone(), g.clone()));
+        }
+        gs.sort_by(|a, b| a.0.cmp(&b.0));
+        per_impl.push(gs);
+    }
+    let mut worst = 0f32;
+    for ((name, a), (_, b)) in per_impl[0].iter().zip(&per_impl[1]) {
+        let scale = b
+            .abs()
+            .and_then(|g| g.max_all())
+            .and_then(|g| g.to_scalar::<f32>());
+        let rel = max_abs_diff(a, b) / scale.expect("scale").max(1e-6);
+        assert!(
+            rel < 1e-3,
+            "{name}: tiled vs naive gradient differs by {rel} (relative)"
+        );
+        worst = worst.max(rel);
+    }
+    println!(
+        "{} parameters, worst relative gradient gap tiled vs naive {worst:.2e}",
+        per_impl[0].len()
+    );
 }
 
 /// Style-guide budget: each model's tiny config runs forward on CPU in under a second.
@@ -138,5 +196,13 @@ fn tiny_forward_bench_reference_shape() {
         }
         let secs = start.elapsed().as_secs_f64() / n as f64;
         println!("bench reference forward ({imp:?}): {secs:.3} s");
+        let start = Instant::now();
+        let loss = model
+            .forward(&x, &t, &text, None)
+            .and_then(|o| Ok(o.sqr()?.mean_all()?))
+            .expect("loss");
+        loss.backward().expect("backward");
+        let secs = start.elapsed().as_secs_f64();
+        println!("bench reference forward+backward ({imp:?}): {secs:.3} s");
     }
 }
