@@ -9,7 +9,7 @@ use tessera_world::caption::{Colour, MotionKind};
 
 use crate::error::{EvalError, Result};
 use crate::scene::{direction_matches, match_objects, observe, ExpectedScene, ObservedObject};
-use crate::segment::{segment_frame, Segmentation, SegmentParams};
+use crate::segment::{segment_frame, SegmentParams, Segmentation};
 use crate::track::{accelerations, build_tracks, median2, velocities, Track, TrackParams};
 
 /// Everything measured from one video, before comparing with a prompt.
@@ -275,8 +275,12 @@ fn histogram(frame: &[u8], objects: &[bool]) -> Vec<f64> {
 
 /// Distance in pixels between two boxes (0 when they touch or overlap).
 fn box_gap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f64 {
-    let gx = (a.0 as f64 - b.2 as f64).max(b.0 as f64 - a.2 as f64).max(0.0);
-    let gy = (a.1 as f64 - b.3 as f64).max(b.1 as f64 - a.3 as f64).max(0.0);
+    let gx = (a.0 as f64 - b.2 as f64)
+        .max(b.0 as f64 - a.2 as f64)
+        .max(0.0);
+    let gy = (a.1 as f64 - b.3 as f64)
+        .max(b.1 as f64 - a.3 as f64)
+        .max(0.0);
     gx.hypot(gy)
 }
 
@@ -397,7 +401,9 @@ fn detect_events(a: &Analysis) -> Vec<ObservedEvent> {
 }
 
 fn mean(v: impl IntoIterator<Item = f64>) -> Option<f64> {
-    let (s, n) = v.into_iter().fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
+    let (s, n) = v
+        .into_iter()
+        .fold((0.0, 0usize), |(s, n), x| (s + x, n + 1));
     (n > 0).then(|| s / n as f64)
 }
 
@@ -419,9 +425,10 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
     });
     let m = match_objects(&expected.objects, objs);
     let attr = |f: &dyn Fn(usize, Option<&ObservedObject>) -> Option<bool>| {
-        mean((0..n_e).filter_map(|i| {
-            f(i, m[i].map(|j| &objs[j])).map(|ok| if ok { 1.0 } else { 0.0 })
-        }))
+        mean(
+            (0..n_e)
+                .filter_map(|i| f(i, m[i].map(|j| &objs[j])).map(|ok| if ok { 1.0 } else { 0.0 })),
+        )
     };
     let colour = attr(&|i, o| {
         let c = expected.objects[i].colour?;
@@ -454,11 +461,16 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
     }));
 
     let first = a.background_histograms.first();
-    let background_consistency = first.filter(|h| h.iter().sum::<f64>() > 0.0).and_then(|h0| {
-        mean(a.background_histograms.iter().skip(1).map(|h| {
-            h.iter().zip(h0).map(|(x, y)| x.min(*y)).sum::<f64>()
-        }))
-    });
+    let background_consistency = first
+        .filter(|h| h.iter().sum::<f64>() > 0.0)
+        .and_then(|h0| {
+            mean(
+                a.background_histograms
+                    .iter()
+                    .skip(1)
+                    .map(|h| h.iter().zip(h0).map(|(x, y)| x.min(*y)).sum::<f64>()),
+            )
+        });
 
     let flicker_level = mean(a.background_change.iter().copied()).unwrap_or(0.0);
     let flicker = (n > 1).then(|| (1.0 - flicker_level / 20.0).clamp(0.0, 1.0));
@@ -521,9 +533,8 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
             _ => None,
         })
         .collect();
-    let permanence = (n_o > 0).then(|| {
-        mean(vanish.iter().map(|&x| if x { 1.0 } else { 0.0 })).unwrap_or(1.0)
-    });
+    let permanence =
+        (n_o > 0).then(|| mean(vanish.iter().map(|&x| if x { 1.0 } else { 0.0 })).unwrap_or(1.0));
 
     let mean_speed = mean(objs.iter().filter_map(|o| {
         let t = &a.tracks[o.track];

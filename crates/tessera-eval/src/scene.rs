@@ -163,7 +163,12 @@ pub fn observe(
     // Heading: median velocity over the first few whole sightings (before any bounce).
     let pos = track.clean_positions(n_frames);
     let vel = velocities(&pos);
-    let first: Vec<_> = vel.iter().copied().filter(|v| v.is_some()).take(4).collect();
+    let first: Vec<_> = vel
+        .iter()
+        .copied()
+        .filter(|v| v.is_some())
+        .take(4)
+        .collect();
     let initial_velocity = median2(&first);
     let direction = initial_velocity.and_then(|(vx, vy)| {
         if vx.hypot(vy) < STILL_SPEED {
@@ -178,9 +183,9 @@ pub fn observe(
         .windows(2)
         .map(|w| (w[1].0 - w[0].0).hypot(w[1].1 - w[0].1))
         .sum();
-    let max_descent = seen
-        .first()
-        .map_or(0.0, |p0| seen.iter().map(|p| p.1 - p0.1).fold(0.0, f64::max));
+    let max_descent = seen.first().map_or(0.0, |p0| {
+        seen.iter().map(|p| p.1 - p0.1).fold(0.0, f64::max)
+    });
     ObservedObject {
         track: k,
         colour: palette[track.colour],
@@ -225,13 +230,24 @@ fn affinity(e: &ExpectedObject, o: &ObservedObject) -> f64 {
 
 /// Assigns expected objects to distinct observed ones maximising total affinity; entry `i` is
 /// the observed index for expected object `i`, or `None` when there are fewer observed objects.
-pub fn match_objects(expected: &[ExpectedObject], observed: &[ObservedObject]) -> Vec<Option<usize>> {
+pub fn match_objects(
+    expected: &[ExpectedObject],
+    observed: &[ObservedObject],
+) -> Vec<Option<usize>> {
     // Exhaustive search is tiny for the world's 1–4 objects; beyond 6 fall back to greedy.
     if expected.len() <= 6 && observed.len() <= 8 {
         let mut best = (f64::NEG_INFINITY, vec![None; expected.len()]);
         let mut current = vec![None; expected.len()];
         let mut used = vec![false; observed.len()];
-        search(expected, observed, 0, 0.0, &mut current, &mut used, &mut best);
+        search(
+            expected,
+            observed,
+            0,
+            0.0,
+            &mut current,
+            &mut used,
+            &mut best,
+        );
         return best.1;
     }
     let mut out = vec![None; expected.len()];

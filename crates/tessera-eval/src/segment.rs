@@ -129,8 +129,7 @@ pub fn segment_frame(
         }
     }
     for (k, &n) in border_counts.iter().enumerate() {
-        if border_total > 0 && n as f64 >= params.border_background_fraction * border_total as f64
-        {
+        if border_total > 0 && n as f64 >= params.border_background_fraction * border_total as f64 {
             for c in class.iter_mut().filter(|c| **c == k as u32) {
                 *c = NONE;
             }
@@ -300,11 +299,19 @@ fn describe(pixels: &[usize], colour: usize, w: usize, h: usize) -> Component {
         touches_border: x0 == 0 || y0 == 0 || x1 == w || y1 == h,
         features: ShapeFeatures {
             fill: n / (bw * bh) as f64,
-            solidity: if hull > 0.0 { (filled / hull).min(1.0) } else { 1.0 },
+            solidity: if hull > 0.0 {
+                (filled / hull).min(1.0)
+            } else {
+                1.0
+            },
             compactness: filled / (std::f64::consts::PI * radius * radius),
             hole_fraction: holes / filled,
             symmetry: mirrored as f64 / n,
-            elongation: if l_max > 0.0 { (l_min / l_max).sqrt() } else { 1.0 },
+            elongation: if l_max > 0.0 {
+                (l_min / l_max).sqrt()
+            } else {
+                1.0
+            },
             radius,
         },
     }
@@ -325,7 +332,8 @@ fn hull_area(points: &mut [(i64, i64)]) -> f64 {
             Box::new(points.iter().rev())
         };
         for &p in iter {
-            while hull.len() >= start + 2 && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0
+            while hull.len() >= start + 2
+                && cross(hull[hull.len() - 2], hull[hull.len() - 1], p) <= 0
             {
                 hull.pop();
             }
@@ -365,7 +373,9 @@ mod tests {
     fn finds_two_objects_with_right_colour_and_centre() {
         let (w, h) = (64, 48);
         let mut f = blank(w, h);
-        paint(&mut f, w, PALETTE[0], |x, y| (x - 20.0).hypot(y - 20.0) < 6.0);
+        paint(&mut f, w, PALETTE[0], |x, y| {
+            (x - 20.0).hypot(y - 20.0) < 6.0
+        });
         paint(&mut f, w, PALETTE[2], |x, y| {
             (40.0..50.0).contains(&x) && (30.0..40.0).contains(&y)
         });
@@ -386,7 +396,9 @@ mod tests {
         let (w, h) = (32, 32);
         let mut f = blank(w, h);
         paint(&mut f, w, PALETTE[1], |_, _| true);
-        paint(&mut f, w, PALETTE[0], |x, y| (x - 16.0).hypot(y - 16.0) < 5.0);
+        paint(&mut f, w, PALETTE[0], |x, y| {
+            (x - 16.0).hypot(y - 16.0) < 5.0
+        });
         // A one-pixel-wide yellow line is anti-aliasing debris, not an object.
         paint(&mut f, w, PALETTE[2], |x, _| (3.0..4.0).contains(&x));
         let s = segment_frame(&f, w as u32, h as u32, &PALETTE, &SegmentParams::default());
@@ -400,7 +412,10 @@ mod tests {
         let r = 12.0;
         let shapes: Vec<(&str, Box<dyn Fn(f64, f64) -> bool>)> = vec![
             ("disc", Box::new(move |x: f64, y: f64| x.hypot(y) < r)),
-            ("square", Box::new(move |x: f64, y: f64| x.abs() < r * 0.8 && y.abs() < r * 0.8)),
+            (
+                "square",
+                Box::new(move |x: f64, y: f64| x.abs() < r * 0.8 && y.abs() < r * 0.8),
+            ),
             (
                 "ring",
                 Box::new(move |x: f64, y: f64| (r * 0.55..r).contains(&x.hypot(y))),

@@ -268,7 +268,11 @@ mod tests {
         assert_eq!(tracks.len(), 2);
         for tr in &tracks {
             assert_eq!(tr.observations.len(), 10);
-            let ys: Vec<f64> = tr.observations.iter().map(|o| o.component.centroid.1).collect();
+            let ys: Vec<f64> = tr
+                .observations
+                .iter()
+                .map(|o| o.component.centroid.1)
+                .collect();
             assert!(ys.iter().all(|&y| y == ys[0]), "{ys:?}");
         }
     }
@@ -288,7 +292,10 @@ mod tests {
         let tracks = build_tracks(&frames, &TrackParams::default());
         assert_eq!(tracks.len(), 3, "{tracks:#?}");
         let mover = tracks.iter().find(|t| t.observations.len() == 8).unwrap();
-        assert_eq!((mover.first_frame(), mover.last_frame(), mover.span()), (0, 11, 12));
+        assert_eq!(
+            (mover.first_frame(), mover.last_frame(), mover.span()),
+            (0, 11, 12)
+        );
     }
 
     #[test]
