@@ -1,1 +1,48 @@
-fn main() {}
+//! `tessera`: the command-line front end. Parses flags, dispatches to the library crates and maps
+//! errors to exit codes in one place; no model or media logic lives here.
+
+mod cmd;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Text-to-video diffusion: generate, train and evaluate video models"
+)]
+#[command(propagate_version = true)]
+struct Cli {
+    /// Log level filter, e.g. `info`, `debug`, `tessera_models=trace` (also read from RUST_LOG).
+    #[arg(long, global = true, default_value = "warn")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Synthetic "shapes world" training data with captions and ground-truth tracks.
+    #[command(subcommand)]
+    World(cmd::world::WorldCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::World(c) => cmd::world::run(c),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
