@@ -27,6 +27,8 @@ struct Args {
 enum Suite {
     All,
     Gemm,
+    World,
+    Media,
 }
 
 /// One measured row: what, its median time, and a throughput in the unit that matters for it.
@@ -60,6 +62,12 @@ fn main() -> anyhow::Result<()> {
     let mut rows = Vec::new();
     if want(Suite::Gemm) {
         rows.extend(suites::gemm(&cpu, args.runs)?);
+    }
+    if want(Suite::World) {
+        rows.extend(suites::world(args.runs)?);
+    }
+    if want(Suite::Media) {
+        rows.extend(suites::media(args.runs)?);
     }
     if args.json {
         println!(
