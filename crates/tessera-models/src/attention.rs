@@ -109,13 +109,12 @@ fn masked_softmax(s: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
     e.broadcast_div(&z)
 }
 
-/// Query rows per parallel task (and per online-softmax state).
-const QB: usize = 32;
-/// Keys per block: the `QB×KB` score tile (16 KiB) stays in L1.
+/// Query rows per parallel task (and per online-softmax state); a multiple of every `MR`.
+const QB: usize = 48;
+/// Keys per block: the `QB×KB` score tile (24 KiB) stays in L1.
 const KB: usize = 128;
-/// Register tile: `MR` query rows × `NR` columns of accumulators.
-const MR: usize = 4;
-const NR: usize = 16;
+/// Widest register tile (`NR`) of any kernel: keys are padded to a multiple of it.
+const NR_MAX: usize = 32;
 
 struct TiledAttention {
     scale: f32,
@@ -164,6 +163,7 @@ impl CustomOp3 for TiledAttention {
             d,
             self.scale,
             self.key_valid.as_deref(),
+            select_kernel(),
         );
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
@@ -215,15 +215,16 @@ fn tiled_forward(
     d: usize,
     scale: f32,
     key_valid: Option<&[bool]>,
+    kernel: Kernel,
 ) -> Vec<f32> {
     let bh = b * h;
     let mut out = vec![0f32; bh * lq * d];
     if lq == 0 || d == 0 {
         return out;
     }
-    // Kᵀ per head, `(D, Lkp)` with zero columns up to a multiple of NR: the score micro-kernel
+    // Kᵀ per head, `(D, Lkp)` with zero columns up to a multiple of NR_MAX: the score kernel
     // then reads keys as contiguous rows and never needs a tail case.
-    let lkp = round_up(lk.max(1), NR);
+    let lkp = round_up(lk.max(1), NR_MAX);
     let mut kt = vec![0f32; bh * d * lkp];
     kt.par_chunks_mut(d * lkp)
         .zip(k.par_chunks(lk * d))
@@ -234,7 +235,6 @@ fn tiled_forward(
                 }
             }
         });
-    let kernel = select_kernel();
     out.par_chunks_mut(lq * d)
         .enumerate()
         .flat_map_iter(|(head, o)| {
@@ -278,29 +278,51 @@ struct Task<'a> {
 
 type Kernel = fn(&Task, &mut [f32]);
 
-/// Chooses the widest SIMD the running CPU has (the binary is built for baseline x86-64).
-fn select_kernel() -> Kernel {
+/// Kernels this CPU can run, widest SIMD first (the binary is built for baseline x86-64, so
+/// wider ones are chosen at run time). Register tiles: `MR` query rows × `NR` columns of
+/// accumulators, sized to the register file (AVX-512: 8×32 = 16 zmm; AVX2: 6×16 = 12 ymm;
+/// SSE2: 4×8 = 8 xmm; NEON: 4×16 = 16 q).
+fn available_kernels() -> Vec<(&'static str, Kernel)> {
+    let mut ks: Vec<(&'static str, Kernel)> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return |t, o| {
-                // SAFETY: AVX2 and FMA presence checked just above.
-                unsafe { task_avx2(t, o) }
-            };
+        if is_x86_feature_detected!("avx512f") {
+            ks.push(("avx512", |t, o| {
+                // SAFETY: listed only when AVX-512F is present.
+                unsafe { task_avx512(t, o) }
+            }));
         }
-        |t, o| run_task::<false>(t, o)
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            ks.push(("avx2", |t, o| {
+                // SAFETY: listed only when AVX2 and FMA are present.
+                unsafe { task_avx2(t, o) }
+            }));
+        }
+        ks.push(("sse2", |t, o| run_task::<false, 4, 8>(t, o)));
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        // aarch64 and others: FMA is baseline, plain mul_add compiles to it.
-        |t, o| run_task::<true>(t, o)
+        // FMA is baseline on aarch64; plain mul_add compiles to it.
+        ks.push(("generic", |t, o| run_task::<true, 4, 16>(t, o)));
     }
+    ks
+}
+
+fn select_kernel() -> Kernel {
+    static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+    *BEST.get_or_init(|| available_kernels()[0].1)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn task_avx512(t: &Task, o: &mut [f32]) {
+    run_task::<true, 8, 32>(t, o)
 }
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn task_avx2(t: &Task, o: &mut [f32]) {
-    run_task::<true>(t, o)
+    run_task::<true, 6, 16>(t, o)
 }
 
 #[inline(always)]
@@ -335,12 +357,42 @@ fn fast_exp<const FMA: bool>(x: f32) -> f32 {
     }
 }
 
+/// Maximum of a slice in 8 independent lanes (a single running max would serialise).
 #[inline(always)]
-fn run_task<const FMA: bool>(t: &Task, out: &mut [f32]) {
+fn max_lanes(xs: &[f32]) -> f32 {
+    let mut lanes = [f32::NEG_INFINITY; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in lanes.iter_mut().zip(c) {
+            *a = a.max(x);
+        }
+    }
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+    lanes.iter().fold(tail, |a, &x| a.max(x))
+}
+
+/// Sum of a slice in 8 independent lanes.
+#[inline(always)]
+fn sum_lanes(xs: &[f32]) -> f32 {
+    let mut lanes = [0f32; 8];
+    let mut chunks = xs.chunks_exact(8);
+    for c in &mut chunks {
+        for (a, &x) in lanes.iter_mut().zip(c) {
+            *a += x;
+        }
+    }
+    chunks.remainder().iter().sum::<f32>() + lanes.iter().sum::<f32>()
+}
+
+#[inline(always)]
+fn run_task<const FMA: bool, const MR: usize, const NR: usize>(t: &Task, out: &mut [f32]) {
     let d = t.d;
     let rows = t.q.len() / d;
     let rows_p = round_up(rows, MR);
-    // Scaled, zero-padded query copy: padded rows compute garbage-free zeros and are not stored.
+    // Scaled, zero-padded query copy: padded rows compute harmless zeros and are not stored.
     let mut qs = vec![0f32; rows_p * d];
     for (dst, &x) in qs.iter_mut().zip(t.q) {
         *dst = x * t.scale;
@@ -353,17 +405,18 @@ fn run_task<const FMA: bool>(t: &Task, out: &mut [f32]) {
     while k0 < t.lk {
         let kn = (t.lk - k0).min(KB);
         let knp = round_up(kn, NR);
-        scores::<FMA>(&qs, t.kt, t.lkp, k0, knp, d, &mut s);
+        scores::<FMA, MR, NR>(&qs, t.kt, t.lkp, k0, knp, d, &mut s);
         for i in 0..rows_p {
             let row = &mut s[i * KB..i * KB + knp];
-            for (j, x) in row.iter_mut().enumerate() {
-                let ok = j < kn && t.valid.is_none_or(|vd| vd[k0 + j]);
-                if !ok {
-                    *x = f32::NEG_INFINITY;
+            row[kn..].fill(f32::NEG_INFINITY);
+            if let Some(valid) = t.valid {
+                for (x, &ok) in row.iter_mut().zip(&valid[k0..k0 + kn]) {
+                    if !ok {
+                        *x = f32::NEG_INFINITY;
+                    }
                 }
             }
-            let bmax = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-            let m_new = m[i].max(bmax);
+            let m_new = m[i].max(max_lanes(row));
             if m_new == f32::NEG_INFINITY {
                 row.fill(0.0);
                 continue;
@@ -372,13 +425,7 @@ fn run_task<const FMA: bool>(t: &Task, out: &mut [f32]) {
             for x in row.iter_mut() {
                 *x = fast_exp::<FMA>(*x - m_new);
             }
-            let mut lanes = [0f32; 8];
-            for c in row.chunks_exact(8) {
-                for (a, &x) in lanes.iter_mut().zip(c) {
-                    *a += x;
-                }
-            }
-            l[i] = l[i] * corr + lanes.iter().sum::<f32>();
+            l[i] = l[i] * corr + sum_lanes(row);
             if corr != 1.0 {
                 for a in &mut acc[i * d..(i + 1) * d] {
                     *a *= corr;
@@ -386,7 +433,7 @@ fn run_task<const FMA: bool>(t: &Task, out: &mut [f32]) {
             }
             m[i] = m_new;
         }
-        accumulate_pv::<FMA>(&s, &t.v[k0 * d..(k0 + kn) * d], kn, d, &mut acc);
+        accumulate_pv::<FMA, MR, NR>(&s, &t.v[k0 * d..(k0 + kn) * d], kn, d, &mut acc);
         k0 += kn;
     }
     for i in 0..rows {
@@ -402,7 +449,7 @@ fn run_task<const FMA: bool>(t: &Task, out: &mut [f32]) {
 
 /// `s[i][j] = Σ_c qs[i][c]·kt[c][k0+j]` for `j < knp`, in MR×NR register tiles.
 #[inline(always)]
-fn scores<const FMA: bool>(
+fn scores<const FMA: bool, const MR: usize, const NR: usize>(
     qs: &[f32],
     kt: &[f32],
     lkp: usize,
@@ -413,14 +460,14 @@ fn scores<const FMA: bool>(
 ) {
     let rows_p = qs.len() / d;
     for i0 in (0..rows_p).step_by(MR) {
+        let q = &qs[i0 * d..(i0 + MR) * d];
         for j0 in (0..knp).step_by(NR) {
             let mut t = [[0f32; NR]; MR];
             for c in 0..d {
-                let kr: &[f32; NR] = kt[c * lkp + k0 + j0..c * lkp + k0 + j0 + NR]
-                    .try_into()
-                    .expect("NR-wide slice");
+                let base = c * lkp + k0 + j0;
+                let kr: &[f32; NR] = kt[base..base + NR].try_into().expect("NR-wide slice");
                 for (r, tr) in t.iter_mut().enumerate() {
-                    let qv = qs[(i0 + r) * d + c];
+                    let qv = q[r * d + c];
                     for (x, &kv) in tr.iter_mut().zip(kr) {
                         *x = fmadd::<FMA>(qv, kv, *x);
                     }
@@ -435,7 +482,13 @@ fn scores<const FMA: bool>(
 
 /// `acc[i] += Σ_j p[i][j]·v[j]` over the block's `kn` keys, MR rows × NR columns at a time.
 #[inline(always)]
-fn accumulate_pv<const FMA: bool>(p: &[f32], v: &[f32], kn: usize, d: usize, acc: &mut [f32]) {
+fn accumulate_pv<const FMA: bool, const MR: usize, const NR: usize>(
+    p: &[f32],
+    v: &[f32],
+    kn: usize,
+    d: usize,
+    acc: &mut [f32],
+) {
     let rows_p = acc.len() / d;
     let dn = d - d % NR;
     for i0 in (0..rows_p).step_by(MR) {
@@ -460,12 +513,14 @@ fn accumulate_pv<const FMA: bool>(p: &[f32], v: &[f32], kn: usize, d: usize, acc
             }
         }
         // Head dims that are not a multiple of NR.
-        for r in 0..MR {
-            for j in 0..kn {
-                let pv = p[(i0 + r) * KB + j];
-                for c in dn..d {
-                    let a = &mut acc[(i0 + r) * d + c];
-                    *a = fmadd::<FMA>(pv, v[j * d + c], *a);
+        if dn < d {
+            for r in 0..MR {
+                for j in 0..kn {
+                    let pv = p[(i0 + r) * KB + j];
+                    for c in dn..d {
+                        let a = &mut acc[(i0 + r) * d + c];
+                        *a = fmadd::<FMA>(pv, v[j * d + c], *a);
+                    }
                 }
             }
         }
@@ -539,6 +594,35 @@ mod tests {
             let slow = attention(&q, &k, &v, Some(&mask), AttentionImpl::Naive)?;
             let e = max_abs(&fast, &slow);
             assert!(e < 1e-5, "mask {b}x{h}x{lq}x{lk}x{d}: {e}");
+        }
+        Ok(())
+    }
+
+    /// Every SIMD variant this CPU has (not only the one `attention` picks) against the naive path.
+    #[test]
+    fn every_kernel_variant_matches_naive() -> Result<()> {
+        let (b, h, lq, lk, d) = (2, 2, 53, 140, 48);
+        let q = (rand(&[b, h, lq, d], 11) * 3.0)?;
+        let k = (rand(&[b, h, lk, d], 12) * 3.0)?;
+        let v = rand(&[b, h, lk, d], 13);
+        let valid: Vec<bool> = (0..b * lk).map(|i| i % 5 != 2).collect();
+        let mask = Tensor::from_vec(
+            valid
+                .iter()
+                .map(|&x| f32::from(u8::from(x)))
+                .collect::<Vec<_>>(),
+            (b, lk),
+            &Device::Cpu,
+        )?;
+        let want = attention(&q, &k, &v, Some(&mask), AttentionImpl::Naive)?;
+        let flat = |t: &Tensor| t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+        let (qv, kv, vv) = (flat(&q)?, flat(&k)?, flat(&v)?);
+        let scale = 1.0 / (d as f32).sqrt();
+        for (name, kernel) in available_kernels() {
+            let got = tiled_forward(&qv, &kv, &vv, b, h, lq, lk, d, scale, Some(&valid), kernel);
+            let got = Tensor::from_vec(got, (b, h, lq, d), &Device::Cpu)?;
+            let e = max_abs(&got, &want);
+            assert!(e < 1e-5, "{name}: {e}");
         }
         Ok(())
     }

@@ -206,3 +206,27 @@ fn tiny_forward_bench_reference_shape() {
         println!("bench reference forward+backward ({imp:?}): {secs:.3} s");
     }
 }
+
+/// Attention kernel throughput at the bench reference and Wan-1.3B-like shapes (compare with
+/// `torch.nn.functional.scaled_dot_product_attention` on the same machine). Run:
+/// `cargo test --release -p tessera-models --test dit attention_throughput -- --ignored --nocapture`.
+#[test]
+#[ignore = "timing report"]
+fn attention_throughput() {
+    use tessera_models::attention::attention;
+    let dev = Device::Cpu;
+    for (b, h, l, d) in [(2, 4, 1024, 64), (1, 12, 4096, 128)] {
+        let q = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("q");
+        let k = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("k");
+        let v = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("v");
+        attention(&q, &k, &v, None, AttentionImpl::Tiled).expect("warm-up");
+        let n = 5;
+        let start = Instant::now();
+        for _ in 0..n {
+            attention(&q, &k, &v, None, AttentionImpl::Tiled).expect("attention");
+        }
+        let secs = start.elapsed().as_secs_f64() / n as f64;
+        let gflops = 4.0 * (b * h * l * l * d) as f64 / secs / 1e9;
+        println!("tiled attention {b}x{h}x{l}x{d}: {:.1} ms, {gflops:.1} GFLOP/s", secs * 1e3);
+    }
+}
