@@ -109,12 +109,17 @@ fn masked_softmax(s: &Tensor, key_mask: Option<&Tensor>) -> Result<Tensor> {
     e.broadcast_div(&z)
 }
 
-/// Query rows per parallel task (and per online-softmax state); a multiple of every `MR`.
-const QB: usize = 48;
-/// Keys per block: the `QB×KB` score tile (24 KiB) stays in L1.
+/// Query rows per parallel task (and per online-softmax state), a multiple of every `MR`: the
+/// score tile (`rows×KB`) and the output accumulator (`rows×D`) together stay near L1 size.
+fn query_block(d: usize) -> usize {
+    if d <= 64 {
+        48
+    } else {
+        24
+    }
+}
+/// Keys per block, a multiple of every `NR`.
 const KB: usize = 128;
-/// Widest register tile (`NR`) of any kernel: keys are padded to a multiple of it.
-const NR_MAX: usize = 32;
 
 struct TiledAttention {
     scale: f32,
@@ -222,37 +227,40 @@ fn tiled_forward(
     if lq == 0 || d == 0 {
         return out;
     }
-    // Kᵀ per head, `(D, Lkp)` with zero columns up to a multiple of NR_MAX: the score kernel
-    // then reads keys as contiguous rows and never needs a tail case.
-    let lkp = round_up(lk.max(1), NR_MAX);
+    // Kᵀ per head in key blocks, `(Lkp/KB, D, KB)`, zero-padded to whole blocks: the score
+    // kernel reads keys as short contiguous rows (a full-length `(D, Lk)` transpose would put
+    // rows a power-of-two stride apart and thrash cache sets) and never needs a tail case.
+    let lkp = round_up(lk.max(1), KB);
     let mut kt = vec![0f32; bh * d * lkp];
     kt.par_chunks_mut(d * lkp)
         .zip(k.par_chunks(lk * d))
         .for_each(|(kt, k)| {
             for (j, row) in k.chunks_exact(d).enumerate() {
+                let (blk, jj) = (j / KB, j % KB);
                 for (c, &x) in row.iter().enumerate() {
-                    kt[c * lkp + j] = x;
+                    kt[(blk * d + c) * KB + jj] = x;
                 }
             }
         });
+    let qb_rows = query_block(d);
     out.par_chunks_mut(lq * d)
         .enumerate()
         .flat_map_iter(|(head, o)| {
-            o.chunks_mut(QB * d)
+            o.chunks_mut(qb_rows * d)
                 .enumerate()
                 .map(move |(qb, o)| (head, qb, o))
         })
         .for_each(|(head, qb, o)| {
             let valid = key_valid.map(|kv| &kv[(head / h) * lk..(head / h + 1) * lk]);
-            let rows = (lq - qb * QB).min(QB);
-            let q = &q[(head * lq + qb * QB) * d..(head * lq + qb * QB + rows) * d];
+            let first = head * lq + qb * qb_rows;
+            let rows = (lq - qb * qb_rows).min(qb_rows);
+            let q = &q[first * d..(first + rows) * d];
             let task = Task {
                 q,
                 kt: &kt[head * d * lkp..(head + 1) * d * lkp],
                 v: &v[head * lk * d..(head + 1) * lk * d],
                 valid,
                 lk,
-                lkp,
                 d,
                 scale,
             };
@@ -263,15 +271,14 @@ fn tiled_forward(
 
 /// One query block of one head.
 struct Task<'a> {
-    /// `(rows ≤ QB, D)`.
+    /// `(rows, D)`.
     q: &'a [f32],
-    /// `(D, lkp)`.
+    /// `(Lk/KB rounded up, D, KB)`.
     kt: &'a [f32],
     /// `(lk, D)`.
     v: &'a [f32],
     valid: Option<&'a [bool]>,
     lk: usize,
-    lkp: usize,
     d: usize,
     scale: f32,
 }
@@ -405,7 +412,8 @@ fn run_task<const FMA: bool, const MR: usize, const NR: usize>(t: &Task, out: &m
     while k0 < t.lk {
         let kn = (t.lk - k0).min(KB);
         let knp = round_up(kn, NR);
-        scores::<FMA, MR, NR>(&qs, t.kt, t.lkp, k0, knp, d, &mut s);
+        let kt = &t.kt[k0 * d..(k0 + KB) * d]; // block k0/KB, (D, KB)
+        scores::<FMA, MR, NR>(&qs, kt, knp, d, &mut s);
         for i in 0..rows_p {
             let row = &mut s[i * KB..i * KB + knp];
             row[kn..].fill(f32::NEG_INFINITY);
@@ -447,13 +455,12 @@ fn run_task<const FMA: bool, const MR: usize, const NR: usize>(t: &Task, out: &m
     }
 }
 
-/// `s[i][j] = Σ_c qs[i][c]·kt[c][k0+j]` for `j < knp`, in MR×NR register tiles.
+/// `s[i][j] = Σ_c qs[i][c]·kt[c][j]` for `j < knp`, `kt` one `(D, KB)` key block, in MR×NR
+/// register tiles.
 #[inline(always)]
 fn scores<const FMA: bool, const MR: usize, const NR: usize>(
     qs: &[f32],
     kt: &[f32],
-    lkp: usize,
-    k0: usize,
     knp: usize,
     d: usize,
     s: &mut [f32],
@@ -464,7 +471,7 @@ fn scores<const FMA: bool, const MR: usize, const NR: usize>(
         for j0 in (0..knp).step_by(NR) {
             let mut t = [[0f32; NR]; MR];
             for c in 0..d {
-                let base = c * lkp + k0 + j0;
+                let base = c * KB + j0;
                 let kr: &[f32; NR] = kt[base..base + NR].try_into().expect("NR-wide slice");
                 for (r, tr) in t.iter_mut().enumerate() {
                     let qv = q[r * d + c];
@@ -574,7 +581,8 @@ mod tests {
 
     #[test]
     fn tiled_matches_naive_with_odd_sizes_and_mask() -> Result<()> {
-        // Lq, Lk straddle the QB/KB/MR/NR tiles; D = 40 exercises the non-NR tail.
+        // Lq, Lk straddle the query/key blocks and register tiles; D = 40 exercises the non-NR
+        // tail.
         for &(b, h, lq, lk, d) in &[(2, 3, 45, 300, 40), (1, 2, 7, 5, 64), (1, 1, 129, 129, 16)] {
             let q = (rand(&[b, h, lq, d], 1) * 3.0)?;
             let k = (rand(&[b, h, lk, d], 2) * 3.0)?;
