@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
+use tessera_diffusion::SamplerKind;
 
 /// Why a request was rejected; each message names the fix.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -39,6 +40,25 @@ pub enum RequestError {
     PngFrames(usize),
     #[error("strength must be in [0, 1], got {0}")]
     Strength(f64),
+    #[error("unknown sampler {0:?}; valid samplers: euler, heun, unipc")]
+    Sampler(String),
+    #[error("{what} must add a multiple of 4 frames (the VAE packs 4 frames per latent), got {got}; nearest valid counts: {below} or {above}")]
+    NewFrames {
+        what: &'static str,
+        got: usize,
+        below: usize,
+        above: usize,
+    },
+    #[error("a loop needs at least {min} frames (a base clip plus the stretch that joins its end to its start), got {got}")]
+    LoopFrames { got: usize, min: usize },
+    #[error("input {0} does not exist; check the path")]
+    MissingInput(PathBuf),
+    #[error("{path} is not an image (its first bytes are no PNG, JPEG or GIF signature); --image takes a PNG, JPEG or GIF")]
+    NotAnImage { path: PathBuf },
+    #[error("{mode} writes several frames, so a .png output cannot hold it; use .mp4 or .gif")]
+    PngMode { mode: &'static str },
+    #[error("window of {0} frames is too short for long-video generation; use 4k+1 frames with k ≥ 2 (e.g. 33)")]
+    Window(usize),
 }
 
 /// What the output file holds, from its extension.
@@ -64,11 +84,59 @@ impl OutputKind {
     }
 }
 
+/// What the known (clean, t = 0) latent frames come from. Every mode is the same sampler run
+/// with a different mask; see the crate docs for the frame layout of each.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Mode {
+    /// Nothing known: text → video (or image, with one frame).
+    Text,
+    /// The first frame is the image.
+    Image { image: PathBuf },
+    /// The clip's end is joined back to its start, so it plays seamlessly on repeat.
+    Loop,
+    /// New frames after the input's end (`backward`: before its start).
+    Extend { input: PathBuf, backward: bool },
+    /// A transition from the end of `a` into the start of `b`.
+    Connect { a: PathBuf, b: PathBuf },
+    /// SDEdit: the input noised to `strength` and denoised under the prompt.
+    Edit { input: PathBuf, strength: f64 },
+}
+
+impl Mode {
+    /// Short name for summaries and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Text => "text",
+            Mode::Image { .. } => "image",
+            Mode::Loop => "loop",
+            Mode::Extend {
+                backward: false, ..
+            } => "extend_forward",
+            Mode::Extend { backward: true, .. } => "extend_backward",
+            Mode::Connect { .. } => "connect",
+            Mode::Edit { .. } => "edit",
+        }
+    }
+}
+
+/// Frames per generation window for long videos: the clip length the default model trained on.
+pub const DEFAULT_WINDOW_FRAMES: usize = 33;
+
+/// Frames a connect transition adds when none are asked for (one second at 16 fps).
+pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
+
+/// Timestep shift of the sampling schedule. The default model trained with unshifted
+/// logit-normal timesteps on 64×64 clips, where a shift buys nothing.
+pub const DEFAULT_SHIFT: f64 = 1.0;
+
 /// A generation request after validation: only `GenerateRequest::new` builds one.
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerateRequest {
     pub prompt: String,
     pub negative: String,
+    /// Output frames for text/image/loop; frames added for extend and connect; unused by edit
+    /// (the input's length is kept).
     pub frames: usize,
     pub width: u32,
     pub height: u32,
@@ -78,6 +146,20 @@ pub struct GenerateRequest {
     pub seed: u64,
     pub output: PathBuf,
     pub kind: OutputKind,
+    #[serde(serialize_with = "sampler_name")]
+    pub sampler: SamplerKind,
+    pub shift: f64,
+    pub mode: Mode,
+    /// Expand the prompt into the dense caption style before encoding.
+    pub extend_prompt: bool,
+    /// OpenAI-compatible chat endpoint for prompt extension (falls back to the rules).
+    pub prompt_endpoint: Option<String>,
+    /// Frames per window when the video is longer than one window (4k+1, k ≥ 2).
+    pub window_frames: usize,
+}
+
+fn sampler_name<S: serde::Serializer>(k: &SamplerKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(k.name())
 }
 
 /// Unvalidated request fields, as a CLI or HTTP handler collects them.
@@ -96,6 +178,11 @@ pub struct RequestSpec {
     pub cfg: f64,
     pub seed: u64,
     pub output: PathBuf,
+    /// `euler`, `heun` or `unipc`.
+    pub sampler: String,
+    pub mode: Mode,
+    pub extend_prompt: bool,
+    pub prompt_endpoint: Option<String>,
 }
 
 /// `n` is a valid frame count when it is 4k+1 (the VAE packs 4 frames per latent after the first).
@@ -123,7 +210,7 @@ pub fn frames_for_seconds(seconds: f64, fps: f64) -> Result<usize, RequestError>
 /// Sizes must be multiples of 16: 8× VAE downsampling then 2×2 patches.
 pub fn check_size(width: u32, height: u32) -> Result<(u32, u32), RequestError> {
     let nearest = |v: u32| ((v + 8) / 16).max(1) * 16;
-    if width == 0 || height == 0 || width % 16 != 0 || height % 16 != 0 {
+    if width == 0 || height == 0 || !width.is_multiple_of(16) || !height.is_multiple_of(16) {
         return Err(RequestError::Size {
             width,
             height,
@@ -153,14 +240,62 @@ impl GenerateRequest {
             return Err(RequestError::Fps(spec.fps));
         }
         let kind = check_output(&spec.output)?;
-        let frames = match (spec.frames, spec.seconds) {
-            (Some(n), _) => check_frames(n)?,
-            (None, Some(s)) => frames_for_seconds(s, spec.fps)?,
-            (None, None) if kind == OutputKind::Png => 1,
-            (None, None) => 33,
+        let sampler: SamplerKind = spec
+            .sampler
+            .parse()
+            .map_err(|_| RequestError::Sampler(spec.sampler.clone()))?;
+        let frames = match &spec.mode {
+            Mode::Extend { .. } | Mode::Connect { .. } => {
+                let what = if matches!(spec.mode, Mode::Connect { .. }) {
+                    "a connect transition"
+                } else {
+                    "an extension"
+                };
+                if kind == OutputKind::Png {
+                    return Err(RequestError::PngMode { mode: what });
+                }
+                match (spec.frames, spec.seconds) {
+                    (Some(n), _) => check_new_frames(n, what)?,
+                    (None, Some(s)) => (frames_for_seconds(s, spec.fps)? - 1).max(4),
+                    (None, None) if matches!(spec.mode, Mode::Connect { .. }) => {
+                        DEFAULT_TRANSITION_FRAMES
+                    }
+                    (None, None) => DEFAULT_WINDOW_FRAMES - 1,
+                }
+            }
+            // The input decides the length.
+            Mode::Edit { .. } => 0,
+            _ => {
+                let frames = match (spec.frames, spec.seconds) {
+                    (Some(n), _) => check_frames(n)?,
+                    (None, Some(s)) => frames_for_seconds(s, spec.fps)?,
+                    (None, None) if kind == OutputKind::Png => 1,
+                    (None, None) => DEFAULT_WINDOW_FRAMES,
+                };
+                if kind == OutputKind::Png && frames != 1 {
+                    return Err(RequestError::PngFrames(frames));
+                }
+                if spec.mode == Mode::Loop && frames < MIN_LOOP_FRAMES {
+                    return Err(RequestError::LoopFrames {
+                        got: frames,
+                        min: MIN_LOOP_FRAMES,
+                    });
+                }
+                frames
+            }
         };
-        if kind == OutputKind::Png && frames != 1 {
-            return Err(RequestError::PngFrames(frames));
+        match &spec.mode {
+            Mode::Text | Mode::Loop => {}
+            Mode::Image { image } => check_image(image)?,
+            Mode::Extend { input, .. } => check_input(input)?,
+            Mode::Connect { a, b } => {
+                check_input(a)?;
+                check_input(b)?;
+            }
+            Mode::Edit { input, strength } => {
+                check_input(input)?;
+                check_strength(*strength)?;
+            }
         }
         let (width, height) = check_size(spec.width, spec.height)?;
         if spec.steps == 0 {
@@ -181,7 +316,56 @@ impl GenerateRequest {
             seed: spec.seed,
             output: spec.output,
             kind,
+            sampler,
+            shift: DEFAULT_SHIFT,
+            mode: spec.mode,
+            extend_prompt: spec.extend_prompt,
+            prompt_endpoint: spec.prompt_endpoint,
+            window_frames: DEFAULT_WINDOW_FRAMES,
         })
+    }
+}
+
+/// Shortest loop: a 9-frame base clip (whose end and start condition the joint) plus 4 frames.
+pub const MIN_LOOP_FRAMES: usize = 13;
+
+/// Frames added by extend/connect come in whole latents: multiples of 4, at least 4.
+pub fn check_new_frames(n: usize, what: &'static str) -> Result<usize, RequestError> {
+    if n >= 4 && n.is_multiple_of(4) {
+        return Ok(n);
+    }
+    let below = (n / 4 * 4).max(4);
+    Err(RequestError::NewFrames {
+        what,
+        got: n,
+        below,
+        above: if n < 4 { 8 } else { below + 4 },
+    })
+}
+
+/// An input video must exist; its content is read (and resized) later, still before compute.
+pub fn check_input(path: &Path) -> Result<(), RequestError> {
+    if path.exists() {
+        Ok(())
+    } else {
+        Err(RequestError::MissingInput(path.to_path_buf()))
+    }
+}
+
+/// `--image` must be a file whose first bytes are an image signature.
+pub fn check_image(path: &Path) -> Result<(), RequestError> {
+    use std::io::Read;
+    let mut head = [0u8; 16];
+    let n = std::fs::File::open(path)
+        .and_then(|mut f| f.read(&mut head))
+        .map_err(|_| RequestError::MissingInput(path.to_path_buf()))?;
+    match tessera_media::sniff(&head[..n]) {
+        Some(
+            tessera_media::Format::Png | tessera_media::Format::Jpeg | tessera_media::Format::Gif,
+        ) => Ok(()),
+        _ => Err(RequestError::NotAnImage {
+            path: path.to_path_buf(),
+        }),
     }
 }
 
@@ -211,6 +395,10 @@ mod tests {
             cfg: 5.0,
             seed: 0,
             output: std::env::temp_dir().join("x.mp4"),
+            sampler: "unipc".into(),
+            mode: Mode::Text,
+            extend_prompt: true,
+            prompt_endpoint: None,
         }
     }
 
@@ -288,6 +476,71 @@ mod tests {
         assert_eq!(
             GenerateRequest::new(s).unwrap_err(),
             RequestError::PngFrames(33)
+        );
+    }
+
+    #[test]
+    fn sampler_modes_and_inputs_are_checked_before_compute() {
+        let mut s = spec();
+        s.sampler = "ddim".into();
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::Sampler("ddim".into())
+        );
+        let mut s = spec();
+        s.mode = Mode::Image {
+            image: PathBuf::from("/no/such.png"),
+        };
+        assert!(matches!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::MissingInput(_)
+        ));
+        let dir = tempfile::tempdir().unwrap();
+        let txt = dir.path().join("notes.png");
+        std::fs::write(&txt, "hello, not an image").unwrap();
+        let mut s = spec();
+        s.mode = Mode::Image { image: txt.clone() };
+        assert!(matches!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::NotAnImage { .. }
+        ));
+        let mut s = spec();
+        s.mode = Mode::Connect {
+            a: txt.clone(),
+            b: txt.clone(),
+        };
+        s.frames = Some(10);
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::NewFrames {
+                what: "a connect transition",
+                got: 10,
+                below: 8,
+                above: 12
+            }
+        );
+        let mut s = spec();
+        s.mode = Mode::Extend {
+            input: txt.clone(),
+            backward: false,
+        };
+        s.seconds = Some(1.0);
+        assert_eq!(GenerateRequest::new(s).unwrap().frames, 16);
+        let mut s = spec();
+        s.mode = Mode::Edit {
+            input: txt,
+            strength: 1.5,
+        };
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::Strength(1.5)
+        );
+        let mut s = spec();
+        s.mode = Mode::Loop;
+        s.frames = Some(9);
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::LoopFrames { got: 9, min: 13 }
         );
     }
 
