@@ -10,7 +10,9 @@ use tessera_world::caption::{Colour, MotionKind};
 use crate::error::{EvalError, Result};
 use crate::scene::{direction_matches, match_objects, observe, ExpectedScene, ObservedObject};
 use crate::segment::{segment_frame, SegmentParams, Segmentation};
-use crate::track::{accelerations, build_tracks, median2, velocities, Track, TrackParams};
+use crate::track::{
+    accelerations, box_gap, build_tracks, median, median2, velocities, Track, TrackParams,
+};
 
 /// Everything measured from one video, before comparing with a prompt.
 #[derive(Debug, Clone)]
@@ -23,6 +25,9 @@ pub struct Analysis {
     /// Tracks seen long enough to be objects rather than noise.
     pub objects: Vec<ObservedObject>,
     pub events: Vec<ObservedEvent>,
+    /// Horizontal backdrop motion (camera pan) in pixels per frame; object headings are judged
+    /// relative to it.
+    pub pan: f64,
     /// Mean absolute frame difference of background pixels after the best global shift, in RGB8
     /// levels, one per frame transition.
     pub background_change: Vec<f64>,
@@ -145,19 +150,33 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
         .collect();
     let tracks = build_tracks(&segmentations, &params.track);
     let n = video.frames.len();
-    let min_len = 3.max(n * 3 / 20).min(n);
+    let masks: Vec<Vec<bool>> = segmentations
+        .iter()
+        .map(|s| dilate(&s.labels, w as usize, h as usize, 2))
+        .collect();
+    let shifts: Vec<f64> = (0..n.saturating_sub(1))
+        .map(|t| {
+            horizontal_shift(
+                &video.frames[t],
+                &video.frames[t + 1],
+                &masks[t],
+                &masks[t + 1],
+                w as usize,
+                h as usize,
+            )
+        })
+        .collect();
+    let pan = median(&shifts).unwrap_or(0.0);
+    // Tracks seen in at least a fifth of the frames are objects; shorter ones are debris.
+    let min_len = 3.max(n / 5).min(n);
     let shorter = w.min(h) as f64;
     let objects: Vec<ObservedObject> = tracks
         .iter()
         .enumerate()
         .filter(|(_, t)| t.observations.len() >= min_len)
-        .map(|(k, t)| observe(k, t, &palette, n, shorter))
+        .map(|(k, t)| observe(k, t, &palette, n, shorter, (pan, 0.0)))
         .collect();
 
-    let masks: Vec<Vec<bool>> = segmentations
-        .iter()
-        .map(|s| dilate(&s.labels, w as usize, h as usize, 2))
-        .collect();
     let mut background_change = Vec::new();
     let mut changed_fraction = Vec::new();
     for t in 0..n.saturating_sub(1) {
@@ -187,6 +206,7 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
         width: w,
         height: h,
         fps: video.fps,
+        pan,
         segmentations,
         tracks,
         objects,
@@ -256,6 +276,60 @@ fn shifted_background_diff(
     }
 }
 
+/// Sub-pixel horizontal shift of the backdrop from frame `a` to `b` in pixels (content at `x`
+/// moves to `x + shift`): the integer shift in [-3, 3] with the least squared difference over
+/// background pixels, refined by a parabola through its neighbours. 0 when the backdrop has no
+/// horizontal texture to follow.
+fn horizontal_shift(a: &[u8], b: &[u8], obj_a: &[bool], obj_b: &[bool], w: usize, h: usize) -> f64 {
+    const R: i64 = 3;
+    let cost: Vec<f64> = (-R..=R)
+        .map(|dx| {
+            let (mut sum, mut count) = (0.0, 0usize);
+            for y in 0..h {
+                for x in R as usize..w.saturating_sub(R as usize) {
+                    let i = y * w + x;
+                    let j = (i as i64 + dx) as usize;
+                    if obj_a[i] || obj_b[j] {
+                        continue;
+                    }
+                    for c in 0..3 {
+                        let d = a[3 * i + c] as f64 - b[3 * j + c] as f64;
+                        sum += d * d;
+                    }
+                    count += 1;
+                }
+            }
+            if count > 0 {
+                sum / count as f64
+            } else {
+                f64::INFINITY
+            }
+        })
+        .collect();
+    let (k, &best) = cost
+        .iter()
+        .enumerate()
+        .min_by(|a, b| a.1.total_cmp(b.1))
+        .unwrap_or((R as usize, &0.0));
+    let worst = cost
+        .iter()
+        .copied()
+        .filter(|c| c.is_finite())
+        .fold(0.0, f64::max);
+    if !best.is_finite() || worst - best < 1.0 {
+        return 0.0;
+    }
+    let mut shift = k as f64 - R as f64;
+    if k > 0 && k + 1 < cost.len() {
+        let (l, r) = (cost[k - 1], cost[k + 1]);
+        let curvature = l - 2.0 * best + r;
+        if curvature > 0.0 {
+            shift += (0.5 * (l - r) / curvature).clamp(-0.5, 0.5);
+        }
+    }
+    shift
+}
+
 fn histogram(frame: &[u8], objects: &[bool]) -> Vec<f64> {
     let mut hist = vec![0.0; 64];
     let mut n = 0.0;
@@ -271,17 +345,6 @@ fn histogram(frame: &[u8], objects: &[bool]) -> Vec<f64> {
         hist.iter_mut().for_each(|v| *v /= n);
     }
     hist
-}
-
-/// Distance in pixels between two boxes (0 when they touch or overlap).
-fn box_gap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f64 {
-    let gx = (a.0 as f64 - b.2 as f64)
-        .max(b.0 as f64 - a.2 as f64)
-        .max(0.0);
-    let gy = (a.1 as f64 - b.3 as f64)
-        .max(b.1 as f64 - a.3 as f64)
-        .max(0.0);
-    gx.hypot(gy)
 }
 
 /// Bounces, unexplained jerks and disappearances of every observed object.

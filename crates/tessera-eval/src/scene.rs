@@ -7,7 +7,7 @@ use tessera_world::caption::{
 };
 
 use crate::segment::ShapeFeatures;
-use crate::track::{median2, velocities, Track};
+use crate::track::{velocities, Track};
 
 /// One object the prompt asks for; `None` where the prompt does not say.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -62,29 +62,31 @@ impl ExpectedScene {
     }
 }
 
-/// Names the shape of a region from its geometry. Thresholds sit between the values of the
-/// world's rendered shapes (measured by the shape-accuracy test on clips with ground truth).
+/// Names the shape of a region from its geometry. Each threshold sits in the gap between the
+/// 2nd/98th percentiles of the world's rendered shapes (fully visible objects, 64×64 frames,
+/// all sizes; `cargo run --release -p tessera-eval --example shape_stats` prints them):
+/// rings have a hole (≥ 0.28 vs 0), diamonds are the only elongated shape (≤ 0.69 vs ≥ 0.74),
+/// stars and crosses the only concave ones (solidity ≤ 0.73 vs ≥ 0.78), and among them only the
+/// cross is centrally symmetric (≥ 0.75 vs ≤ 0.69); triangles are the convex asymmetric shape
+/// (symmetry ≤ 0.72 vs ≥ 0.92), and circles are more compact than squares (≥ 0.80 vs ≤ 0.69).
 pub fn classify_shape(f: &ShapeFeatures) -> Shape {
-    if f.hole_fraction >= 0.06 {
-        return Shape::Ring;
-    }
-    if f.solidity < 0.8 {
-        return if f.symmetry > 0.85 {
+    if f.hole_fraction >= 0.15 {
+        Shape::Ring
+    } else if f.elongation < 0.715 {
+        Shape::Diamond
+    } else if f.solidity < 0.76 {
+        if f.symmetry >= 0.72 {
             Shape::Cross
         } else {
             Shape::Star
-        };
+        }
+    } else if f.symmetry < 0.8 {
+        Shape::Triangle
+    } else if f.compactness >= 0.745 {
+        Shape::Circle
+    } else {
+        Shape::Square
     }
-    if f.symmetry < 0.85 {
-        return Shape::Triangle;
-    }
-    if f.compactness >= 0.8 {
-        return Shape::Circle;
-    }
-    if f.elongation < 0.8 {
-        return Shape::Diamond;
-    }
-    Shape::Square
 }
 
 /// Size class from the circumradius in pixels and the frame's shorter side.
@@ -109,10 +111,10 @@ pub struct ObservedObject {
     /// Most frequent shape over clean sightings; `None` when never seen whole.
     pub shape: Option<Shape>,
     pub size: Option<Size>,
-    /// Heading over the first frames it is seen whole (screen directions, y down); `None` when
-    /// it barely moves then.
+    /// Heading when first seen whole, relative to the backdrop (screen directions, y down);
+    /// `None` when it barely moves then.
     pub direction: Option<Direction>,
-    /// Initial velocity in pixels per frame.
+    /// Velocity when first seen whole, relative to the backdrop, in pixels per frame.
     pub initial_velocity: Option<(f64, f64)>,
     /// Path length over the clip in pixels.
     pub path_length: f64,
@@ -132,6 +134,7 @@ pub fn observe(
     palette: &[Colour],
     n_frames: usize,
     shorter_side: f64,
+    backdrop_velocity: (f64, f64),
 ) -> ObservedObject {
     let clean: Vec<_> = track
         .observations
@@ -160,16 +163,13 @@ pub fn observe(
     };
     let size = crate::track::median(&radii).map(|r| classify_size(r, shorter_side));
 
-    // Heading: median velocity over the first few whole sightings (before any bounce).
+    // Heading: the first velocity between whole sightings (later ones may follow a bounce).
     let pos = track.clean_positions(n_frames);
-    let vel = velocities(&pos);
-    let first: Vec<_> = vel
-        .iter()
-        .copied()
-        .filter(|v| v.is_some())
-        .take(4)
-        .collect();
-    let initial_velocity = median2(&first);
+    let initial_velocity = velocities(&pos)
+        .into_iter()
+        .flatten()
+        .next()
+        .map(|(vx, vy)| (vx - backdrop_velocity.0, vy - backdrop_velocity.1));
     let direction = initial_velocity.and_then(|(vx, vy)| {
         if vx.hypot(vy) < STILL_SPEED {
             None

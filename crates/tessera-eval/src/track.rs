@@ -10,6 +10,9 @@ use crate::segment::{Component, Segmentation};
 pub struct Observation {
     pub frame: usize,
     pub component: Component,
+    /// Another region touches it, or it was pieced together from fragments: it may be partly
+    /// hidden, so its centre and shape are not trusted.
+    pub in_contact: bool,
 }
 
 /// The sightings of one object, in frame order; frames where it was not seen are absent.
@@ -63,9 +66,24 @@ impl Track {
             .map_or(0.0, |&a| a as f64)
     }
 
-    /// Whether a sighting shows the whole object: inside the frame and not shrunk by occlusion.
+    /// Whether a sighting shows the whole object: inside the frame, touching nothing and not
+    /// shrunk by occlusion.
     pub fn is_clean(&self, o: &Observation) -> bool {
-        !o.component.touches_border && o.component.area as f64 >= 0.8 * self.reference_area()
+        !o.component.touches_border
+            && !o.in_contact
+            && o.component.area as f64 >= 0.9 * self.reference_area()
+    }
+
+    /// Circumradius in pixels over whole sightings (median), for judging fragments.
+    fn reference_radius(&self) -> f64 {
+        let a = self.reference_area();
+        let r: Vec<f64> = self
+            .observations
+            .iter()
+            .filter(|o| o.component.area as f64 >= 0.9 * a)
+            .map(|o| o.component.features.radius)
+            .collect();
+        median(&r).unwrap_or(0.0)
     }
 
     /// Centre per frame (`n_frames` long) where the sighting is clean, else `None`.
@@ -136,6 +154,7 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
                 tracks[k].observations.push(Observation {
                     frame: t,
                     component: c.clone(),
+                    in_contact: touches_other(ci, comps),
                 });
             }
         }
@@ -169,7 +188,31 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
             tracks[k].observations.push(Observation {
                 frame: t,
                 component: comps[ci].clone(),
+                in_contact: touches_other(ci, comps),
             });
+        }
+
+        // A leftover piece that fits inside the extent of a same-coloured object seen in this
+        // frame is that object cut in two by something in front of it.
+        for (ci, c) in comps.iter().enumerate() {
+            if taken_comp[ci] {
+                continue;
+            }
+            let host = tracks.iter_mut().find(|tr| {
+                tr.colour == c.colour && tr.last_frame() == t && tr.observations.len() > 1 && {
+                    let o = &tr.observations[tr.observations.len() - 1].component;
+                    let b = union_box(o.bbox, c.bbox);
+                    let extent = (b.2 - b.0).max(b.3 - b.1) as f64;
+                    extent <= 2.3 * tr.reference_radius() + 1.0
+                }
+            });
+            if let Some(tr) = host {
+                let last = tr.observations.len() - 1;
+                let o = &mut tr.observations[last];
+                merge_into(&mut o.component, c);
+                o.in_contact = true;
+                taken_comp[ci] = true;
+            }
         }
         for (ci, c) in comps.iter().enumerate() {
             if !taken_comp[ci] {
@@ -178,12 +221,48 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
                     observations: vec![Observation {
                         frame: t,
                         component: c.clone(),
+                        in_contact: touches_other(ci, comps),
                     }],
                 });
             }
         }
     }
     tracks
+}
+
+/// Distance in pixels between two boxes `(x0, y0, x1, y1)` (0 when they touch or overlap).
+pub fn box_gap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f64 {
+    let gx = (a.0 as f64 - b.2 as f64)
+        .max(b.0 as f64 - a.2 as f64)
+        .max(0.0);
+    let gy = (a.1 as f64 - b.3 as f64)
+        .max(b.1 as f64 - a.3 as f64)
+        .max(0.0);
+    gx.hypot(gy)
+}
+
+fn union_box(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> (u32, u32, u32, u32) {
+    (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3))
+}
+
+/// Whether region `i` has another region within a pixel of its box.
+fn touches_other(i: usize, comps: &[Component]) -> bool {
+    comps
+        .iter()
+        .enumerate()
+        .any(|(j, c)| j != i && box_gap(c.bbox, comps[i].bbox) <= 1.0)
+}
+
+/// Adds fragment `b` to region `a` (area-weighted centre, union box; `a` keeps its features).
+fn merge_into(a: &mut Component, b: &Component) {
+    let (na, nb) = (a.area as f64, b.area as f64);
+    a.centroid = (
+        (a.centroid.0 * na + b.centroid.0 * nb) / (na + nb),
+        (a.centroid.1 * na + b.centroid.1 * nb) / (na + nb),
+    );
+    a.area += b.area;
+    a.bbox = union_box(a.bbox, b.bbox);
+    a.touches_border |= b.touches_border;
 }
 
 /// Velocity per frame `t` as `p[t+1] - p[t]` where both are known (length `n - 1`).
