@@ -1,9 +1,10 @@
-//! `cargo run --release -p tessera-bench -- [gemm|world|media|vae|dit|all] [--json]`
+//! `cargo run --release -p tessera-bench -- [gemm|world|media|vae|dit|all] [--json] [--export DIR]`
 //!
 //! Prints a table (or JSON) of timings. Each figure is the median of several runs after a warm-up,
 //! so a noisy shared machine moves it less. Numbers quoted in the docs come from this binary.
 
 mod cpu;
+mod model_suites;
 mod suites;
 
 use clap::{Parser, ValueEnum};
@@ -21,6 +22,13 @@ struct Args {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Timed repetitions for the 33×256×256 VAE clip (seconds per pass); 0 skips it.
+    #[arg(long, default_value_t = 5)]
+    big_runs: usize,
+    /// Folder for the weights, inputs and outputs of the model suites (read by
+    /// `bench/peer/peer.py`); a temporary folder when absent.
+    #[arg(long)]
+    export: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -29,6 +37,8 @@ enum Suite {
     Gemm,
     World,
     Media,
+    Vae,
+    Dit,
 }
 
 /// One measured row: what, its median time, and a throughput in the unit that matters for it.
@@ -68,6 +78,13 @@ fn main() -> anyhow::Result<()> {
     }
     if want(Suite::Media) {
         rows.extend(suites::media(args.runs)?);
+    }
+    let (export, _tmp) = model_suites::export_dir(args.export.clone())?;
+    if want(Suite::Dit) {
+        rows.extend(model_suites::dit(args.runs, &export)?);
+    }
+    if want(Suite::Vae) {
+        rows.extend(model_suites::vae(args.runs, &export, args.big_runs)?);
     }
     if args.json {
         println!(
