@@ -433,4 +433,55 @@ mod tests {
         }
         Ok(())
     }
+
+    /// Autograd gradients of `sum(conv3d(x, w, b) · r)` against central finite differences.
+    #[test]
+    fn gradients_match_finite_differences() -> Result<()> {
+        let dev = Device::Cpu;
+        for g in geoms() {
+            let x = candle_core::Var::randn(0f64, 1.0, (1, 2, 5, 5, 6), &dev)?;
+            let w = candle_core::Var::randn(
+                0f64,
+                0.5,
+                (3, 2, g.kernel[0], g.kernel[1], g.kernel[2]),
+                &dev,
+            )?;
+            let b = candle_core::Var::randn(0f64, 0.5, 3, &dev)?;
+            let y0 = conv3d(&x, &w, Some(&b), &g)?;
+            let r = Tensor::randn(0f64, 1.0, y0.shape(), &dev)?;
+            let f = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
+                (conv3d(x, w, Some(b), &g)? * &r)?
+                    .sum_all()?
+                    .to_scalar::<f64>()
+            };
+            let grads = (conv3d(&x, &w, Some(&b), &g)? * &r)?
+                .sum_all()?
+                .backward()?;
+            let mut worst = 0f64;
+            for (var, which) in [(&x, 0), (&w, 1), (&b, 2)] {
+                let grad: Vec<f64> = grads.get(var).expect("gradient").flatten_all()?.to_vec1()?;
+                let base: Vec<f64> = var.flatten_all()?.to_vec1()?;
+                for i in (0..base.len()).step_by(base.len().div_ceil(12)) {
+                    let h = 1e-5;
+                    let mut plus = base.clone();
+                    plus[i] += h;
+                    let mut minus = base.clone();
+                    minus[i] -= h;
+                    let mk = |v: Vec<f64>| Tensor::from_vec(v, var.shape(), &dev);
+                    let (fp, fm) = match which {
+                        0 => (f(&mk(plus)?, &w, &b)?, f(&mk(minus)?, &w, &b)?),
+                        1 => (f(&x, &mk(plus)?, &b)?, f(&x, &mk(minus)?, &b)?),
+                        _ => (f(&x, &w, &mk(plus)?)?, f(&x, &w, &mk(minus)?)?),
+                    };
+                    let fd = (fp - fm) / (2.0 * h);
+                    worst = worst.max((fd - grad[i]).abs() / fd.abs().max(1.0));
+                }
+            }
+            assert!(
+                worst < 1e-7,
+                "{g:?}: worst relative gradient error {worst:.2e}"
+            );
+        }
+        Ok(())
+    }
 }

@@ -1645,4 +1645,105 @@ mod tests {
         assert_eq!(t.starts(20), vec![0, 6, 12]);
         assert_eq!(t.starts(10), vec![0, 2]);
     }
+
+    /// Autograd through the whole model (RMS norm, causal convs, both resamples with their
+    /// `time_conv`, attention with the generic softmax, posterior) against central finite
+    /// differences, in f64, for one parameter of each kind and for the input.
+    #[test]
+    fn model_gradients_match_finite_differences() -> VaeResult<()> {
+        let cfg = micro();
+        let dev = Device::Cpu;
+        let vm = init_varmap(&cfg, 3, &dev)?;
+        let mut params: HashMap<String, Tensor> = HashMap::new();
+        for (k, v) in vm.data().lock().unwrap().iter() {
+            // Perturb the gains so the norm's gradient is not evaluated at γ = 1 only.
+            let t = v.as_tensor().to_dtype(DType::F64)?;
+            let t = if k.ends_with("gamma") {
+                (t + Tensor::randn(0f64, 0.1, v.shape(), &dev)?)?
+            } else {
+                t
+            };
+            params.insert(k.clone(), t);
+        }
+        let x = Tensor::randn(0f64, 0.5, (1, 3, 5, 16, 16), &dev)?;
+        let r = Tensor::randn(0f64, 1.0, (1, 3, 5, 16, 16), &dev)?;
+        let objective = |p: &HashMap<String, Tensor>, x: &Tensor| -> VaeResult<Tensor> {
+            let m =
+                AutoencoderKLWan::new(&cfg, VarBuilder::from_tensors(p.clone(), DType::F64, &dev))?;
+            let post = m.encode(x)?;
+            let y = m.decode_unclamped(&post.mean)?;
+            Ok(((y * &r)?.sum_all()? + post.logvar.sum_all()?)?)
+        };
+        let checked = [
+            "encoder.conv_in.weight",
+            "encoder.down_blocks.0.norm1.gamma",
+            "encoder.down_blocks.3.time_conv.weight",
+            "encoder.down_blocks.3.resample.1.weight",
+            "encoder.mid_block.attentions.0.to_qkv.weight",
+            "encoder.mid_block.attentions.0.norm.gamma",
+            "decoder.up_blocks.0.upsamplers.0.time_conv.weight",
+            "decoder.up_blocks.2.upsamplers.0.resample.1.weight",
+            "decoder.norm_out.gamma",
+            "quant_conv.bias",
+        ];
+        let vars: HashMap<String, Var> = checked
+            .iter()
+            .map(|n| Ok((n.to_string(), Var::from_tensor(&params[*n])?)))
+            .collect::<Result<_>>()?;
+        let xv = Var::from_tensor(&x)?;
+        let mut with_vars = params.clone();
+        for (n, v) in &vars {
+            with_vars.insert(n.clone(), v.as_tensor().clone());
+        }
+        let grads = objective(&with_vars, xv.as_tensor())?.backward()?;
+        let mut worst = (0f64, String::new());
+        let h = 1e-6;
+        for name in checked
+            .iter()
+            .map(|s| s.to_string())
+            .chain(["input".to_string()])
+        {
+            let (base, grad) = if name == "input" {
+                (x.clone(), grads.get(&xv).expect("input grad").clone())
+            } else {
+                let g = grads
+                    .get(&vars[&name])
+                    .unwrap_or_else(|| panic!("no gradient reached {name}"))
+                    .clone();
+                (params[&name].clone(), g)
+            };
+            let flat: Vec<f64> = base.flatten_all()?.to_vec1()?;
+            let g: Vec<f64> = grad.flatten_all()?.to_vec1()?;
+            for i in (0..flat.len()).step_by(flat.len().div_ceil(3)) {
+                let mut eval = |delta: f64| -> VaeResult<f64> {
+                    let mut v = flat.clone();
+                    v[i] += delta;
+                    let t = Tensor::from_vec(v, base.shape(), &dev)?;
+                    let out = if name == "input" {
+                        objective(&params, &t)?
+                    } else {
+                        let mut p = params.clone();
+                        p.insert(name.clone(), t);
+                        objective(&p, &x)?
+                    };
+                    Ok(out.to_scalar::<f64>()?)
+                };
+                let fd = (eval(h)? - eval(-h)?) / (2.0 * h);
+                let err = (fd - g[i]).abs() / fd.abs().max(1.0);
+                println!("{name}[{i}]: fd {fd:.6e} autograd {:.6e} rel {err:.1e}", g[i]);
+                if err > worst.0 {
+                    worst = (
+                        err,
+                        format!("{name}[{i}]: fd {fd:.6e} autograd {:.6e}", g[i]),
+                    );
+                }
+            }
+        }
+        println!(
+            "worst relative gradient error {:.2e} ({})",
+            worst.0, worst.1
+        );
+        assert!(worst.0 < 1e-5, "{}", worst.1);
+        Ok(())
+    }
 }

@@ -1,0 +1,130 @@
+//! Atomic checkpoints: `DIR/step-NNNNNNNN/` written as `….tmp` then renamed, then the `latest`
+//! pointer file replaced by rename. A crash at any point leaves the previous checkpoint intact
+//! and `latest` naming a complete one.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+use crate::{io_err, Result, TrainError};
+
+/// Saves tensors (`files`: file stem → tensors) and `meta` (as `state.json`) as checkpoint
+/// `step` under `dir`, points `latest` at it and keeps only the newest `keep` checkpoints.
+pub fn save(
+    dir: &Path,
+    step: usize,
+    files: &[(&str, &HashMap<String, Tensor>)],
+    meta: &serde_json::Value,
+    keep: usize,
+) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let name = format!("step-{step:08}");
+    let tmp = dir.join(format!("{name}.tmp"));
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp).map_err(io_err(&tmp))?;
+    }
+    std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
+    for (stem, tensors) in files {
+        let p = tmp.join(format!("{stem}.safetensors"));
+        candle_core::safetensors::save(tensors, &p)?;
+    }
+    let meta_path = tmp.join("state.json");
+    let text = serde_json::to_string_pretty(meta).map_err(|source| TrainError::Json {
+        path: meta_path.clone(),
+        source,
+    })?;
+    std::fs::write(&meta_path, text).map_err(io_err(&meta_path))?;
+    let fin = dir.join(&name);
+    if fin.exists() {
+        std::fs::remove_dir_all(&fin).map_err(io_err(&fin))?;
+    }
+    std::fs::rename(&tmp, &fin).map_err(io_err(&fin))?;
+    let latest_tmp = dir.join("latest.tmp");
+    std::fs::write(&latest_tmp, &name).map_err(io_err(&latest_tmp))?;
+    std::fs::rename(&latest_tmp, dir.join("latest")).map_err(io_err(dir.join("latest")))?;
+    // Prune old complete checkpoints (never the one just written).
+    let mut all: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(io_err(dir))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_dir()
+                && p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.starts_with("step-") && !n.ends_with(".tmp"))
+        })
+        .collect();
+    all.sort();
+    if all.len() > keep.max(1) {
+        for old in &all[..all.len() - keep.max(1)] {
+            std::fs::remove_dir_all(old).map_err(io_err(old))?;
+        }
+    }
+    Ok(fin)
+}
+
+/// The checkpoint `latest` points at, if any.
+pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
+    let p = dir.join("latest");
+    if !p.exists() {
+        return Ok(None);
+    }
+    let name = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    let ck = dir.join(name.trim());
+    if !ck.join("state.json").exists() {
+        return Err(TrainError::CheckpointMismatch {
+            path: ck,
+            what: "`latest` points at an incomplete checkpoint".into(),
+        });
+    }
+    Ok(Some(ck))
+}
+
+/// Loads `stem.safetensors` of a checkpoint.
+pub fn load_tensors(ck: &Path, stem: &str) -> Result<HashMap<String, Tensor>> {
+    let p = ck.join(format!("{stem}.safetensors"));
+    if !p.exists() {
+        return Err(TrainError::CheckpointMismatch {
+            path: ck.to_path_buf(),
+            what: format!("missing {stem}.safetensors"),
+        });
+    }
+    Ok(candle_core::safetensors::load(&p, &Device::Cpu)?)
+}
+
+pub fn load_meta(ck: &Path) -> Result<serde_json::Value> {
+    let p = ck.join("state.json");
+    let text = std::fs::read_to_string(&p).map_err(io_err(&p))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json { path: p, source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn save_prunes_and_points_latest() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(io_err("tmp"))?;
+        let t: HashMap<String, Tensor> =
+            [("a".to_string(), Tensor::new(&[1f32, 2.0], &Device::Cpu)?)].into();
+        for s in [10, 20, 30] {
+            save(
+                dir.path(),
+                s,
+                &[("model", &t)],
+                &serde_json::json!({"step": s}),
+                2,
+            )?;
+        }
+        let ck = latest(dir.path())?.unwrap();
+        assert!(ck.ends_with("step-00000030"));
+        assert_eq!(load_meta(&ck)?["step"], 30);
+        assert!(!dir.path().join("step-00000010").exists());
+        assert!(dir.path().join("step-00000020").exists());
+        assert_eq!(
+            load_tensors(&ck, "model")?["a"].to_vec1::<f32>()?,
+            vec![1.0, 2.0]
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,71 @@
+//! Training for Tessera.
+//!
+//! Shared infrastructure any trainer (VAE now, DiT later) reuses:
+//! - [`schedule`]: linear warmup + cosine decay;
+//! - [`optim`]: AdamW whose moments can be saved and restored (candle's keeps them private, so
+//!   a resumed run could not continue the same curve);
+//! - [`ema`]: exponential moving average of the weights;
+//! - [`checkpoint`]: atomic checkpoint directories (temp dir + rename, then a `latest` pointer);
+//! - [`log`]: JSONL metrics log that a resumed run truncates to its checkpoint;
+//! - [`rng`]: per-step RNG derived from `(seed, step)`, so resuming needs no RNG snapshot and
+//!   draws exactly what the uninterrupted run would have drawn;
+//! - [`data`]: clip sources (dataset folder, or anything implementing [`data::ClipSource`]).
+//!
+//! [`vae`] is the VAE trainer built on them.
+
+pub mod checkpoint;
+pub mod data;
+pub mod ema;
+pub mod log;
+pub mod optim;
+pub mod rng;
+pub mod schedule;
+pub mod vae;
+
+use std::path::PathBuf;
+
+/// Training failures, each naming what failed and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("invalid training option: {0}")]
+    Options(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: malformed JSON: {source}")]
+    Json {
+        path: PathBuf,
+        source: serde_json::Error,
+    },
+    #[error("no checkpoint to resume in {0}; run without --resume to start fresh")]
+    NoCheckpoint(PathBuf),
+    #[error("checkpoint {path} does not match this run: {what}")]
+    CheckpointMismatch { path: PathBuf, what: String },
+    #[error("loss became {value} at step {step}; stopped. The last good checkpoint is kept: resume from it with a lower --lr")]
+    NonFinite { step: usize, value: f64 },
+    #[error("data: {0}")]
+    Data(String),
+    #[error(transparent)]
+    Media(#[from] tessera_media::MediaError),
+    #[error(transparent)]
+    Vae(#[from] tessera_models::vae::VaeError),
+    #[error(transparent)]
+    Dit(#[from] tessera_models::dit::DitError),
+    #[error(transparent)]
+    Text(#[from] tessera_models::text::TextError),
+    #[error(transparent)]
+    Diffusion(#[from] tessera_diffusion::DiffusionError),
+    #[error(transparent)]
+    World(#[from] tessera_world::WorldError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;
+
+pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
+    let path = path.into();
+    move |source| TrainError::Io { path, source }
+}

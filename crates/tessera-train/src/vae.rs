@@ -1,0 +1,523 @@
+//! VAE training: `L1 + λ_grad·|∇y − ∇x| + λ_KL·KL` on mixed clip lengths (1…33 frames, so images
+//! and videos share one latent), AdamW with warmup + cosine, gradient clipping, EMA, JSONL log,
+//! atomic checkpoints, exact resume. Also evaluation (PSNR/SSIM) and the fp16 export.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tessera_models::vae::{
+    init_varmap, tensor_to_video, video_to_tensor, AutoencoderKLWan, Config,
+};
+
+use crate::data::{random_crop, ClipSource, FolderSource, WorldSource};
+use crate::ema::Ema;
+use crate::log::JsonlLog;
+use crate::optim::{AdamW, AdamWParams};
+use crate::rng::{randn, step_rng};
+use crate::schedule::WarmupCosine;
+use crate::{checkpoint, io_err, Result, TrainError};
+
+/// Everything a VAE run depends on; stored in each checkpoint and checked on resume.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VaeTrainOptions {
+    /// Dataset folder of videos; `None` = the shapes world generated on the fly.
+    pub data: Option<PathBuf>,
+    /// Held-out folder evaluated (EMA weights, 33-frame clips) every `eval_every` steps.
+    pub val_data: Option<PathBuf>,
+    /// `tiny` or `wan2.1`.
+    pub config: String,
+    /// Run directory: `log.jsonl`, `checkpoints/`, `export/`.
+    pub out: PathBuf,
+    /// Total optimizer steps.
+    pub steps: usize,
+    /// Frames per step: a step takes `max(1, frames_per_step / T)` clips of one length `T`.
+    pub frames_per_step: usize,
+    /// Clip lengths drawn uniformly per step (each `4k+1`).
+    pub clip_lengths: Vec<usize>,
+    /// Frame side the source provides.
+    pub size: usize,
+    /// Train on random square crops of this side (cheaper; convolutions transfer to full size).
+    pub crop: Option<usize>,
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup: usize,
+    pub adamw: AdamWParams,
+    /// Global gradient-norm clip.
+    pub max_grad_norm: f64,
+    pub ema_decay: f64,
+    /// Weight of the image-gradient L1 term (keeps edges sharp; cheaper than SSIM).
+    pub grad_weight: f64,
+    /// KL weight: small, the latent only needs to stay bounded and smooth.
+    pub kl_weight: f64,
+    pub checkpoint_every: usize,
+    /// 0 = never.
+    pub eval_every: usize,
+    pub eval_clips: usize,
+    pub resume: bool,
+    pub seed: u64,
+}
+
+impl VaeTrainOptions {
+    /// Defaults for the tiny VAE on 64×64 shapes world.
+    pub fn tiny(out: PathBuf) -> Self {
+        Self {
+            data: None,
+            val_data: None,
+            config: "tiny".into(),
+            out,
+            steps: 4000,
+            frames_per_step: 17,
+            clip_lengths: vec![1, 5, 9, 17, 33],
+            size: 64,
+            crop: Some(32),
+            lr: 2e-3,
+            warmup: 100,
+            adamw: AdamWParams::default(),
+            max_grad_norm: 1.0,
+            ema_decay: 0.999,
+            grad_weight: 0.5,
+            kl_weight: 1e-6,
+            checkpoint_every: 100,
+            eval_every: 500,
+            eval_clips: 8,
+            resume: false,
+            seed: 0,
+        }
+    }
+
+    pub fn validate(&self) -> Result<Config> {
+        let bad = |m: String| Err(TrainError::Options(m));
+        let cfg = config_by_name(&self.config)?;
+        if self.steps == 0 || self.frames_per_step == 0 || self.checkpoint_every == 0 {
+            return bad("steps, frames_per_step and checkpoint_every must be positive".into());
+        }
+        let f = cfg.temporal_factor();
+        if self.clip_lengths.is_empty() || self.clip_lengths.iter().any(|t| (t - 1) % f != 0) {
+            return bad(format!(
+                "clip lengths {:?} must be non-empty and each {f}k+1",
+                self.clip_lengths
+            ));
+        }
+        let s = cfg.spatial_factor();
+        let side = self.crop.unwrap_or(self.size).min(self.size);
+        if side % s != 0 || self.size % s != 0 || side == 0 {
+            return bad(format!(
+                "size {} and crop {:?} must be multiples of {s}",
+                self.size, self.crop
+            ));
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return bad(format!("lr {} must be positive", self.lr));
+        }
+        Ok(cfg)
+    }
+}
+
+/// `tiny` or `wan2.1`.
+pub fn config_by_name(name: &str) -> Result<Config> {
+    match name {
+        "tiny" => Ok(Config::tiny()),
+        "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
+        other => Err(TrainError::Options(format!(
+            "unknown VAE config `{other}`; use tiny or wan2.1"
+        ))),
+    }
+}
+
+/// One step's numbers, for the progress callback and the log.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepReport {
+    pub step: usize,
+    pub loss: f64,
+    pub l1: f64,
+    pub kl: f64,
+    /// Of the clamped reconstruction of this step's batch, dB.
+    pub psnr: f64,
+    pub lr: f64,
+    pub grad_norm: f64,
+    pub frames: usize,
+    pub it_per_s: f64,
+    /// Set on steps that ran an evaluation.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_psnr: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub val_ssim: Option<f64>,
+}
+
+/// Result of a run.
+#[derive(Debug, Clone)]
+pub struct VaeTrainSummary {
+    pub steps_done: usize,
+    pub last: Option<StepReport>,
+    pub checkpoint: PathBuf,
+}
+
+/// Trains with the source `opts.data` names; see [`train_vae_with`].
+pub fn train_vae(
+    opts: &VaeTrainOptions,
+    progress: impl FnMut(&StepReport),
+) -> Result<VaeTrainSummary> {
+    let max_len = opts.clip_lengths.iter().copied().max().unwrap_or(1);
+    let mut source: Box<dyn ClipSource> = match &opts.data {
+        Some(dir) => Box::new(FolderSource::open(dir, opts.size, max_len)?),
+        None => Box::new(WorldSource::new(
+            opts.size,
+            opts.seed,
+            tessera_world::Split::Train,
+        )),
+    };
+    let val = match &opts.val_data {
+        Some(dir) => {
+            let f = FolderSource::open(dir, opts.size, 33)?;
+            (0..f.len().min(opts.eval_clips))
+                .filter_map(|i| f.head(i, 33))
+                .collect()
+        }
+        None if opts.data.is_none() => {
+            let w = WorldSource::new(opts.size, 0, tessera_world::Split::Val);
+            (0..opts.eval_clips as u64)
+                .map(|i| w.clip(i, 33))
+                .collect::<Result<Vec<_>>>()?
+        }
+        None => Vec::new(),
+    };
+    train_vae_with(opts, source.as_mut(), &val, progress)
+}
+
+fn named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
+    let data = varmap
+        .data()
+        .lock()
+        .map_err(|_| TrainError::Data("varmap lock poisoned".into()))?;
+    let mut v: Vec<(String, Var)> = data.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(v)
+}
+
+/// A batch for `step`: `(clips, 3, T, S, S)` in `[-1, 1]`, drawn from the step's own RNG.
+fn batch_for_step(
+    opts: &VaeTrainOptions,
+    source: &mut dyn ClipSource,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    dev: &Device,
+) -> Result<Tensor> {
+    let t = opts.clip_lengths[rng.random_range(0..opts.clip_lengths.len())];
+    let n = (opts.frames_per_step / t).max(1);
+    let mut clips = Vec::with_capacity(n);
+    for _ in 0..n {
+        let v = source.sample(rng, t)?;
+        let v = match opts.crop {
+            Some(c) => random_crop(&v, c, rng),
+            None => v,
+        };
+        clips.push(video_to_tensor(&v, dev)?);
+    }
+    Ok(Tensor::cat(&clips, 0)?)
+}
+
+/// `L1 + λ_grad·L1(∇) + λ_KL·KL`, plus the batch PSNR (dB, of the clamped output).
+struct Losses {
+    total: Tensor,
+    l1: f64,
+    kl: f64,
+    psnr: f64,
+}
+
+fn losses(
+    vae: &AutoencoderKLWan,
+    x: &Tensor,
+    noise_rng: &mut rand_chacha::ChaCha8Rng,
+    opts: &VaeTrainOptions,
+) -> Result<Losses> {
+    let post = vae.encode(x)?;
+    let eps = randn(noise_rng, post.mean.shape(), x.device())?;
+    let z = post.sample_with(&eps)?;
+    let y = vae.decode_unclamped(&z)?;
+    let l1 = (&y - x)?.abs()?.mean_all()?;
+    let diff = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
+        let n = t.dim(dim)?;
+        t.narrow(dim, 1, n - 1)? - t.narrow(dim, 0, n - 1)?
+    };
+    let gx = (diff(&y, 4)? - diff(x, 4)?)?.abs()?.mean_all()?;
+    let gy = (diff(&y, 3)? - diff(x, 3)?)?.abs()?.mean_all()?;
+    let kl = post.kl_mean()?;
+    let total = ((&l1 + ((gx + gy)? * opts.grad_weight)?)? + (&kl * opts.kl_weight)?)?;
+    let mse = (y.detach().clamp(-1f32, 1f32)? - x)?
+        .sqr()?
+        .mean_all()?
+        .to_scalar::<f32>()? as f64;
+    Ok(Losses {
+        total,
+        l1: l1.to_scalar::<f32>()? as f64,
+        kl: kl.to_scalar::<f32>()? as f64,
+        // Range 2 ([-1, 1]) → peak² = 4.
+        psnr: 10.0 * (4.0 / mse.max(1e-12)).log10(),
+    })
+}
+
+/// The training loop over any clip source; `val` (if any) is evaluated with the EMA weights.
+/// Resuming (`opts.resume`) restores model, EMA, optimizer and step from `out/checkpoints`, and
+/// because each step's data and noise come from `(seed, step)`, continues the same curve.
+pub fn train_vae_with(
+    opts: &VaeTrainOptions,
+    source: &mut dyn ClipSource,
+    val: &[tessera_media::Video],
+    mut progress: impl FnMut(&StepReport),
+) -> Result<VaeTrainSummary> {
+    let cfg = opts.validate()?;
+    if source.size() != opts.size {
+        return Err(TrainError::Options(format!(
+            "source gives {}px frames, options say size {}",
+            source.size(),
+            opts.size
+        )));
+    }
+    let dev = Device::Cpu;
+    std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
+    let ck_dir = opts.out.join("checkpoints");
+    let varmap = init_varmap(&cfg, opts.seed, &dev)?;
+    let vae = AutoencoderKLWan::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
+    let named = named_vars(&varmap)?;
+    let mut opt = AdamW::new(named.clone(), opts.adamw)?;
+    let mut ema = Ema::new(&named, opts.ema_decay)?;
+    let mut start = 0usize;
+    if opts.resume {
+        let ck =
+            checkpoint::latest(&ck_dir)?.ok_or_else(|| TrainError::NoCheckpoint(ck_dir.clone()))?;
+        let meta = checkpoint::load_meta(&ck)?;
+        let saved: VaeTrainOptions =
+            serde_json::from_value(meta["options"].clone()).map_err(|source| TrainError::Json {
+                path: ck.join("state.json"),
+                source,
+            })?;
+        // Everything but the run length and the resume flag must match, or the curve changes.
+        let same = VaeTrainOptions {
+            steps: opts.steps,
+            resume: opts.resume,
+            ..saved.clone()
+        };
+        if &same != opts {
+            return Err(TrainError::CheckpointMismatch {
+                path: ck,
+                what: "options differ from the checkpoint's (only --steps may change on resume)"
+                    .into(),
+            });
+        }
+        let model = checkpoint::load_tensors(&ck, "model")?;
+        for (n, v) in &named {
+            let t = model.get(n).ok_or_else(|| TrainError::CheckpointMismatch {
+                path: ck.clone(),
+                what: format!("model lacks `{n}`"),
+            })?;
+            v.set(&t.to_dtype(DType::F32)?)?;
+        }
+        ema.shadow = checkpoint::load_tensors(&ck, "ema")?;
+        start = meta["step"].as_u64().unwrap_or(0) as usize;
+        opt.load_state(&checkpoint::load_tensors(&ck, "optim")?, start)?;
+    }
+    let mut log = JsonlLog::open(&opts.out.join("log.jsonl"), opts.resume.then_some(start))?;
+    let sched = WarmupCosine {
+        peak: opts.lr,
+        warmup: opts.warmup,
+        total: opts.steps,
+        floor: 0.05,
+    };
+    let save =
+        |step: usize, opt: &AdamW, ema: &Ema, last: Option<&StepReport>| -> Result<PathBuf> {
+            let model: HashMap<String, Tensor> = named
+                .iter()
+                .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+                .collect();
+            let meta = serde_json::json!({
+                "step": step,
+                "options": opts,
+                "config": cfg,
+                "last": last,
+                "rng": {"kind": "chacha8 per step", "seed": opts.seed, "next_step": step},
+            });
+            checkpoint::save(
+                &ck_dir,
+                step,
+                &[
+                    ("model", &model),
+                    ("ema", &ema.shadow),
+                    ("optim", &opt.state()),
+                ],
+                &meta,
+                2,
+            )
+        };
+    let mut last: Option<StepReport> = None;
+    let mut last_ck = checkpoint::latest(&ck_dir)?.unwrap_or_else(|| ck_dir.clone());
+    let mut t0 = Instant::now();
+    for step in start..opts.steps {
+        let mut rng = step_rng(opts.seed, step as u64, 0);
+        let x = batch_for_step(opts, source, &mut rng, &dev)?;
+        let frames = x.dim(0)? * x.dim(2)?;
+        let mut noise_rng = step_rng(opts.seed, step as u64, 1);
+        let l = losses(&vae, &x, &mut noise_rng, opts)?;
+        let loss = l.total.to_scalar::<f32>()? as f64;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite { step, value: loss });
+        }
+        let grads = l.total.backward()?;
+        let gnorm = opt.grad_norm(&grads)?;
+        if !gnorm.is_finite() {
+            return Err(TrainError::NonFinite { step, value: gnorm });
+        }
+        let scale = if gnorm > opts.max_grad_norm {
+            opts.max_grad_norm / gnorm
+        } else {
+            1.0
+        };
+        let lr = sched.lr(step);
+        opt.step(&grads, lr, scale)?;
+        ema.update(&named, step)?;
+        let done = step + 1;
+        let mut report = StepReport {
+            step: done,
+            loss,
+            l1: l.l1,
+            kl: l.kl,
+            psnr: l.psnr,
+            lr,
+            grad_norm: gnorm,
+            frames,
+            it_per_s: 1.0 / t0.elapsed().as_secs_f64().max(1e-9),
+            val_psnr: None,
+            val_ssim: None,
+        };
+        t0 = Instant::now();
+        if !val.is_empty()
+            && opts.eval_every > 0
+            && (done % opts.eval_every == 0 || done == opts.steps)
+        {
+            let ev = ema_model(&cfg, &ema.shadow, &dev)?;
+            let (p, s) = eval_vae(&ev, val)?;
+            report.val_psnr = Some(p);
+            report.val_ssim = Some(s);
+            t0 = Instant::now();
+        }
+        log.write(
+            &serde_json::to_value(&report).map_err(|source| TrainError::Json {
+                path: opts.out.join("log.jsonl"),
+                source,
+            })?,
+        )?;
+        progress(&report);
+        if done % opts.checkpoint_every == 0 || done == opts.steps {
+            last_ck = save(done, &opt, &ema, Some(&report))?;
+            t0 = Instant::now();
+        }
+        last = Some(report);
+    }
+    Ok(VaeTrainSummary {
+        steps_done: opts.steps,
+        last,
+        checkpoint: last_ck,
+    })
+}
+
+/// A model from EMA (or any) named tensors.
+pub fn ema_model(
+    cfg: &Config,
+    shadow: &HashMap<String, Tensor>,
+    dev: &Device,
+) -> Result<AutoencoderKLWan> {
+    Ok(AutoencoderKLWan::new(
+        cfg,
+        VarBuilder::from_tensors(shadow.clone(), DType::F32, dev),
+    )?)
+}
+
+/// Mean PSNR (dB) and SSIM of `clips` reconstructed through the inference path (posterior
+/// mean, chunked encode, decode), each clip `4k+1` frames.
+pub fn eval_vae(vae: &AutoencoderKLWan, clips: &[tessera_media::Video]) -> Result<(f64, f64)> {
+    let dev = Device::Cpu;
+    if clips.is_empty() {
+        return Err(TrainError::Data("no validation clips".into()));
+    }
+    let (mut psnr, mut ssim) = (0.0, 0.0);
+    for v in clips {
+        let x = video_to_tensor(v, &dev)?;
+        let z = vae.encode_chunked(&x)?.mean;
+        let y = vae.decode(&z)?;
+        let out = tensor_to_video(&y, v.fps)?;
+        psnr += tessera_media::psnr(v, &out)?;
+        ssim += tessera_media::ssim(v, &out)?;
+    }
+    let n = clips.len() as f64;
+    Ok((psnr / n, ssim / n))
+}
+
+/// Writes a diffusers-style model folder: `config.json` (with latent statistics measured on
+/// `stats_clips` clips of `source`) and `diffusion_pytorch_model.safetensors` in fp16.
+pub fn export_vae(
+    cfg: &Config,
+    weights: &HashMap<String, Tensor>,
+    source: &mut dyn ClipSource,
+    stats_clips: usize,
+    seed: u64,
+    dir: &Path,
+) -> Result<Config> {
+    let dev = Device::Cpu;
+    let vae = ema_model(cfg, weights, &dev)?;
+    // Per-channel mean/std of posterior means over the clips.
+    let mut sum = vec![0f64; cfg.z_dim];
+    let mut sq = vec![0f64; cfg.z_dim];
+    let mut count = 0usize;
+    for i in 0..stats_clips {
+        let mut rng = step_rng(seed, i as u64, 7);
+        let v = source.sample(&mut rng, 17)?;
+        let z = vae.encode(&video_to_tensor(&v, &dev)?)?.mean; // (1, z, T', h, w)
+        let per_c = z.squeeze(0)?.flatten_from(1)?; // (z, N)
+        let vals: Vec<Vec<f32>> = per_c.to_vec2()?;
+        for (c, row) in vals.iter().enumerate() {
+            sum[c] += row.iter().map(|v| *v as f64).sum::<f64>();
+            sq[c] += row.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+        }
+        count += vals.first().map_or(0, |r| r.len());
+    }
+    let mut out_cfg = cfg.clone();
+    if count > 0 {
+        out_cfg.latents_mean = sum.iter().map(|s| (s / count as f64) as f32).collect();
+        out_cfg.latents_std = sum
+            .iter()
+            .zip(&sq)
+            .map(|(s, q)| {
+                let m = s / count as f64;
+                ((q / count as f64 - m * m).max(1e-8)).sqrt() as f32
+            })
+            .collect();
+    }
+    std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+    let half: HashMap<String, Tensor> = weights
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F16)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let wpath = dir.join("diffusion_pytorch_model.safetensors");
+    let wtmp = dir.join("diffusion_pytorch_model.safetensors.tmp");
+    candle_core::safetensors::save(&half, &wtmp)?;
+    std::fs::rename(&wtmp, &wpath).map_err(io_err(&wpath))?;
+    let mut json = serde_json::to_value(&out_cfg).map_err(|source| TrainError::Json {
+        path: dir.join("config.json"),
+        source,
+    })?;
+    if let Some(o) = json.as_object_mut() {
+        o.insert("_class_name".into(), "AutoencoderKLWan".into());
+    }
+    let cpath = dir.join("config.json");
+    let ctmp = dir.join("config.json.tmp");
+    let text = serde_json::to_string_pretty(&json).map_err(|source| TrainError::Json {
+        path: cpath.clone(),
+        source,
+    })?;
+    std::fs::write(&ctmp, text + "\n").map_err(io_err(&ctmp))?;
+    std::fs::rename(&ctmp, &cpath).map_err(io_err(&cpath))?;
+    Ok(out_cfg)
+}
