@@ -296,17 +296,18 @@ impl Region {
         (i / 3, i % 3)
     }
 
+    /// "in the top left", "at the top", "on the left".
     fn phrase(self) -> &'static str {
         match self {
-            Region::TopLeft => "top left",
-            Region::Top => "top",
-            Region::TopRight => "top right",
-            Region::Left => "left",
-            Region::Center => "center",
-            Region::Right => "right",
-            Region::BottomLeft => "bottom left",
-            Region::Bottom => "bottom",
-            Region::BottomRight => "bottom right",
+            Region::TopLeft => "in the top left",
+            Region::Top => "at the top",
+            Region::TopRight => "in the top right",
+            Region::Left => "on the left",
+            Region::Center => "in the center",
+            Region::Right => "on the right",
+            Region::BottomLeft => "in the bottom left",
+            Region::Bottom => "at the bottom",
+            Region::BottomRight => "in the bottom right",
         }
     }
 }
@@ -614,7 +615,8 @@ pub fn dense_caption(scene: &SceneDescription) -> String {
     for spec in &scene.objects {
         let mut s = capitalise(&noun_phrase(spec, true));
         if let Some(region) = spec.region {
-            s.push_str(&format!(" in the {}", region.phrase()));
+            s.push(' ');
+            s.push_str(region.phrase());
         }
         s.push(' ');
         s.push_str(&motion_phrase(&spec.motion, spec.count));

@@ -24,8 +24,8 @@ use serde::{Deserialize, Serialize};
 
 pub use caption::{dense_caption, parse_prompt, short_caption, Event, SceneDescription};
 pub use sample::{
-    generate_clip, render_clips, sample_dataset, CaptionRecord, Clip, ObjectInfo, Summary,
-    TrackPoint, TrackRecord,
+    generate_clip, render_clips, sample_dataset, sample_scene, CaptionRecord, Clip, ObjectInfo,
+    Summary, TrackPoint, TrackRecord,
 };
 pub use scene::{is_held_out, HELD_OUT};
 

@@ -127,6 +127,22 @@ fn clip_rng(split: Split, seed: u64, index: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_seed(key)
 }
 
+/// The scene clip `index` will show, without rendering or simulating (so `events` is empty):
+/// cheap enough to scan thousands of clips for their objects and motions.
+pub fn sample_scene(opts: &SampleOptions, index: u64) -> Result<SceneDescription, WorldError> {
+    opts.validate()?;
+    let mut rng = clip_rng(opts.split, opts.seed, index);
+    let layout = sample_layout(
+        &mut rng,
+        opts.split,
+        opts.width,
+        opts.height,
+        opts.frames,
+        opts.fps,
+    );
+    Ok(layout.description)
+}
+
 /// Generates clip `index` of the dataset described by `opts` (`opts.count` is ignored), fully
 /// in memory. Same options and index → identical clip.
 pub fn generate_clip(opts: &SampleOptions, index: u64) -> Result<Clip, WorldError> {
@@ -189,10 +205,10 @@ pub fn generate_clip(opts: &SampleOptions, index: u64) -> Result<Clip, WorldErro
         let truth = renderer.render(&scene.background, camera_x, &sprites, &mut frame);
         video.frames.push(frame);
         let time = f as f64 / opts.fps;
-        for a in 0..n {
-            for b in 0..n {
-                let hidden = truth[a].hidden_by[b];
-                let (hidden_now, announced) = &mut behind[a][b];
+        for (a, (state, t)) in behind.iter_mut().zip(&truth).enumerate() {
+            for (b, ((hidden_now, announced), &hidden)) in
+                state.iter_mut().zip(&t.hidden_by).enumerate()
+            {
                 if !*hidden_now && hidden >= BEHIND_ENTER {
                     *hidden_now = true;
                     // An object hidden from the first frame never "passed behind" on screen.

@@ -340,8 +340,9 @@ pub fn sample_layout(
 
     let mut bodies: Vec<Body> = Vec::new();
     let mut regions: Vec<Option<Region>> = Vec::new();
-    // Occlusion: the occluder (group 1) sits near the middle and the mover (group 0) crosses
-    // behind it at mid-clip, starting and ending fully clear of it.
+    // Occlusion: the mover (group 0) crosses the frame horizontally and the occluder (group 1)
+    // stands on its path, far enough from both ends that the mover starts and ends in full view.
+    // `occlusion_path` is (mover start x, occluder x, y).
     let mut occlusion_path: Option<(f64, f64, f64)> = None;
     if occlusion {
         let occ = &groups[1];
@@ -350,24 +351,25 @@ pub fn sample_layout(
         let mov = &groups[0];
         let r_mov = mov.size.radius_fraction() * frame.short;
         let cr_mov = circumradius(mov.shape) * r_mov;
-        let xc = random_interval(rng, 0.4 * frame.width, 0.6 * frame.width);
-        let yc = random_interval(rng, cr_occ + 1.0, frame.height - cr_occ - 1.0);
+        let clear = cr_occ + cr_mov + 1.0;
         let mut speeds = Speed::ALL.to_vec();
         speeds.sort_by_key(|_| rng.random::<u32>());
         let chosen = speeds.into_iter().find(|s| {
-            let half = s.linear_fraction() * frame.short * frame.duration / 2.0;
-            half >= cr_occ + cr_mov + 2.0
-                && xc - half >= cr_mov + 1.0
-                && xc + half <= frame.width - cr_mov - 1.0
+            let travel = s.linear_fraction() * frame.short * frame.duration;
+            travel >= 2.0 * clear + 2.0 && travel <= frame.width - 2.0 * (cr_mov + 1.0)
         });
-        match chosen {
-            Some(speed) => {
-                if let Motion::Linear { direction, .. } = groups[0].motion {
-                    groups[0].motion = Motion::Linear { direction, speed };
-                }
-                occlusion_path = Some((xc, yc, speed.linear_fraction() * frame.short));
+        match (chosen, groups[0].motion) {
+            (Some(speed), Motion::Linear { direction, .. }) => {
+                groups[0].motion = Motion::Linear { direction, speed };
+                let travel = speed.linear_fraction() * frame.short * frame.duration;
+                let dir = direction.unit().0;
+                let lo = random_interval(rng, cr_mov + 1.0, frame.width - cr_mov - 1.0 - travel);
+                let start = if dir > 0.0 { lo } else { lo + travel };
+                let xc = start + dir * random_interval(rng, clear, travel - clear);
+                let yc = random_interval(rng, cr_occ + 1.0, frame.height - cr_occ - 1.0);
+                occlusion_path = Some((start, xc, yc));
             }
-            None => occlusion = false,
+            _ => occlusion = false,
         }
     }
 
@@ -379,19 +381,17 @@ pub fn sample_layout(
         let round = (cr + 1.0, cr + 1.0, cr + 1.0, cr + 1.0);
         let first_body = bodies.len();
         match (occlusion_path, g) {
-            (Some((xc, yc, v)), 0) => {
-                let half = v * frame.duration / 2.0;
-                let dir = group.motion.direction().map_or(1.0, |d| d.unit().0);
+            (Some((start, _, yc)), 0) => {
                 bodies.push(make_body(
                     &frame,
                     group.shape,
                     group.size,
                     group.motion,
-                    xc - dir * half,
+                    start,
                     yc,
                 ));
             }
-            (Some((xc, yc, _)), 1) => {
+            (Some((_, xc, yc)), 1) => {
                 bodies.push(make_body(
                     &frame,
                     group.shape,
