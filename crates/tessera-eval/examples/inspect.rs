@@ -49,6 +49,19 @@ fn main() {
         );
         for o in &a.objects {
             let t = &a.tracks[o.track];
+            if std::env::var("VERBOSE").is_ok() {
+                for ob in t.observations.iter().step_by(6) {
+                    println!(
+                        "    obs f{} area {} ref {} contact {} border {} bbox {:?}",
+                        ob.frame,
+                        ob.component.area,
+                        t.reference_area(),
+                        ob.in_contact,
+                        ob.component.touches_border,
+                        ob.component.bbox
+                    );
+                }
+            }
             if o.shape_agreement < 0.9 {
                 for ob in t.observations.iter().filter(|x| t.is_clean(x)).step_by(4) {
                     let f = ob.component.features;

@@ -154,16 +154,20 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
         .iter()
         .map(|s| dilate(&s.labels, w as usize, h as usize, 2))
         .collect();
-    let shifts: Vec<f64> = (0..n.saturating_sub(1))
+    // Pan: backdrop shift over `LAG` frames (a larger shift is measured with less sub-pixel
+    // bias), per frame.
+    const LAG: usize = 4;
+    let lag = LAG.min(n.saturating_sub(1)).max(1);
+    let shifts: Vec<f64> = (0..n.saturating_sub(lag))
         .map(|t| {
             horizontal_shift(
                 &video.frames[t],
-                &video.frames[t + 1],
+                &video.frames[t + lag],
                 &masks[t],
-                &masks[t + 1],
+                &masks[t + lag],
                 w as usize,
                 h as usize,
-            )
+            ) / lag as f64
         })
         .collect();
     let pan = median(&shifts).unwrap_or(0.0);
@@ -277,11 +281,11 @@ fn shifted_background_diff(
 }
 
 /// Sub-pixel horizontal shift of the backdrop from frame `a` to `b` in pixels (content at `x`
-/// moves to `x + shift`): the integer shift in [-3, 3] with the least squared difference over
+/// moves to `x + shift`): the integer shift in [-12, 12] with the least squared difference over
 /// background pixels, refined by a parabola through its neighbours. 0 when the backdrop has no
 /// horizontal texture to follow.
 fn horizontal_shift(a: &[u8], b: &[u8], obj_a: &[bool], obj_b: &[bool], w: usize, h: usize) -> f64 {
-    const R: i64 = 3;
+    const R: i64 = 12;
     let cost: Vec<f64> = (-R..=R)
         .map(|dx| {
             let (mut sum, mut count) = (0.0, 0usize);

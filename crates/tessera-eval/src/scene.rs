@@ -7,7 +7,7 @@ use tessera_world::caption::{
 };
 
 use crate::segment::ShapeFeatures;
-use crate::track::{velocities, Track};
+use crate::track::Track;
 
 /// One object the prompt asks for; `None` where the prompt does not say.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -163,13 +163,23 @@ pub fn observe(
     };
     let size = crate::track::median(&radii).map(|r| classify_size(r, shorter_side));
 
-    // Heading: the first velocity between whole sightings (later ones may follow a bounce).
+    // Heading: displacement from the first whole sighting to the next one at least three
+    // frames on (one-frame steps of a slow object are quantised to whole pixels), before most
+    // bounces.
     let pos = track.clean_positions(n_frames);
-    let initial_velocity = velocities(&pos)
-        .into_iter()
-        .flatten()
-        .next()
-        .map(|(vx, vy)| (vx - backdrop_velocity.0, vy - backdrop_velocity.1));
+    let seen: Vec<(usize, (f64, f64))> = pos
+        .iter()
+        .enumerate()
+        .filter_map(|(t, p)| p.map(|p| (t, p)))
+        .collect();
+    let initial_velocity = seen.first().and_then(|&(t0, p0)| {
+        let &(t1, p1) = seen.iter().find(|(t, _)| *t >= t0 + 3 && *t <= t0 + 5)?;
+        let dt = (t1 - t0) as f64;
+        Some((
+            (p1.0 - p0.0) / dt - backdrop_velocity.0,
+            (p1.1 - p0.1) / dt - backdrop_velocity.1,
+        ))
+    });
     let direction = initial_velocity.and_then(|(vx, vy)| {
         if vx.hypot(vy) < STILL_SPEED {
             None

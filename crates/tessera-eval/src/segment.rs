@@ -62,6 +62,9 @@ pub struct Component {
     pub bbox: (u32, u32, u32, u32),
     /// The region touches the frame edge, so it may be cut off and its shape is unreliable.
     pub touches_border: bool,
+    /// Another region lies within two pixels (the anti-aliased seam between an occluder and
+    /// what it hides is one pixel wide), so this one may be partly hidden.
+    pub touches_other: bool,
     pub features: ShapeFeatures,
 }
 
@@ -191,6 +194,23 @@ pub fn segment_frame(
             *l = 0;
         }
     }
+    for y in 0..h {
+        for x in 0..w {
+            let l = labels[y * w + x];
+            if l == 0 || components[l as usize - 1].touches_other {
+                continue;
+            }
+            let near = (y.saturating_sub(2)..(y + 3).min(h)).any(|yy| {
+                (x.saturating_sub(2)..(x + 3).min(w)).any(|xx| {
+                    let m = labels[yy * w + xx];
+                    m != 0 && m != l
+                })
+            });
+            if near {
+                components[l as usize - 1].touches_other = true;
+            }
+        }
+    }
     Segmentation {
         width,
         height,
@@ -297,6 +317,7 @@ fn describe(pixels: &[usize], colour: usize, w: usize, h: usize) -> Component {
         centroid,
         bbox: (x0 as u32, y0 as u32, x1 as u32, y1 as u32),
         touches_border: x0 == 0 || y0 == 0 || x1 == w || y1 == h,
+        touches_other: false,
         features: ShapeFeatures {
             fill: n / (bw * bh) as f64,
             solidity: if hull > 0.0 {

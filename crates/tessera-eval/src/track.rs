@@ -66,12 +66,13 @@ impl Track {
             .map_or(0.0, |&a| a as f64)
     }
 
-    /// Whether a sighting shows the whole object: inside the frame, touching nothing and not
-    /// shrunk by occlusion.
+    /// Whether a sighting shows the whole object: inside the frame, not shrunk by occlusion and
+    /// touching nothing (unless it touches something in every sighting, like two still objects
+    /// drawn overlapping, when contact alone is no reason to distrust it).
     pub fn is_clean(&self, o: &Observation) -> bool {
         !o.component.touches_border
-            && !o.in_contact
-            && o.component.area as f64 >= 0.9 * self.reference_area()
+            && o.component.area as f64 >= 0.8 * self.reference_area()
+            && (!o.in_contact || self.observations.iter().all(|x| x.in_contact))
     }
 
     /// Circumradius in pixels over whole sightings (median), for judging fragments.
@@ -154,7 +155,7 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
                 tracks[k].observations.push(Observation {
                     frame: t,
                     component: c.clone(),
-                    in_contact: touches_other(ci, comps),
+                    in_contact: comps[ci].touches_other,
                 });
             }
         }
@@ -188,7 +189,7 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
             tracks[k].observations.push(Observation {
                 frame: t,
                 component: comps[ci].clone(),
-                in_contact: touches_other(ci, comps),
+                in_contact: comps[ci].touches_other,
             });
         }
 
@@ -221,7 +222,7 @@ pub fn build_tracks(frames: &[Segmentation], params: &TrackParams) -> Vec<Track>
                     observations: vec![Observation {
                         frame: t,
                         component: c.clone(),
-                        in_contact: touches_other(ci, comps),
+                        in_contact: comps[ci].touches_other,
                     }],
                 });
             }
@@ -243,14 +244,6 @@ pub fn box_gap(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> f64 {
 
 fn union_box(a: (u32, u32, u32, u32), b: (u32, u32, u32, u32)) -> (u32, u32, u32, u32) {
     (a.0.min(b.0), a.1.min(b.1), a.2.max(b.2), a.3.max(b.3))
-}
-
-/// Whether region `i` has another region within a pixel of its box.
-fn touches_other(i: usize, comps: &[Component]) -> bool {
-    comps
-        .iter()
-        .enumerate()
-        .any(|(j, c)| j != i && box_gap(c.bbox, comps[i].bbox) <= 1.0)
 }
 
 /// Adds fragment `b` to region `a` (area-weighted centre, union box; `a` keeps its features).
@@ -318,6 +311,7 @@ mod tests {
             centroid: (x, y),
             bbox: (x as u32 - 2, y as u32 - 2, x as u32 + 2, y as u32 + 2),
             touches_border: false,
+            touches_other: false,
             features: ShapeFeatures::default(),
         }
     }
