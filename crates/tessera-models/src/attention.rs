@@ -15,6 +15,8 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::layers::fast_exp;
+
 /// Which implementation [`attention`] runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -341,29 +343,6 @@ fn fmadd<const FMA: bool>(a: f32, b: f32, c: f32) -> f32 {
     }
 }
 
-/// `e^x` to ~2 ulp for `x ≤ 0` (Cephes-style range reduction + degree-6 polynomial), written so
-/// the compiler vectorises it; `x < -87` gives exactly 0 (covers `-inf`).
-#[inline(always)]
-fn fast_exp<const FMA: bool>(x: f32) -> f32 {
-    let xc = x.clamp(-87.0, 88.0);
-    let n = (xc * std::f32::consts::LOG2_E).round();
-    let r = fmadd::<FMA>(n, -0.693_359_4, xc);
-    let r = fmadd::<FMA>(n, 2.121_944_4e-4, r);
-    let mut p = 1.987_569_1e-4f32;
-    p = fmadd::<FMA>(p, r, 1.398_199_9e-3);
-    p = fmadd::<FMA>(p, r, 8.333_452e-3);
-    p = fmadd::<FMA>(p, r, 4.166_579_6e-2);
-    p = fmadd::<FMA>(p, r, 1.666_666_5e-1);
-    p = fmadd::<FMA>(p, r, 5e-1);
-    p = fmadd::<FMA>(p * r, r, r) + 1.0;
-    let pow2 = f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x < -87.0 {
-        0.0
-    } else {
-        p * pow2
-    }
-}
-
 /// Maximum of a slice in 8 independent lanes (a single running max would serialise).
 #[inline(always)]
 fn max_lanes(xs: &[f32]) -> f32 {
@@ -563,20 +542,6 @@ mod tests {
             .and_then(|x| x.max(0))
             .and_then(|x| x.to_scalar::<f32>())
             .expect("same shapes")
-    }
-
-    #[test]
-    fn fast_exp_matches_std() {
-        for i in 0..2000 {
-            let x = -90.0 + i as f32 * 0.047;
-            let want = x.exp();
-            let got = fast_exp::<false>(x);
-            assert!(
-                (got - want).abs() <= 3e-7 * want.max(1e-30),
-                "x={x} {got} {want}"
-            );
-        }
-        assert_eq!(fast_exp::<true>(f32::NEG_INFINITY), 0.0);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use candle_nn::{Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{attention, AttentionImpl};
-use crate::layers::{LayerNorm, RmsNorm};
+use crate::layers::{gelu_tanh, LayerNorm, RmsNorm};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -133,13 +133,13 @@ impl Config {
         if self.num_attention_heads == 0 || self.num_layers == 0 {
             return bad("num_attention_heads and num_layers must be ≥ 1".into());
         }
-        if self.attention_head_dim % 2 != 0 || self.attention_head_dim < 6 {
+        if !self.attention_head_dim.is_multiple_of(2) || self.attention_head_dim < 6 {
             return bad(format!(
                 "attention_head_dim {} must be even and ≥ 6 (RoPE needs a rotary pair per axis)",
                 self.attention_head_dim
             ));
         }
-        if self.freq_dim == 0 || self.freq_dim % 2 != 0 {
+        if self.freq_dim == 0 || !self.freq_dim.is_multiple_of(2) {
             return bad(format!("freq_dim {} must be even and > 0", self.freq_dim));
         }
         for (name, v) in [
@@ -152,7 +152,11 @@ impl Config {
                 return bad(format!("{name} must be > 0"));
             }
         }
-        if !(self.eps > 0.0) || !(self.rope_theta > 1.0) {
+        if self.eps.is_nan()
+            || self.eps <= 0.0
+            || self.rope_theta.is_nan()
+            || self.rope_theta <= 1.0
+        {
             return bad(format!(
                 "eps {} must be > 0 and rope_theta {} > 1",
                 self.eps, self.rope_theta
@@ -427,8 +431,8 @@ impl FeedForward {
 
 impl Module for FeedForward {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        // candle's `gelu` is the tanh approximation and has a backward pass.
-        self.proj_out.forward(&self.proj_in.forward(x)?.gelu()?)
+        self.proj_out
+            .forward(&gelu_tanh(&self.proj_in.forward(x)?)?)
     }
 }
 
@@ -453,7 +457,7 @@ impl Mlp2 {
 impl Module for Mlp2 {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.linear_1.forward(x)?;
-        let h = if self.gelu { h.gelu()? } else { h.silu()? };
+        let h = if self.gelu { gelu_tanh(&h)? } else { h.silu()? };
         self.linear_2.forward(&h)
     }
 }

@@ -19,7 +19,7 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{attention, AttentionImpl};
-use crate::layers::LayerNorm;
+use crate::layers::{gelu_tanh, LayerNorm};
 
 /// Encoded prompts.
 #[derive(Clone, Debug)]
@@ -403,7 +403,7 @@ impl EncoderLayer {
         let x = (x + self.to_out.forward(&o)?)?;
         let h = self
             .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x)?)?.gelu()?)?;
+            .forward(&gelu_tanh(&self.fc1.forward(&self.norm2.forward(&x)?)?)?)?;
         x + h
     }
 }
