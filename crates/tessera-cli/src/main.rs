@@ -23,6 +23,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Text (or image) to video: `tessera generate "a red ball bounces" -o out.mp4`.
+    Generate(cmd::generate::GenerateArgs),
+    /// Add frames after (--forward) or before (--backward) a video.
+    Extend(cmd::generate::ExtendArgs),
+    /// Generate a transition from the end of A into the start of B.
+    Connect(cmd::generate::ConnectArgs),
+    /// Change a video to follow a prompt (SDEdit, --strength 0..1).
+    Edit(cmd::generate::EditArgs),
     /// Synthetic "shapes world" training data with captions and ground-truth tracks.
     #[command(subcommand)]
     World(cmd::world::WorldCommand),
@@ -36,6 +44,10 @@ fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Generate(a) => cmd::generate::run_generate(a),
+        Command::Extend(a) => cmd::generate::run_extend(a),
+        Command::Connect(a) => cmd::generate::run_connect(a),
+        Command::Edit(a) => cmd::generate::run_edit(a),
         Command::World(c) => cmd::world::run(c),
     };
     match result {
