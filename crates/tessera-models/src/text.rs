@@ -8,18 +8,20 @@
 //! falls") and plurals are reduced when only the singular is known. What is still unknown becomes
 //! `[UNK]`, never an error.
 //!
-//! Not implemented yet: the umT5 encoder of the Wan checkpoints (T5 with a relative position bias
-//! in every layer rather than only the first; candle-transformers' T5 shares one bias) and its
-//! SentencePiece tokenizer.
+//! [`UmT5Encoder`] is the text encoder of the Wan checkpoints (umT5-XXL, frozen): T5 with its own
+//! relative position bias in every layer (T5 shares the first layer's), loaded from local
+//! `config.json`, `tokenizer.json` and safetensors files. Wan's prompt clean-up (ftfy, whitespace)
+//! is the caller's business.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
 use candle_nn::{Embedding, Init, Linear, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{attention, AttentionImpl};
-use crate::layers::{gelu_tanh, LayerNorm};
+use crate::layers::{gelu_tanh, LayerNorm, RmsNorm};
 
 /// Encoded prompts.
 #[derive(Clone, Debug)]
@@ -46,6 +48,8 @@ pub enum TextError {
     Config(String),
     #[error("tokenizer vocabulary has {tokenizer} entries but the encoder was built for {model}; rebuild one from the other")]
     VocabMismatch { tokenizer: usize, model: usize },
+    #[error("reading {path}: {msg}")]
+    Read { path: PathBuf, msg: String },
     #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
@@ -517,6 +521,318 @@ impl TextEncoder for SmallTextEncoder {
 
     fn dim(&self) -> usize {
         self.cfg.dim
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// umT5 (Wan's text encoder)
+// ---------------------------------------------------------------------------------------------
+
+/// umT5 encoder hyper-parameters; field names as in transformers' `config.json` (extra fields
+/// ignored).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UmT5Config {
+    pub vocab_size: usize,
+    pub d_model: usize,
+    /// Per-head width.
+    pub d_kv: usize,
+    pub d_ff: usize,
+    pub num_layers: usize,
+    pub num_heads: usize,
+    pub relative_attention_num_buckets: usize,
+    /// Distance (tokens) beyond which relative positions share a bucket.
+    pub relative_attention_max_distance: usize,
+    pub layer_norm_epsilon: f64,
+    /// Only `"gated-gelu"` (umT5) is implemented.
+    #[serde(default = "default_ff_proj")]
+    pub feed_forward_proj: String,
+}
+
+fn default_ff_proj() -> String {
+    "gated-gelu".into()
+}
+
+impl UmT5Config {
+    /// umT5-XXL as used by Wan2.1 (`google/umt5-xxl` encoder).
+    pub fn umt5_xxl() -> Self {
+        Self {
+            vocab_size: 256_384,
+            d_model: 4096,
+            d_kv: 64,
+            d_ff: 10_240,
+            num_layers: 24,
+            num_heads: 64,
+            relative_attention_num_buckets: 32,
+            relative_attention_max_distance: 128,
+            layer_norm_epsilon: 1e-6,
+            feed_forward_proj: default_ff_proj(),
+        }
+    }
+
+    pub fn validate(&self) -> std::result::Result<(), TextError> {
+        if self.feed_forward_proj != "gated-gelu" {
+            return Err(TextError::Config(format!(
+                "feed_forward_proj {:?} unsupported; umT5 uses \"gated-gelu\"",
+                self.feed_forward_proj
+            )));
+        }
+        if [
+            self.vocab_size,
+            self.d_model,
+            self.d_kv,
+            self.d_ff,
+            self.num_heads,
+        ]
+        .contains(&0)
+            || self.relative_attention_num_buckets < 4
+        {
+            return Err(TextError::Config(format!(
+                "degenerate umT5 config {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// T5's bidirectional relative-position bucket of `key − query` (transformers'
+/// `_relative_position_bucket`, computed in f32 like it so bucket edges agree).
+fn relative_bucket(rel: i64, num_buckets: usize, max_distance: usize) -> u32 {
+    let half = (num_buckets / 2) as i64;
+    let base = if rel > 0 { half } else { 0 };
+    let dist = rel.abs();
+    let max_exact = half / 2;
+    if dist < max_exact {
+        return (base + dist) as u32;
+    }
+    let log_ratio = (dist as f32 / max_exact as f32).ln()
+        / ((max_distance as f64 / max_exact as f64).ln() as f32)
+        * (half - max_exact) as f32;
+    let large = (max_exact + log_ratio as i64).min(half - 1);
+    (base + large) as u32
+}
+
+#[derive(Clone, Debug)]
+struct UmT5Block {
+    attn_norm: RmsNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    /// `(buckets, heads)`.
+    relative_attention_bias: Embedding,
+    ff_norm: RmsNorm,
+    wi_0: Linear,
+    wi_1: Linear,
+    wo: Linear,
+    heads: usize,
+    d_kv: usize,
+}
+
+impl UmT5Block {
+    fn new(cfg: &UmT5Config, vb: VarBuilder) -> Result<Self> {
+        let (d, inner) = (cfg.d_model, cfg.num_heads * cfg.d_kv);
+        let avb = vb.pp("layer.0.SelfAttention");
+        let fvb = vb.pp("layer.1.DenseReluDense");
+        let eps = cfg.layer_norm_epsilon;
+        Ok(Self {
+            attn_norm: RmsNorm::new(d, eps, vb.pp("layer.0.layer_norm"))?,
+            q: candle_nn::linear_no_bias(d, inner, avb.pp("q"))?,
+            k: candle_nn::linear_no_bias(d, inner, avb.pp("k"))?,
+            v: candle_nn::linear_no_bias(d, inner, avb.pp("v"))?,
+            o: candle_nn::linear_no_bias(inner, d, avb.pp("o"))?,
+            relative_attention_bias: candle_nn::embedding(
+                cfg.relative_attention_num_buckets,
+                cfg.num_heads,
+                avb.pp("relative_attention_bias"),
+            )?,
+            ff_norm: RmsNorm::new(d, eps, vb.pp("layer.1.layer_norm"))?,
+            wi_0: candle_nn::linear_no_bias(d, cfg.d_ff, fvb.pp("wi_0"))?,
+            wi_1: candle_nn::linear_no_bias(d, cfg.d_ff, fvb.pp("wi_1"))?,
+            wo: candle_nn::linear_no_bias(cfg.d_ff, d, fvb.pp("wo"))?,
+            heads: cfg.num_heads,
+            d_kv: cfg.d_kv,
+        })
+    }
+
+    /// `x`: `(B, L, D)`; `buckets`: `(L, L)` u32; `mask_bias`: `(B, 1, 1, L)` (0 or −1e30).
+    fn forward(&self, x: &Tensor, buckets: &Tensor, mask_bias: &Tensor) -> Result<Tensor> {
+        let (b, l, _) = x.dims3()?;
+        let h = self.attn_norm.forward(x)?;
+        let split = |t: Tensor| -> Result<Tensor> {
+            t.reshape((b, l, self.heads, self.d_kv))?
+                .transpose(1, 2)?
+                .contiguous() // (B, H, L, d_kv)
+        };
+        let q = split(self.q.forward(&h)?)?;
+        let k = split(self.k.forward(&h)?)?;
+        let v = split(self.v.forward(&h)?)?;
+        // No 1/√d scaling in T5; the position bias is added to the raw scores.
+        let bias = self
+            .relative_attention_bias
+            .forward(buckets)? // (L, L, H)
+            .permute((2, 0, 1))?
+            .unsqueeze(0)?; // (1, H, L, L)
+        let s = q
+            .matmul(&k.t()?)?
+            .broadcast_add(&bias)?
+            .broadcast_add(mask_bias)?;
+        let p = candle_nn::ops::softmax_last_dim(&s.to_dtype(DType::F32)?)?.to_dtype(v.dtype())?;
+        let o = p
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .reshape((b, l, self.heads * self.d_kv))?;
+        let x = (x + self.o.forward(&o)?)?;
+        let h = self.ff_norm.forward(&x)?;
+        let h = (gelu_tanh(&self.wi_0.forward(&h)?)? * self.wi_1.forward(&h)?)?;
+        x + self.wo.forward(&h)?
+    }
+}
+
+/// Wan's text encoder: umT5-XXL's encoder with its SentencePiece tokenizer. Inference only
+/// (Wan keeps it frozen; the fused softmax here has no backward pass).
+pub struct UmT5Encoder {
+    cfg: UmT5Config,
+    tokenizer: tokenizers::Tokenizer,
+    shared: Embedding,
+    blocks: Vec<UmT5Block>,
+    final_layer_norm: RmsNorm,
+    /// Tokens kept per prompt (Wan: 512).
+    pub max_len: usize,
+    /// Pad every batch to this many tokens (Wan: 512, zero states); `None` = the longest prompt.
+    pub pad_to: Option<usize>,
+}
+
+impl UmT5Encoder {
+    /// Builds from a tokenizer and weights named as transformers' `UMT5EncoderModel`.
+    pub fn new(
+        cfg: &UmT5Config,
+        tokenizer: tokenizers::Tokenizer,
+        vb: VarBuilder,
+    ) -> std::result::Result<Self, TextError> {
+        cfg.validate()?;
+        let name = if vb.contains_tensor("shared.weight") {
+            "shared"
+        } else {
+            "encoder.embed_tokens"
+        };
+        let shared = candle_nn::embedding(cfg.vocab_size, cfg.d_model, vb.pp(name))?;
+        let evb = vb.pp("encoder");
+        let blocks = (0..cfg.num_layers)
+            .map(|i| UmT5Block::new(cfg, evb.pp(format!("block.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            tokenizer,
+            shared,
+            blocks,
+            final_layer_norm: RmsNorm::new(
+                cfg.d_model,
+                cfg.layer_norm_epsilon,
+                evb.pp("final_layer_norm"),
+            )?,
+            max_len: 512,
+            pad_to: Some(512),
+        })
+    }
+
+    /// Loads `config.json`, `tokenizer.json` and safetensors shards (e.g. a diffusers Wan
+    /// checkpoint's `text_encoder/` and `tokenizer/` folders), computing in `dtype`.
+    pub fn load(
+        config: &Path,
+        tokenizer: &Path,
+        weights: &[PathBuf],
+        dtype: DType,
+        device: &Device,
+    ) -> std::result::Result<Self, TextError> {
+        let read_err = |path: &Path, msg: String| TextError::Read {
+            path: path.to_path_buf(),
+            msg,
+        };
+        let json = std::fs::read_to_string(config).map_err(|e| read_err(config, e.to_string()))?;
+        let cfg: UmT5Config =
+            serde_json::from_str(&json).map_err(|e| read_err(config, e.to_string()))?;
+        let tok = tokenizers::Tokenizer::from_file(tokenizer)
+            .map_err(|e| read_err(tokenizer, e.to_string()))?;
+        // SAFETY: the files are memory-mapped read-only; they must not change while loaded.
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, dtype, device) }
+            .map_err(|e| read_err(weights.first().map_or(Path::new(""), |p| p), e.to_string()))?;
+        Self::new(&cfg, tok, vb)
+    }
+
+    pub fn config(&self) -> &UmT5Config {
+        &self.cfg
+    }
+
+    /// Token ids of one prompt with the end-of-sequence token, at most `max_len`.
+    pub fn tokenize(&self, prompt: &str) -> std::result::Result<Vec<u32>, TextError> {
+        let enc = self
+            .tokenizer
+            .encode(prompt, true)
+            .map_err(|e| TextError::Config(format!("tokenizing {prompt:?}: {e}")))?;
+        let mut ids = enc.get_ids().to_vec();
+        if ids.len() > self.max_len {
+            tracing::warn!(
+                tokens = ids.len(),
+                kept = self.max_len,
+                "prompt longer than umT5's context; truncating"
+            );
+            ids.truncate(self.max_len);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes ids `(B, L)` u32 with mask `(B, L)` into `(B, L, d_model)`, zero at padding.
+    pub fn forward_ids(&self, ids: &Tensor, mask: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let dev = ids.device();
+        let buckets: Vec<u32> = (0..l as i64)
+            .flat_map(|q| {
+                (0..l as i64).map(move |k| {
+                    relative_bucket(
+                        k - q,
+                        self.cfg.relative_attention_num_buckets,
+                        self.cfg.relative_attention_max_distance,
+                    )
+                })
+            })
+            .collect();
+        let buckets = Tensor::from_vec(buckets, (l, l), dev)?;
+        let mut x = self.shared.forward(ids)?;
+        let dtype = x.dtype();
+        let mask = mask.to_dtype(dtype)?;
+        let mask_bias = ((&mask - 1.0)? * 1e30)?.reshape((b, 1, 1, l))?;
+        for block in &self.blocks {
+            x = block.forward(&x, &buckets, &mask_bias)?;
+        }
+        self.final_layer_norm
+            .forward(&x)?
+            .broadcast_mul(&mask.unsqueeze(D::Minus1)?)
+    }
+}
+
+impl TextEncoder for UmT5Encoder {
+    fn encode(&self, prompts: &[&str]) -> std::result::Result<TextEmbeddings, TextError> {
+        let toks = prompts
+            .iter()
+            .map(|p| self.tokenize(p))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let longest = toks.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let len = self.pad_to.map_or(longest, |p| p.max(longest));
+        let mut ids = vec![0u32; prompts.len() * len];
+        let mut mask = vec![0f32; prompts.len() * len];
+        for (b, t) in toks.iter().enumerate() {
+            ids[b * len..b * len + t.len()].copy_from_slice(t);
+            mask[b * len..b * len + t.len()].fill(1.0);
+        }
+        let dev = self.shared.embeddings().device();
+        let ids = Tensor::from_vec(ids, (prompts.len(), len), dev)?;
+        let mask = Tensor::from_vec(mask, (prompts.len(), len), dev)?;
+        let states = self.forward_ids(&ids, &mask)?;
+        Ok(TextEmbeddings { states, mask })
+    }
+
+    fn dim(&self) -> usize {
+        self.cfg.d_model
     }
 }
 

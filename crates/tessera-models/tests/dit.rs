@@ -1,5 +1,6 @@
-//! DiT against diffusers' `WanTransformer3DModel` (fixtures from `fixtures/gen/dit_fixtures.py`),
-//! checkpoint-mismatch errors, and the tiny config's CPU speed.
+//! DiT against diffusers' `WanTransformer3DModel` and the umT5 encoder against transformers'
+//! `UMT5EncoderModel` (fixtures from `fixtures/gen/dit_fixtures.py`), checkpoint-mismatch errors,
+//! and the tiny config's CPU speed.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -8,6 +9,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
 use tessera_models::attention::AttentionImpl;
 use tessera_models::dit::{Config, Dit, DitError};
+use tessera_models::text::{TextEncoder, UmT5Encoder};
 
 fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -227,6 +229,64 @@ fn attention_throughput() {
         }
         let secs = start.elapsed().as_secs_f64() / n as f64;
         let gflops = 4.0 * (b * h * l * l * d) as f64 / secs / 1e9;
-        println!("tiled attention {b}x{h}x{l}x{d}: {:.1} ms, {gflops:.1} GFLOP/s", secs * 1e3);
+        println!(
+            "tiled attention {b}x{h}x{l}x{d}: {:.1} ms, {gflops:.1} GFLOP/s",
+            secs * 1e3
+        );
     }
+}
+
+#[test]
+fn umt5_matches_transformers_tokens_and_states() {
+    let dev = Device::Cpu;
+    let mut enc = UmT5Encoder::load(
+        &fixture("umt5_tiny_config.json"),
+        &fixture("umt5_tiny_tokenizer.json"),
+        &[fixture("umt5_tiny_weights.safetensors")],
+        DType::F32,
+        &dev,
+    )
+    .expect("umT5 fixture loads");
+    let io = candle_core::safetensors::load(fixture("umt5_tiny_io.safetensors"), &dev)
+        .expect("fixture io");
+    let get = |k: &str| io.get(k).unwrap_or_else(|| panic!("fixture lacks {k}"));
+    let prompts: Vec<String> = serde_json::from_str(
+        &std::fs::read_to_string(fixture("umt5_tiny_prompts.json")).expect("prompts"),
+    )
+    .expect("prompt list");
+    let ids = get("input_ids").to_dtype(DType::U32).expect("ids");
+    let mask = get("mask");
+    let want_ids: Vec<Vec<u32>> = ids.to_vec2().expect("ids");
+    let want_mask: Vec<Vec<f32>> = mask.to_vec2().expect("mask");
+    for (b, p) in prompts.iter().enumerate() {
+        let n = want_mask[b].iter().filter(|&&m| m > 0.5).count();
+        assert_eq!(
+            enc.tokenize(p).expect("tokenize"),
+            want_ids[b][..n],
+            "{p:?}"
+        );
+    }
+    let states = enc.forward_ids(&ids, mask).expect("forward");
+    let err = max_abs_diff(&states, get("states"));
+    println!("umT5 parity: max abs err {err:.3e}");
+    assert!(err <= 1e-4, "umT5 states differ by {err}");
+
+    // Through the trait, padded to the longest prompt: the same states.
+    enc.pad_to = None;
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let out = enc.encode(&refs).expect("encode");
+    assert!(max_abs_diff(&out.states, get("states")) <= 1e-4);
+    // Wan pads to 512 zero states.
+    enc.pad_to = Some(512);
+    let out = enc.encode(&[refs[0]]).expect("encode");
+    assert_eq!(out.states.dims(), [1, 512, enc.dim()]);
+    let real = out
+        .mask
+        .sum_all()
+        .and_then(|m| m.to_scalar::<f32>())
+        .expect("mask sum");
+    assert_eq!(
+        real as usize,
+        enc.tokenize(refs[0]).expect("tokenize").len()
+    );
 }
