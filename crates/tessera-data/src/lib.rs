@@ -279,6 +279,7 @@ pub struct Sample {
 }
 
 /// Streaming iterator over a dataset's clips; decodes one video per `next()`.
+#[derive(Debug)]
 pub struct Clips<'a> {
     dataset: &'a Dataset,
     spec: ClipSpec,

@@ -96,15 +96,14 @@ fn bad_specs_are_rejected_before_reading() {
     let ds = Dataset::open(dir.path()).expect("open");
     let err = ds
         .clips(&ClipSpec::new(16, 64, 64, 16.0))
-        .err()
-        .expect("16 frames is not 4k+1");
+        .expect_err("16 frames is not 4k+1");
     assert!(err.to_string().contains("13 or 17"), "{err}");
 }
 
 #[test]
 fn missing_captions_file() {
     let dir = tempfile::tempdir().expect("tmp");
-    let err = Dataset::open(dir.path()).err().expect("no captions.jsonl");
+    let err = Dataset::open(dir.path()).expect_err("no captions.jsonl");
     assert!(matches!(err, DataError::MissingCaptions { .. }));
     let msg = err.to_string();
     assert!(
@@ -122,16 +121,14 @@ fn malformed_line_reports_its_number() {
     let mut lines: Vec<&str> = text.lines().collect();
     lines[2] = "{\"video\": \"videos/x.mp4\", \"caption\": ";
     fs::write(&path, lines.join("\n")).expect("write");
-    let err = Dataset::open(dir.path())
-        .err()
-        .expect("line 3 is cut short");
+    let err = Dataset::open(dir.path()).expect_err("line 3 is cut short");
     assert!(matches!(err, DataError::BadLine { line: 3, .. }), "{err:?}");
     assert!(err.to_string().contains("line 3"), "{err}");
 
     // A line that is JSON but lacks the caption field is also reported by number.
     lines[2] = "{\"video\": \"videos/x.mp4\"}";
     fs::write(&path, lines.join("\n")).expect("write");
-    let err = Dataset::open(dir.path()).err().expect("no caption field");
+    let err = Dataset::open(dir.path()).expect_err("no caption field");
     assert!(matches!(err, DataError::BadLine { line: 3, .. }), "{err:?}");
 }
 
@@ -143,7 +140,7 @@ fn missing_or_broken_videos() {
         "\n{\"video\": \"clips/gone.mp4\", \"caption\": \"a red ball\"}\n",
     )
     .expect("write");
-    let err = Dataset::open(dir.path()).err().expect("video missing");
+    let err = Dataset::open(dir.path()).expect_err("video missing");
     assert!(
         matches!(err, DataError::MissingVideo { line: 2, .. }),
         "{err:?}"
@@ -160,8 +157,7 @@ fn missing_or_broken_videos() {
         .expect("spec")
         .next()
         .expect("one entry")
-        .err()
-        .expect("text is not a video");
+        .expect_err("text is not a video");
     assert!(matches!(err, DataError::Media { line: 2, .. }), "{err:?}");
     assert!(err.to_string().contains("gone.mp4"), "{err}");
 
