@@ -4,6 +4,7 @@
 //! so a noisy shared machine moves it less. Numbers quoted in the docs come from this binary.
 
 mod cpu;
+mod generate_suite;
 mod model_suites;
 mod suites;
 
@@ -39,6 +40,8 @@ enum Suite {
     Media,
     Vae,
     Dit,
+    /// Default-model speed and 2/10/60 s peak memory (not in `all`: the 60 s clip takes minutes).
+    Generate,
 }
 
 /// One measured row: what, its median time, and a throughput in the unit that matters for it.
@@ -66,6 +69,9 @@ pub fn median_ms(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyh
 }
 
 fn main() -> anyhow::Result<()> {
+    if generate_suite::child_entry()? {
+        return Ok(());
+    }
     let args = Args::parse();
     let want = |s: Suite| args.suites.contains(&Suite::All) || args.suites.contains(&s);
     let cpu = cpu::Cpu::detect();
@@ -85,6 +91,9 @@ fn main() -> anyhow::Result<()> {
     }
     if want(Suite::Vae) {
         rows.extend(model_suites::vae(args.runs, &export, args.big_runs)?);
+    }
+    if args.suites.contains(&Suite::Generate) {
+        rows.extend(generate_suite::generate_suite(args.runs, &[2.0, 10.0, 60.0])?);
     }
     if args.json {
         println!(
