@@ -405,7 +405,9 @@ impl CausalConv3d {
             Some(c) if x.dim(2)? < CACHE_T => Tensor::cat(&[c, x], 2)?,
             _ => x.clone(),
         };
-        cache.ctx = Some(last_frames(&joined, CACHE_T)?.contiguous()?);
+        // Detached: context carries values between chunks, never gradients (and must not keep
+        // the previous chunks' autograd graph alive).
+        cache.ctx = Some(last_frames(&joined, CACHE_T)?.detach().contiguous()?);
         Ok(y)
     }
 }
@@ -471,9 +473,21 @@ impl RmsNorm {
         let c = x.dim(1)?;
         // torch clamps the L2 norm at 1e-12; in mean-square units that is 1e-24 / C.
         let eps = 1e-24 / c as f64;
+        if let Some(y) = crate::kernels::channel_rms_norm(x, &self.gamma, eps, false)? {
+            return Ok(y);
+        }
         let ms = x.sqr()?.mean_keepdim(1)?;
         let g = self.gamma.reshape((1, c, 1, 1, 1))?;
         x.broadcast_div(&(ms + eps)?.sqrt()?)?.broadcast_mul(&g)
+    }
+
+    /// `silu(norm(x))`, fused in one pass at inference.
+    fn forward_silu(&self, x: &Tensor) -> Result<Tensor> {
+        let eps = 1e-24 / x.dim(1)? as f64;
+        match crate::kernels::channel_rms_norm(x, &self.gamma, eps, true)? {
+            Some(y) => Ok(y),
+            None => self.forward(x)?.silu(),
+        }
     }
 }
 
@@ -513,9 +527,9 @@ impl ResidualBlock {
             Some(s) => s.forward(x)?,
             None => x.clone(),
         };
-        let y = self.norm1.forward(x)?.silu()?;
+        let y = self.norm1.forward_silu(x)?;
         let y = self.conv1.forward_cached(&y, &mut cache.conv1)?;
-        let y = self.norm2.forward(&y)?.silu()?;
+        let y = self.norm2.forward_silu(&y)?;
         let y = self.conv2.forward_cached(&y, &mut cache.conv2)?;
         y + h
     }
@@ -754,7 +768,7 @@ impl Resample {
             Some(prev) => tc.forward(&Tensor::cat(&[prev, x], 2)?)?,
         };
         cache.started = true;
-        cache.conv.ctx = Some(last_frames(x, 1)?.contiguous()?);
+        cache.conv.ctx = Some(last_frames(x, 1)?.detach().contiguous()?);
         Ok(out)
     }
 }
@@ -1470,8 +1484,13 @@ pub fn expected_parameters(cfg: &Config) -> VaeResult<Vec<(String, Shape)>> {
     Ok(list)
 }
 
+/// Initial posterior log-variance of fresh weights (σ ≈ 0.02).
+pub const INIT_LOGVAR: f32 = -8.0;
+
 /// Fresh trainable weights, deterministic in `seed`: conv weights `U(±1/√fan_in)` (PyTorch's
-/// default), biases 0, norm gains 1.
+/// default), biases 0, norm gains 1 — except the log-variance half of `quant_conv.bias`, which
+/// starts at [`INIT_LOGVAR`]: with the tiny KL weight of VAE training nothing pulls log σ² down
+/// quickly, and unit posterior noise at the start drowns the latent for thousands of steps.
 pub fn init_varmap(cfg: &Config, seed: u64, dev: &Device) -> VaeResult<VarMap> {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
@@ -1483,7 +1502,13 @@ pub fn init_varmap(cfg: &Config, seed: u64, dev: &Device) -> VaeResult<VarMap> {
             .map_err(|_| VaeError::Config("varmap poisoned".into()))?;
         for (name, shape) in expected_parameters(cfg)? {
             let n = shape.elem_count();
-            let t = if name.ends_with("gamma") {
+            let t = if name == "quant_conv.bias" {
+                let z = cfg.z_dim;
+                let v: Vec<f32> = (0..2 * z)
+                    .map(|i| if i < z { 0.0 } else { INIT_LOGVAR })
+                    .collect();
+                Tensor::from_vec(v, shape, dev)?
+            } else if name.ends_with("gamma") {
                 Tensor::ones(shape, DType::F32, dev)?
             } else if name.ends_with("bias") {
                 Tensor::zeros(shape, DType::F32, dev)?
@@ -1730,7 +1755,6 @@ mod tests {
                 };
                 let fd = (eval(h)? - eval(-h)?) / (2.0 * h);
                 let err = (fd - g[i]).abs() / fd.abs().max(1.0);
-                println!("{name}[{i}]: fd {fd:.6e} autograd {:.6e} rel {err:.1e}", g[i]);
                 if err > worst.0 {
                     worst = (
                         err,

@@ -66,7 +66,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         (Some(p), Some(s)) => format!("  VAL psnr {p:.2} ssim {s:.4}"),
                         _ => String::new(),
                     }
-                )
+                );
+                tessera_train::Flow::Continue
             })?;
             println!(
                 "done {} steps, checkpoint {}",

@@ -65,6 +65,14 @@ pub enum TrainError {
 
 pub type Result<T> = std::result::Result<T, TrainError>;
 
+/// What a progress callback tells the loop: go on, or checkpoint now and return (Ctrl-C, time
+/// budget, tests that simulate a kill).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Stop,
+}
+
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {
     let path = path.into();
     move |source| TrainError::Io { path, source }

@@ -20,7 +20,7 @@ use crate::log::JsonlLog;
 use crate::optim::{AdamW, AdamWParams};
 use crate::rng::{randn, step_rng};
 use crate::schedule::WarmupCosine;
-use crate::{checkpoint, io_err, Result, TrainError};
+use crate::{checkpoint, io_err, Flow, Result, TrainError};
 
 /// Everything a VAE run depends on; stored in each checkpoint and checked on resume.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -160,7 +160,7 @@ pub struct VaeTrainSummary {
 /// Trains with the source `opts.data` names; see [`train_vae_with`].
 pub fn train_vae(
     opts: &VaeTrainOptions,
-    progress: impl FnMut(&StepReport),
+    progress: impl FnMut(&StepReport) -> Flow,
 ) -> Result<VaeTrainSummary> {
     let max_len = opts.clip_lengths.iter().copied().max().unwrap_or(1);
     let mut source: Box<dyn ClipSource> = match &opts.data {
@@ -267,7 +267,7 @@ pub fn train_vae_with(
     opts: &VaeTrainOptions,
     source: &mut dyn ClipSource,
     val: &[tessera_media::Video],
-    mut progress: impl FnMut(&StepReport),
+    mut progress: impl FnMut(&StepReport) -> Flow,
 ) -> Result<VaeTrainSummary> {
     let cfg = opts.validate()?;
     if source.size() != opts.size {
@@ -409,15 +409,18 @@ pub fn train_vae_with(
                 source,
             })?,
         )?;
-        progress(&report);
-        if done % opts.checkpoint_every == 0 || done == opts.steps {
+        let flow = progress(&report);
+        if done % opts.checkpoint_every == 0 || done == opts.steps || flow == Flow::Stop {
             last_ck = save(done, &opt, &ema, Some(&report))?;
             t0 = Instant::now();
         }
         last = Some(report);
+        if flow == Flow::Stop {
+            break;
+        }
     }
     Ok(VaeTrainSummary {
-        steps_done: opts.steps,
+        steps_done: last.as_ref().map_or(start, |r| r.step),
         last,
         checkpoint: last_ck,
     })

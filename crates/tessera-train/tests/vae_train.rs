@@ -1,0 +1,138 @@
+//! VAE trainer: exact resume, NaN stop, and the shared infrastructure end to end.
+
+use std::path::Path;
+
+use tessera_train::checkpoint;
+use tessera_train::data::WorldSource;
+use tessera_train::vae::{train_vae_with, StepReport, VaeTrainOptions};
+use tessera_train::{Flow, TrainError};
+
+fn opts(out: &Path) -> VaeTrainOptions {
+    VaeTrainOptions {
+        size: 16,
+        crop: None,
+        clip_lengths: vec![1, 5],
+        frames_per_step: 5,
+        steps: 4,
+        warmup: 2,
+        checkpoint_every: 2,
+        eval_every: 0,
+        ..VaeTrainOptions::tiny(out.to_path_buf())
+    }
+}
+
+fn run(o: &VaeTrainOptions, stop_at: Option<usize>) -> Result<Vec<f64>, TrainError> {
+    let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
+    let mut losses = Vec::new();
+    train_vae_with(o, &mut src, &[], |r: &StepReport| {
+        losses.push(r.loss);
+        if Some(r.step) == stop_at {
+            Flow::Stop
+        } else {
+            Flow::Continue
+        }
+    })?;
+    Ok(losses)
+}
+
+fn logged_losses(out: &Path) -> Vec<f64> {
+    std::fs::read_to_string(out.join("log.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["loss"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Train 4 steps straight vs 3 steps, "kill", resume, 1 more: identical parameters and curve.
+#[test]
+fn resume_continues_the_same_curve() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let oa = opts(a.path());
+    let straight = run(&oa, None).unwrap();
+    let ob = opts(b.path());
+    let first = run(&ob, Some(3)).unwrap();
+    assert_eq!(first.len(), 3);
+    let rest = run(
+        &VaeTrainOptions {
+            resume: true,
+            ..ob.clone()
+        },
+        None,
+    )
+    .unwrap();
+    let mut resumed = first;
+    resumed.extend(rest);
+    assert_eq!(straight, resumed, "loss curves differ");
+    assert_eq!(logged_losses(a.path()), logged_losses(b.path()));
+    let ca = checkpoint::latest(&a.path().join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let cb = checkpoint::latest(&b.path().join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    for stem in ["model", "ema", "optim"] {
+        let ta = checkpoint::load_tensors(&ca, stem).unwrap();
+        let tb = checkpoint::load_tensors(&cb, stem).unwrap();
+        assert_eq!(ta.len(), tb.len());
+        for (k, va) in &ta {
+            let d = (va - &tb[k])
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert_eq!(d, 0.0, "{stem}.{k} differs by {d}");
+        }
+    }
+    // Options other than --steps must match the checkpoint.
+    let changed = VaeTrainOptions {
+        resume: true,
+        lr: 1.0,
+        ..ob
+    };
+    assert!(matches!(
+        run(&changed, None),
+        Err(TrainError::CheckpointMismatch { .. })
+    ));
+}
+
+/// A diverging run stops with NonFinite and leaves the last good checkpoint as `latest`.
+#[test]
+fn non_finite_loss_stops_and_keeps_last_checkpoint() {
+    let d = tempfile::tempdir().unwrap();
+    let o = VaeTrainOptions {
+        lr: 1e30,
+        warmup: 0,
+        max_grad_norm: 1e30,
+        checkpoint_every: 1,
+        steps: 6,
+        ..opts(d.path())
+    };
+    match run(&o, None) {
+        Err(TrainError::NonFinite { step, .. }) => {
+            let ck = checkpoint::latest(&d.path().join("checkpoints"))
+                .unwrap()
+                .unwrap();
+            let meta = checkpoint::load_meta(&ck).unwrap();
+            assert_eq!(meta["step"].as_u64().unwrap() as usize, step);
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+}
+
+#[test]
+fn resume_without_checkpoint_is_a_clear_error() {
+    let d = tempfile::tempdir().unwrap();
+    let o = VaeTrainOptions {
+        resume: true,
+        ..opts(d.path())
+    };
+    assert!(matches!(run(&o, None), Err(TrainError::NoCheckpoint(_))));
+}
