@@ -186,15 +186,20 @@ impl CustomOp3 for TiledAttention {
         grad_out: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let scale = self.scale as f64;
-        let mask = match &self.key_valid {
+        // Nothing here needs its own gradient, so the fused (no-backward) softmax is fine.
+        let s = (q.matmul(&k.t()?)? * scale)?; // (B, H, Lq, Lk)
+        let p = match &self.key_valid {
             Some(valid) => {
                 let (b, _, lk, _) = k.dims4()?;
                 let m: Vec<f32> = valid.iter().map(|&x| f32::from(u8::from(x))).collect();
-                Some(Tensor::from_vec(m, (b, lk), k.device())?)
+                let mask = Tensor::from_vec(m, (b, 1, 1, lk), k.device())?;
+                // Padding gets ~0 weight from the bias and exactly 0 from the product, which
+                // also zeroes rows whose keys are all padding (their output is constant 0).
+                let bias = ((&mask - 1.0)? * 1e9)?;
+                candle_nn::ops::softmax_last_dim(&s.broadcast_add(&bias)?)?.broadcast_mul(&mask)?
             }
-            None => None,
+            None => candle_nn::ops::softmax_last_dim(&s)?,
         };
-        let p = masked_softmax(&(q.matmul(&k.t()?)? * scale)?, mask.as_ref())?;
         let dv = p.t()?.matmul(grad_out)?;
         let dp = grad_out.matmul(&v.t()?)?;
         let delta = (grad_out * out)?.sum_keepdim(D::Minus1)?;
