@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use crate::video::{MAX_DIM, MAX_FPS};
 
 /// Formats read without ffmpeg, listed in errors so the user knows what to convert to.
-pub const NATIVE_FORMATS: &str = "MP4/MOV with H.264 (Baseline/Main/High, 8-bit 4:2:0, progressive), \
+pub const NATIVE_FORMATS: &str =
+    "MP4/MOV with H.264 (Baseline/Main/High, 8-bit 4:2:0, progressive), \
 fragmented MP4, GIF, PNG, JPEG, a directory of PNG/JPEG frames";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,7 +34,9 @@ pub enum MediaError {
     #[error("{path}: video codec {codec} is not supported natively (only 8-bit 4:2:0 progressive H.264); install ffmpeg (on PATH) to read it, or re-encode with `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`")]
     UnsupportedCodec { path: PathBuf, codec: String },
 
-    #[error("{path}: MP4 is truncated ({detail}); the file was cut short, copy or download it again")]
+    #[error(
+        "{path}: MP4 is truncated ({detail}); the file was cut short, copy or download it again"
+    )]
     TruncatedMp4 { path: PathBuf, detail: String },
 
     #[error("{path}: MP4 is corrupt ({detail}); re-export it, e.g. `ffmpeg -i IN -c:v libx264 -pix_fmt yuv420p OUT.mp4`")]
@@ -59,7 +62,11 @@ pub enum MediaError {
     InvalidSize { width: u64, height: u64 },
 
     #[error("{path}: decoding needs {bytes} bytes of frames, over the {limit}-byte limit; read a shorter clip or a smaller size")]
-    TooLarge { path: PathBuf, bytes: u64, limit: u64 },
+    TooLarge {
+        path: PathBuf,
+        bytes: u64,
+        limit: u64,
+    },
 
     #[error("H.264 with yuv420p needs even width and height, got {width}x{height}; resize to an even size first (e.g. `fit(&video, {even_w}, {even_h}, fps)`)")]
     OddSize {
@@ -112,7 +119,11 @@ pub enum MediaError {
 pub type Result<T, E = MediaError> = std::result::Result<T, E>;
 
 impl MediaError {
-    pub(crate) fn io(path: impl Into<PathBuf>, action: &'static str, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        path: impl Into<PathBuf>,
+        action: &'static str,
+        source: std::io::Error,
+    ) -> Self {
         let path = path.into();
         if source.kind() == std::io::ErrorKind::NotFound {
             MediaError::NotFound { path }

@@ -83,7 +83,10 @@ pub fn ssim_frame(a: &[u8], b: &[u8], width: u32, height: u32) -> Result<f64> {
     if a.len() != n || b.len() != n || n == 0 {
         return Err(MediaError::ShapeMismatch {
             a: format!("a {}-byte frame", a.len()),
-            b: format!("a {width}x{height} RGB frame ({n} bytes, other is {})", b.len()),
+            b: format!(
+                "a {width}x{height} RGB frame ({n} bytes, other is {})",
+                b.len()
+            ),
         });
     }
     Ok(ssim_luma(a, b, width as usize, height as usize))
@@ -152,7 +155,9 @@ mod tests {
         let mut s = seed;
         (0..n)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 (s >> 56) as u8
             })
             .collect()

@@ -13,6 +13,10 @@ use std::ops::Range;
 // Muxer
 // ---------------------------------------------------------------------------------------------
 
+/// Compressor name we put in the `avc1` sample entry; the reader uses it to know the chroma
+/// was downsampled by our 2x2 mean (see `color::Upsampling`).
+pub const COMPRESSOR_NAME: &str = "tessera openh264";
+
 /// One sample of the track being written.
 #[derive(Debug, Clone, Copy)]
 pub struct MuxSample {
@@ -180,7 +184,7 @@ fn write_stbl(o: &mut Vec<u8>, t: &MuxTrack, chunk_offset: u32) {
             u32be(o, 0);
             u16be(o, 1); // frames per sample
             let mut name = [0u8; 32];
-            let label = b"tessera openh264";
+            let label = COMPRESSOR_NAME.as_bytes();
             name[0] = label.len() as u8;
             name[1..=label.len()].copy_from_slice(label);
             o.extend_from_slice(&name);
@@ -271,6 +275,8 @@ pub struct Track {
     pub height: u32,
     pub timescale: u32,
     pub nal_length_size: usize,
+    /// The sample entry's compressor name (empty when unset).
+    pub compressor: String,
     pub sps: Vec<Vec<u8>>,
     pub pps: Vec<Vec<u8>>,
     pub samples: Vec<Sample>,
@@ -405,7 +411,13 @@ fn boxes(data: &[u8], top_level: bool) -> DResult<Vec<BoxRef>> {
 
 fn fourcc(kind: &[u8]) -> String {
     kind.iter()
-        .map(|&b| if b.is_ascii_graphic() || b == b' ' { b as char } else { '?' })
+        .map(|&b| {
+            if b.is_ascii_graphic() || b == b' ' {
+                b as char
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 
@@ -422,12 +434,7 @@ fn child<'a>(data: &'a [u8], kind: &[u8; 4]) -> DResult<Option<&'a [u8]>> {
 
 fn need<'a>(data: &'a [u8], kind: &'static [u8; 4], parent: &str) -> DResult<&'a [u8]> {
     child(data, kind)?.map_or_else(
-        || {
-            corrupt(format!(
-                "'{parent}' has no '{}' box",
-                fourcc(kind)
-            ))
-        },
+        || corrupt(format!("'{parent}' has no '{}' box", fourcc(kind))),
         Ok,
     )
 }
@@ -529,7 +536,11 @@ fn parse_stsd(stsd: &[u8], timescale: u32) -> DResult<Track> {
     c.bytes(24)?;
     let width = c.u16()? as u32;
     let height = c.u16()? as u32;
-    c.bytes(50)?;
+    c.bytes(14)?;
+    let name = c.bytes(32)?;
+    let name_len = (name[0] as usize).min(31);
+    let compressor = String::from_utf8_lossy(&name[1..1 + name_len]).into_owned();
+    c.bytes(4)?;
     let avcc = child(&body[78..], b"avcC")?;
     let (mut sps, mut pps, mut nal_length_size) = (Vec::new(), Vec::new(), 4);
     if let Some(avcc) = avcc {
@@ -557,6 +568,7 @@ fn parse_stsd(stsd: &[u8], timescale: u32) -> DResult<Track> {
         height,
         timescale,
         nal_length_size,
+        compressor,
         sps,
         pps,
         samples: Vec::new(),
@@ -611,7 +623,11 @@ fn parse_sample_table(stbl: &[u8], file_len: usize) -> DResult<Vec<Sample>> {
         for _ in 0..runs {
             let count = c.u32()? as usize;
             let raw = c.u32()?;
-            let off = if version == 1 { raw as i32 as i64 } else { raw as i64 };
+            let off = if version == 1 {
+                raw as i32 as i64
+            } else {
+                raw as i64
+            };
             for _ in 0..count.min(n - i) {
                 offsets_cts[i] = off;
                 i += 1;
@@ -623,7 +639,9 @@ fn parse_sample_table(stbl: &[u8], file_len: usize) -> DResult<Vec<Sample>> {
         let mut c = Cursor::new(stco, "stco");
         c.u32()?;
         let k = c.count(4)?;
-        (0..k).map(|_| c.u32().map(u64::from)).collect::<DResult<_>>()?
+        (0..k)
+            .map(|_| c.u32().map(u64::from))
+            .collect::<DResult<_>>()?
     } else if let Some(co64) = child(stbl, b"co64")? {
         let mut c = Cursor::new(co64, "co64");
         c.u32()?;
@@ -745,8 +763,13 @@ fn parse_moof(
             let mut c = Cursor::new(tfdt, "tfdt");
             let version = c.u8()?;
             c.bytes(3)?;
-            let t = if version == 1 { c.u64()? } else { c.u32()? as u64 };
-            dts = i64::try_from(t).map_err(|_| DemuxError::Corrupt("'tfdt' time overflows".into()))?;
+            let t = if version == 1 {
+                c.u64()?
+            } else {
+                c.u32()? as u64
+            };
+            dts = i64::try_from(t)
+                .map_err(|_| DemuxError::Corrupt("'tfdt' time overflows".into()))?;
         }
         let mut next = base;
         for trun in list.iter().filter(|b| &b.kind == b"trun") {
@@ -773,14 +796,26 @@ fn parse_moof(
                 return corrupt(format!("'trun' declares {n} samples that do not fit"));
             }
             for _ in 0..n {
-                let duration = if flags & 0x100 != 0 { c.u32()? } else { defaults.duration };
-                let size = if flags & 0x200 != 0 { c.u32()? } else { defaults.size };
+                let duration = if flags & 0x100 != 0 {
+                    c.u32()?
+                } else {
+                    defaults.duration
+                };
+                let size = if flags & 0x200 != 0 {
+                    c.u32()?
+                } else {
+                    defaults.size
+                };
                 if flags & 0x400 != 0 {
                     c.u32()?;
                 }
                 let cto = if flags & 0x800 != 0 {
                     let raw = c.u32()?;
-                    if version == 0 { raw as i64 } else { raw as i32 as i64 }
+                    if version == 0 {
+                        raw as i64
+                    } else {
+                        raw as i32 as i64
+                    }
                 } else {
                     0
                 };
@@ -822,17 +857,36 @@ mod tests {
     #[test]
     fn muxed_header_demuxes_back() {
         let samples = [
-            MuxSample { size: 3, duration: 1000, sync: true },
-            MuxSample { size: 2, duration: 1000, sync: false },
+            MuxSample {
+                size: 3,
+                duration: 1000,
+                sync: true,
+            },
+            MuxSample {
+                size: 2,
+                duration: 1000,
+                sync: false,
+            },
         ];
         let sps = [0x67, 66, 0, 30, 0xff];
         let pps = [0x68, 0xce];
-        let track = MuxTrack { width: 64, height: 32, timescale: 16000, sps: &sps, pps: &pps, samples: &samples };
+        let track = MuxTrack {
+            width: 64,
+            height: 32,
+            timescale: 16000,
+            sps: &sps,
+            pps: &pps,
+            samples: &samples,
+        };
         let mut file = write_header(&track, 5);
         let payload_at = file.len();
         file.extend_from_slice(&[1, 2, 3, 4, 5]);
         let t = demux(&file).unwrap();
-        assert_eq!((t.width, t.height, t.timescale, t.nal_length_size), (64, 32, 16000, 4));
+        assert_eq!(
+            (t.width, t.height, t.timescale, t.nal_length_size),
+            (64, 32, 16000, 4)
+        );
+        assert_eq!(t.compressor, COMPRESSOR_NAME);
         assert_eq!(t.sps, vec![sps.to_vec()]);
         assert_eq!(t.pps, vec![pps.to_vec()]);
         assert_eq!(t.samples.len(), 2);
@@ -844,6 +898,9 @@ mod tests {
         let mdat = file.windows(4).position(|w| w == b"mdat").unwrap();
         assert!(moov < mdat);
         // Cut inside the mdat payload: truncated, not corrupt.
-        assert!(matches!(demux(&file[..file.len() - 1]), Err(DemuxError::Truncated(_))));
+        assert!(matches!(
+            demux(&file[..file.len() - 1]),
+            Err(DemuxError::Truncated(_))
+        ));
     }
 }

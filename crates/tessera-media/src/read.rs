@@ -6,9 +6,10 @@ use std::process::{Command, Stdio};
 
 use image::AnimationDecoder;
 
+use crate::color::Upsampling;
 use crate::error::{MediaError, Result};
 use crate::h264::{parse_sps, split_length_prefixed, H264Decoder, SpsError};
-use crate::mp4::{demux, DemuxError};
+use crate::mp4::{demux, DemuxError, COMPRESSOR_NAME};
 use crate::video::{check_fps, check_size, Video};
 
 /// Upper bound on decoded RGB bytes for one read (8 GiB, ~100 s of 1080p): a header claiming
@@ -181,6 +182,9 @@ fn decode_mp4(data: &[u8], path: &Path) -> Result<Video> {
     };
     let mut dec = H264Decoder::new().map_err(|d| decode_err(0, d))?;
     dec.set_sps(sps.clone());
+    if track.compressor == COMPRESSOR_NAME {
+        dec.set_upsampling(Upsampling::LumaGuided);
+    }
     let mut frames = Vec::with_capacity(n);
     let mut annexb = Vec::new();
     for i in 0..n {
@@ -222,7 +226,11 @@ fn decode_mp4(data: &[u8], path: &Path) -> Result<Video> {
 
 /// Frame rate from the most common sample duration (robust to a short last sample).
 fn track_fps(samples: &[crate::mp4::Sample], timescale: u32) -> Option<f64> {
-    let mut durations: Vec<u32> = samples.iter().map(|s| s.duration).filter(|&d| d > 0).collect();
+    let mut durations: Vec<u32> = samples
+        .iter()
+        .map(|s| s.duration)
+        .filter(|&d| d > 0)
+        .collect();
     durations.sort_unstable();
     let mut best = (0usize, 0u32);
     let mut i = 0;
@@ -255,17 +263,21 @@ fn decode_gif(data: &[u8], path: &Path) -> Result<Video> {
     let width = u16::from_le_bytes([data[6], data[7]]) as u32;
     let height = u16::from_le_bytes([data[8], data[9]]) as u32;
     check_size(width as u64, height as u64)?;
-    let decoder = image::codecs::gif::GifDecoder::new(Cursor::new(data)).map_err(|e| image_err(path, e))?;
+    let decoder =
+        image::codecs::gif::GifDecoder::new(Cursor::new(data)).map_err(|e| image_err(path, e))?;
     let mut frames = Vec::new();
     let mut total_ms = 0u64;
     for frame in decoder.into_frames() {
         let frame = frame.map_err(|e| image_err(path, e))?;
         let (num, den) = frame.delay().numer_denom_ms();
-        let ms = if den == 0 { 0 } else { (num / den) as u64 };
+        let ms = num.checked_div(den).unwrap_or(0) as u64;
         total_ms += if ms == 0 { GIF_ZERO_DELAY_MS } else { ms };
         let rgba = frame.into_buffer();
         if rgba.width() != width || rgba.height() != height {
-            return Err(image_err(path, "GIF frame size differs from the logical screen"));
+            return Err(image_err(
+                path,
+                "GIF frame size differs from the logical screen",
+            ));
         }
         guard_memory(path, width, height, frames.len() + 1)?;
         // Transparent pixels show the page behind; we composite on black.
@@ -297,7 +309,9 @@ fn decode_image(data: &[u8], path: &Path) -> Result<(u32, u32, Vec<u8>)> {
             .with_guessed_format()
             .map_err(|e| image_err(path, e))
     };
-    let (w, h) = reader()?.into_dimensions().map_err(|e| image_err(path, e))?;
+    let (w, h) = reader()?
+        .into_dimensions()
+        .map_err(|e| image_err(path, e))?;
     check_size(w as u64, h as u64)?;
     let img = reader()?.decode().map_err(|e| image_err(path, e))?;
     Ok((w, h, img.to_rgb8().into_raw()))
@@ -381,18 +395,37 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
     };
     let probe = Command::new("ffprobe")
         .args(["-v", "error", "-select_streams", "v:0", "-show_entries"])
-        .args(["stream=width,height,avg_frame_rate,r_frame_rate", "-of", "csv=p=0"])
+        .args([
+            "stream=width,height,avg_frame_rate,r_frame_rate",
+            "-of",
+            "csv=p=0",
+        ])
         .arg(path)
         .output()
         .map_err(|e| fail(format!("could not run ffprobe: {e}")))?;
     if !probe.status.success() {
-        return Err(fail(String::from_utf8_lossy(&probe.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&probe.stderr).trim().to_string(),
+        ));
     }
     let text = String::from_utf8_lossy(&probe.stdout);
-    let fields: Vec<&str> = text.lines().next().unwrap_or("").split(',').map(str::trim).collect();
-    let (width, height) = match (fields.first().map(|s| s.parse::<u32>()), fields.get(1).map(|s| s.parse::<u32>())) {
+    let fields: Vec<&str> = text
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .collect();
+    let (width, height) = match (
+        fields.first().map(|s| s.parse::<u32>()),
+        fields.get(1).map(|s| s.parse::<u32>()),
+    ) {
         (Some(Ok(w)), Some(Ok(h))) => (w, h),
-        _ => return Err(fail(format!("no video stream found (ffprobe said {text:?})"))),
+        _ => {
+            return Err(fail(format!(
+                "no video stream found (ffprobe said {text:?})"
+            )))
+        }
     };
     check_size(width as u64, height as u64)?;
     let rate = |s: Option<&&str>| -> Option<f64> {
@@ -400,7 +433,9 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         let v = n.parse::<f64>().ok()? / d.parse::<f64>().ok()?;
         check_fps(v).ok().map(|_| v)
     };
-    let fps = rate(fields.get(2)).or(rate(fields.get(3))).unwrap_or(FOLDER_FPS);
+    let fps = rate(fields.get(2))
+        .or(rate(fields.get(3)))
+        .unwrap_or(FOLDER_FPS);
     let mut child = Command::new("ffmpeg")
         .args(["-v", "error", "-nostdin", "-i"])
         .arg(path)
@@ -411,7 +446,10 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         .map_err(|e| fail(format!("could not run ffmpeg: {e}")))?;
     let frame_len = width as usize * height as usize * 3;
     let mut frames = Vec::new();
-    let mut stdout = child.stdout.take().ok_or_else(|| fail("no stdout pipe".into()))?;
+    let mut stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| fail("no stdout pipe".into()))?;
     let read_result = loop {
         let mut frame = vec![0u8; frame_len];
         match stdout.read_exact(&mut frame) {
@@ -431,7 +469,9 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         .map_err(|e| fail(format!("waiting for ffmpeg: {e}")))?;
     read_result?;
     if !output.status.success() {
-        return Err(fail(String::from_utf8_lossy(&output.stderr).trim().to_string()));
+        return Err(fail(
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
     }
     if frames.is_empty() {
         return Err(fail("ffmpeg produced no frames".into()));

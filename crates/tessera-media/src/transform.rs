@@ -48,7 +48,9 @@ pub fn resize(video: &Video, width: u32, height: u32) -> Result<Video> {
     let frames = video
         .frames
         .iter()
-        .map(|f| imageops::resize(&to_image(video, f), width, height, FilterType::Triangle).into_raw())
+        .map(|f| {
+            imageops::resize(&to_image(video, f), width, height, FilterType::Triangle).into_raw()
+        })
         .collect();
     Ok(Video {
         width,
@@ -117,11 +119,18 @@ mod tests {
     fn resample_picks_nearest_frames() {
         let v = resample_fps(&counter(33, 16.0), 8.0).unwrap();
         assert_eq!(v.frames.len(), 17);
-        assert!(v.frames.iter().enumerate().all(|(j, f)| f[0] as usize == 2 * j));
+        assert!(v
+            .frames
+            .iter()
+            .enumerate()
+            .all(|(j, f)| f[0] as usize == 2 * j));
         let v = resample_fps(&counter(3, 10.0), 20.0).unwrap();
         let idx: Vec<u8> = v.frames.iter().map(|f| f[0]).collect();
         assert_eq!(idx, [0, 1, 1, 2, 2]);
-        assert_eq!(resample_fps(&counter(5, 16.0), 16.0).unwrap(), counter(5, 16.0));
+        assert_eq!(
+            resample_fps(&counter(5, 16.0), 16.0).unwrap(),
+            counter(5, 16.0)
+        );
     }
 
     #[test]
@@ -130,7 +139,10 @@ mod tests {
         v.frames.push((0..48).map(|i| (i / 3) as u8).collect());
         let c = center_crop(&v, 2, 2).unwrap();
         assert_eq!(c.frames[0], vec![5, 5, 5, 6, 6, 6, 9, 9, 9, 10, 10, 10]);
-        assert!(matches!(center_crop(&v, 5, 2), Err(MediaError::ShapeMismatch { .. })));
+        assert!(matches!(
+            center_crop(&v, 5, 2),
+            Err(MediaError::ShapeMismatch { .. })
+        ));
     }
 
     #[test]

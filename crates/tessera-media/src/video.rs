@@ -88,7 +88,11 @@ mod tests {
         v.frames.push(vec![0; 23]);
         assert!(matches!(
             v.validate(),
-            Err(MediaError::FrameSize { index: 1, got: 23, .. })
+            Err(MediaError::FrameSize {
+                index: 1,
+                got: 23,
+                ..
+            })
         ));
         assert!(matches!(
             check_size(0, 0),
@@ -99,7 +103,10 @@ mod tests {
             Err(MediaError::InvalidSize { .. })
         ));
         assert!(check_size(8192, 1).is_ok());
-        assert!(matches!(check_fps(f64::NAN), Err(MediaError::InvalidFps { .. })));
+        assert!(matches!(
+            check_fps(f64::NAN),
+            Err(MediaError::InvalidFps { .. })
+        ));
         assert!(matches!(check_fps(0.0), Err(MediaError::InvalidFps { .. })));
     }
 }
