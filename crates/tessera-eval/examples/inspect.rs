@@ -20,11 +20,28 @@ fn main() {
         let Ok(clip) = generate_clip(&opts, i) else {
             continue;
         };
-        let Ok(a) = analyze(&clip.video, &clip.id, &AnalysisParams::default()) else {
+        let mut video = clip.video.clone();
+        if std::env::var("SHUFFLE").is_ok() {
+            let n = video.frames.len();
+            video.frames = (0..n)
+                .map(|i| clip.video.frames[(i * 7) % n].clone())
+                .collect();
+        }
+        let Ok(a) = analyze(&video, &clip.id, &AnalysisParams::default()) else {
             continue;
         };
         let e = ExpectedScene::from_prompt(&clip.caption);
         let s = score(&a, &e);
+        if std::env::var("PHYSICS").is_ok() {
+            println!(
+                "== {} physics {:?} smooth {:?}",
+                clip.id, s.physics, s.smoothness
+            );
+            for e in &a.events {
+                println!("   {:?}", e);
+            }
+            continue;
+        }
         let low = [s.object_count, s.colour, s.shape, s.direction]
             .iter()
             .flatten()

@@ -93,7 +93,7 @@ pub struct ClipScores {
     pub smoothness: Option<f64>,
     /// Fraction of frame transitions in which at least 0.2% of pixels change clearly.
     pub dynamic_degree: Option<f64>,
-    /// Per object, the fraction of frames whose acceleration is either the object's steady one
+    /// Per moving object, the fraction of frames whose acceleration is either its steady one
     /// or an abrupt change at a wall or another object; halved when the steady acceleration is
     /// not "none or downward" (or not downward for a prompt that says it falls).
     pub physics: Option<f64>,
@@ -386,20 +386,29 @@ fn detect_events(a: &Analysis) -> Vec<ObservedEvent> {
             if (at.0 - steady.0).hypot(at.1 - steady.1) <= tol {
                 continue;
             }
-            let margin = px(scale, 2.0) + 2.0 * speed;
-            let at_wall = [t - 1, t, t + 1].iter().any(|&f| {
-                bbox_at(f).is_some_and(|bb| {
-                    bb.0 as f64 <= margin
-                        || bb.1 as f64 <= margin
-                        || (w - bb.2) as f64 <= margin
-                        || (h - bb.3) as f64 <= margin
-                })
-            });
+            // A real wall bounce happens at contact and gains no speed; a jump (shuffled or
+            // resampled frames) does neither. A collision may pass speed on, so only contact is
+            // asked of it.
+            let margin = px(scale, 2.0) + (2.0 * speed).min(px(scale, 4.0));
+            let before = vel[t - 1].map_or(0.0, |v| v.0.hypot(v.1));
+            let no_gain = speed <= 1.15 * before + px(scale, 0.3);
+            let at_wall = no_gain
+                && [t - 1, t, t + 1].iter().any(|&f| {
+                    bbox_at(f).is_some_and(|bb| {
+                        bb.0 as f64 <= margin
+                            || bb.1 as f64 <= margin
+                            || (w - bb.2) as f64 <= margin
+                            || (h - bb.3) as f64 <= margin
+                    })
+                });
+            // A collision starts a contact; objects drawn overlapping all along explain nothing.
+            let at_object = [t - 1, t, t + 1].iter().any(|&f| near_other(f, margin))
+                && !(t >= 3 && near_other(t - 3, margin));
             let kind = if at_wall {
                 ObservedEventKind::Bounce {
                     against: Contact::Wall,
                 }
-            } else if [t - 1, t, t + 1].iter().any(|&f| near_other(f, margin)) {
+            } else if at_object {
                 ObservedEventKind::Bounce {
                     against: Contact::Object,
                 }
@@ -566,7 +575,12 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
         let pos = a.tracks[o.track].clean_positions(n);
         let acc = accelerations(&pos);
         let samples = acc.iter().flatten().count();
-        if samples == 0 {
+        // Objects that stay put obey physics trivially; judging them would only dilute it.
+        let seen: Vec<(f64, f64)> = pos.iter().flatten().copied().collect();
+        let roams = seen
+            .iter()
+            .any(|p| (p.0 - seen[0].0).hypot(p.1 - seen[0].1) > px(scale, 2.0));
+        if samples == 0 || !roams {
             return None;
         }
         let expect = m

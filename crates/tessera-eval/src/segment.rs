@@ -187,7 +187,19 @@ pub fn segment_frame(
             }
             continue;
         }
-        components.push(describe(&pixels, colour as usize, w, h));
+        let mut comp = describe(&pixels, colour as usize, w, h);
+        if let Some(c) = coverage_centroid(
+            frame,
+            &class,
+            &pixels,
+            &comp,
+            palette[colour as usize],
+            w,
+            h,
+        ) {
+            comp.centroid = c;
+        }
+        components.push(comp);
     }
     for l in labels.iter_mut() {
         if *l == u32::MAX {
@@ -217,6 +229,96 @@ pub fn segment_frame(
         labels,
         components,
     }
+}
+
+/// Centre of mass with anti-aliased edges counted by coverage, so slow motion moves the centre
+/// smoothly instead of in whole-pixel steps. A pixel blending the object colour `c` with the
+/// backdrop `b` as `a·c + (1−a)·b` has coverage `a = 1 − |p − c| / |b − c|`; the backdrop is the
+/// mean of the non-object pixels two steps outside the region. `None` when the backdrop is too
+/// close to the object colour to tell coverage.
+fn coverage_centroid(
+    frame: &[u8],
+    class: &[u32],
+    pixels: &[usize],
+    comp: &Component,
+    rgb: [u8; 3],
+    w: usize,
+    h: usize,
+) -> Option<(f64, f64)> {
+    let (x0, y0) = (comp.bbox.0 as usize, comp.bbox.1 as usize);
+    let (x0, y0) = (x0.saturating_sub(2), y0.saturating_sub(2));
+    let (x1, y1) = (
+        (comp.bbox.2 as usize + 2).min(w),
+        (comp.bbox.3 as usize + 2).min(h),
+    );
+    let mw = x1 - x0;
+    // 1: region, 2: first ring outside, 3: second ring.
+    let mut state = vec![0u8; mw * (y1 - y0)];
+    for &i in pixels {
+        state[(i / w - y0) * mw + (i % w - x0)] = 1;
+    }
+    for ring in [2u8, 3] {
+        let prev: Vec<u8> = state.clone();
+        for y in y0..y1 {
+            for x in x0..x1 {
+                let k = (y - y0) * mw + (x - x0);
+                if prev[k] != 0 || class[y * w + x] != NONE {
+                    continue;
+                }
+                let inner = (y.saturating_sub(1).max(y0)..(y + 2).min(y1)).any(|yy| {
+                    (x.saturating_sub(1).max(x0)..(x + 2).min(x1))
+                        .any(|xx| prev[(yy - y0) * mw + (xx - x0)] == ring - 1)
+                });
+                if inner {
+                    state[k] = ring;
+                }
+            }
+        }
+    }
+    let (mut bg, mut nb) = ([0.0f64; 3], 0.0);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            if state[(y - y0) * mw + (x - x0)] == 3 {
+                let p = &frame[3 * (y * w + x)..3 * (y * w + x) + 3];
+                (0..3).for_each(|c| bg[c] += p[c] as f64);
+                nb += 1.0;
+            }
+        }
+    }
+    if nb == 0.0 {
+        return None;
+    }
+    let dist = |p: &[f64; 3]| {
+        (0..3)
+            .map(|c| (p[c] - rgb[c] as f64).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let bg = bg.map(|v| v / nb);
+    let span = dist(&bg);
+    if span < 30.0 {
+        return None;
+    }
+    let (mut sx, mut sy, mut sa) = (0.0, 0.0, 0.0);
+    for y in y0..y1 {
+        for x in x0..x1 {
+            let st = state[(y - y0) * mw + (x - x0)];
+            if st != 1 && st != 2 {
+                continue;
+            }
+            let i = y * w + x;
+            let p = [
+                frame[3 * i] as f64,
+                frame[3 * i + 1] as f64,
+                frame[3 * i + 2] as f64,
+            ];
+            let a = (1.0 - dist(&p) / span).clamp(0.0, 1.0);
+            sx += a * (x as f64 + 0.5);
+            sy += a * (y as f64 + 0.5);
+            sa += a;
+        }
+    }
+    (sa > 0.0).then(|| (sx / sa, sy / sa))
 }
 
 /// Geometry of a region given its pixel indices.

@@ -97,9 +97,20 @@ fn shape_classifier_accuracy_on_ground_truth() {
                 right += (classify_shape(&comp.features) == obj.shape) as usize;
             }
         }
+        // Per tracked object: the ground-truth object of its colour nearest its first sighting.
         for o in &a.objects {
-            let truth = clip.objects.iter().find(|x| x.colour == o.colour);
-            if let (Some(truth), Some(shape)) = (truth, o.shape) {
+            let first = &a.tracks[o.track].observations[0];
+            let (t, c) = (first.frame, first.component.centroid);
+            let truth = clip
+                .objects
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.colour == o.colour)
+                .min_by(|(i, _), (j, _)| {
+                    let d = |k: usize| (clip.tracks[t][k].x - c.0).hypot(clip.tracks[t][k].y - c.1);
+                    d(*i).total_cmp(&d(*j))
+                });
+            if let (Some((_, truth)), Some(shape)) = (truth, o.shape) {
                 per_object.1 += 1;
                 per_object.0 += (truth.shape == shape) as usize;
             }
