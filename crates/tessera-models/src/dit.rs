@@ -290,6 +290,14 @@ pub struct Rope {
     /// `(1, L, 1, head_dim/2, 1)`, broadcast over batch, heads and the pair member.
     cos: Tensor,
     sin: Tensor,
+    /// The same tables, `(L, head_dim/2)` row-major, for the fused CPU op.
+    table: Arc<RopeTable>,
+}
+
+#[derive(Debug)]
+struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
 }
 
 impl Rope {
@@ -330,13 +338,25 @@ impl Rope {
         }
         let shape = (1, l, 1, c, 1);
         Ok(Self {
-            cos: Tensor::from_vec(cos, shape, device)?,
-            sin: Tensor::from_vec(sin, shape, device)?,
+            cos: Tensor::from_slice(&cos, shape, device)?,
+            sin: Tensor::from_slice(&sin, shape, device)?,
+            table: Arc::new(RopeTable { cos, sin }),
         })
     }
 
     /// Rotates interleaved pairs `(x[2i], x[2i+1])` of `(B, L, H, head_dim)`; differentiable.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
+        if x.device().is_cpu() && x.dtype() == DType::F32 {
+            return x.contiguous()?.apply_op1(RopeOp {
+                table: self.table.clone(),
+                inverse: false,
+            });
+        }
+        self.apply_composed(x)
+    }
+
+    /// The same rotation from candle ops (other devices and dtypes; reference in tests).
+    fn apply_composed(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, h, d) = x.dims4()?;
         let x = x.reshape((b, l, h, d / 2, 2))?; // (B, L, H, pairs, 2)
         let x1 = x.narrow(4, 0, 1)?;
@@ -344,6 +364,69 @@ impl Rope {
         let o1 = (x1.broadcast_mul(&self.cos)? - x2.broadcast_mul(&self.sin)?)?;
         let o2 = (x1.broadcast_mul(&self.sin)? + x2.broadcast_mul(&self.cos)?)?;
         Tensor::cat(&[o1, o2], 4)?.reshape((b, l, h, d))
+    }
+}
+
+/// Fused rotary embedding on `(B, L, H, head_dim)`; the backward pass is the inverse rotation.
+struct RopeOp {
+    table: Arc<RopeTable>,
+    inverse: bool,
+}
+
+impl candle_core::CustomOp1 for RopeOp {
+    fn name(&self) -> &'static str {
+        "rope-3d"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s: &candle_core::CpuStorage,
+        layout: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, Shape)> {
+        use rayon::prelude::*;
+        let candle_core::CpuStorage::F32(data) = s else {
+            candle_core::bail!("rope: expects f32")
+        };
+        let Some((start, end)) = layout.contiguous_offsets() else {
+            candle_core::bail!("rope: expects a contiguous tensor")
+        };
+        let x = &data[start..end];
+        let (_, l, h, d) = layout.shape().dims4()?;
+        let c = d / 2;
+        if self.table.cos.len() != l * c {
+            candle_core::bail!(
+                "rope: table is for {} positions, input has {l}",
+                self.table.cos.len() / c.max(1)
+            )
+        }
+        let sign = if self.inverse { -1.0f32 } else { 1.0 };
+        let mut y = vec![0f32; x.len()];
+        // One token (all heads) per row: (B·L, H·D).
+        y.par_chunks_mut(h * d)
+            .zip(x.par_chunks(h * d))
+            .enumerate()
+            .for_each(|(row, (yr, xr))| {
+                let pos = row % l;
+                let cos = &self.table.cos[pos * c..(pos + 1) * c];
+                let sin = &self.table.sin[pos * c..(pos + 1) * c];
+                for (yh, xh) in yr.chunks_exact_mut(d).zip(xr.chunks_exact(d)) {
+                    for (i, (yp, xp)) in yh.chunks_exact_mut(2).zip(xh.chunks_exact(2)).enumerate()
+                    {
+                        let (co, si) = (cos[i], sign * sin[i]);
+                        yp[0] = xp[0] * co - xp[1] * si;
+                        yp[1] = xp[0] * si + xp[1] * co;
+                    }
+                }
+            });
+        Ok((candle_core::CpuStorage::F32(y), layout.shape().clone()))
+    }
+
+    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let inverse = RopeOp {
+            table: self.table.clone(),
+            inverse: !self.inverse,
+        };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&inverse)?))
     }
 }
 
@@ -851,6 +934,28 @@ mod tests {
             "qk_norm": "rms_norm_across_heads", "rope_max_seq_len": 1024, "text_dim": 4096}"#;
         let cfg: Config = serde_json::from_str(json).expect("diffusers config parses");
         assert_eq!(cfg, Config::wan2_1_1_3b());
+    }
+
+    #[test]
+    fn fused_rope_matches_composition_and_its_gradient() -> Result<()> {
+        use candle_core::Var;
+        let dev = Device::Cpu;
+        let rope = Rope::new((3, 2, 4), 32, 10_000.0, &dev)?;
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1., (2, 24, 3, 32), &dev)?)?;
+        let w = Tensor::randn(0f32, 1., (2, 24, 3, 32), &dev)?;
+        let fused = rope.apply(x.as_tensor())?;
+        let composed = rope.apply_composed(x.as_tensor())?;
+        let e = (&fused - &composed)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(e < 1e-6, "forward {e}");
+        let gf = (fused * &w)?.sum_all()?.backward()?;
+        let gc = (composed * &w)?.sum_all()?.backward()?;
+        let (gf, gc) = (
+            gf.get(&x).expect("fused grad"),
+            gc.get(&x).expect("composed grad"),
+        );
+        let e = (gf - gc)?.abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(e < 1e-6, "backward {e}");
+        Ok(())
     }
 
     #[test]
