@@ -317,6 +317,9 @@ impl H264Encoder {
             .rate_control_mode(RateControlMode::Quality)
             .bitrate(BitRate::from_bps(bps))
             .max_frame_rate(FrameRate::from_hz(fps as f32))
+            // Every input frame must become a sample (frame counts are part of our contract);
+            // openh264 warns on stderr that rate control is then approximate, which we accept
+            // (RC off gave 31 dB instead of 36 at 64x64).
             .skip_frames(false)
             .qp(QpRange::new(0, 26))
             .complexity(Complexity::High)

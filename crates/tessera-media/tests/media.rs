@@ -1,7 +1,8 @@
 //! tessera-media integration tests. Fixtures come from `fixtures/gen/media_fixtures.sh`
 //! (Debian ffmpeg/libx264 from testsrc2); `src_*.png` hold the lossless source frames stacked
 //! top to bottom. Tests needing `ffmpeg`, `ffprobe` or `/usr/bin/chromium` print a note and pass
-//! when the tool is absent. `TESSERA_FUZZ_CASES=10000` runs the long fuzz.
+//! when the tool is absent. `TESSERA_FUZZ_CASES=10000` runs the long fuzz (`TESSERA_FUZZ_SEED`
+//! picks another deterministic sequence).
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -539,7 +540,11 @@ fn fuzz_mutated_fixtures_never_panic() {
 
     let start = Instant::now();
     let (mut ok, mut errs) = (0usize, std::collections::BTreeMap::<String, usize>::new());
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let seed = std::env::var("TESSERA_FUZZ_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0x5eed_1234_abcd_0001u64);
+    let mut rng = Rng(seed | 1);
     for case in 0..cases {
         let (name, base) = &bases[case % bases.len()];
         let input = mutate(base, &mut rng);
