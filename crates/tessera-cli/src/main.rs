@@ -34,6 +34,14 @@ enum Command {
     /// Synthetic "shapes world" training data with captions and ground-truth tracks.
     #[command(subcommand)]
     World(cmd::world::WorldCommand),
+    /// Train the VAE or the diffusion transformer.
+    #[command(subcommand)]
+    Train(cmd::train::TrainCommand),
+    /// Video autoencoder tools.
+    #[command(subcommand)]
+    Vae(cmd::vae::VaeCommand),
+    /// Score a model (or any folder of videos) on prompt following and physics.
+    Eval(cmd::eval::EvalArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -49,6 +57,9 @@ fn main() -> std::process::ExitCode {
         Command::Connect(a) => cmd::generate::run_connect(a),
         Command::Edit(a) => cmd::generate::run_edit(a),
         Command::World(c) => cmd::world::run(c),
+        Command::Train(c) => cmd::train::run(c),
+        Command::Vae(c) => cmd::vae::run(c),
+        Command::Eval(a) => cmd::eval::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -1,6 +1,9 @@
 //! One module per subcommand: flags (clap) and a `run` that calls the library.
 
+pub mod eval;
 pub mod generate;
+pub mod train;
+pub mod vae;
 pub mod world;
 
 use indicatif::{ProgressBar, ProgressStyle};

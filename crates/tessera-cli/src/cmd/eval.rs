@@ -1,0 +1,132 @@
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use candle_core::Device;
+use clap::{Args, Subcommand};
+use tessera_eval::{eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
+use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
+use tessera_world::{generate_clip, SampleOptions, Split};
+
+/// `tessera eval --model DIR …` generates from held-out captions and scores them;
+/// `tessera eval videos DIR --captions F …` scores any folder of videos.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct EvalArgs {
+    #[command(subcommand)]
+    command: Option<EvalCommand>,
+    #[command(flatten)]
+    model: ModelArgs,
+}
+
+#[derive(Subcommand)]
+pub enum EvalCommand {
+    /// Score a folder of videos against their captions (any generator's output).
+    Videos(VideosArgs),
+}
+
+#[derive(Args)]
+pub struct VideosArgs {
+    /// Folder the captions file's `video` paths are relative to.
+    dir: PathBuf,
+    /// `captions.jsonl` with `{"video", "caption"}` lines.
+    #[arg(long)]
+    captions: PathBuf,
+    /// Report folder (report.json, report.html).
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Real clips (a shapes-world folder) for the FVD-style distance.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct ModelArgs {
+    /// Model folder; the default model when omitted.
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Held-out split whose captions prompt the model.
+    #[arg(long, default_value = "test")]
+    split: Split,
+    /// Number of prompts.
+    #[arg(long, default_value_t = 16)]
+    count: usize,
+    /// Seed of the held-out clips and of generation.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Sampling steps.
+    #[arg(long, default_value_t = 20)]
+    steps: usize,
+    /// Report folder (report.json, report.html, the generated clips).
+    #[arg(long, short)]
+    out: Option<PathBuf>,
+    #[arg(long)]
+    json: bool,
+}
+
+fn print(report: &Report, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string(&report.summary)?);
+    } else {
+        print!("{}", report.summary_table());
+    }
+    Ok(())
+}
+
+pub fn run(args: EvalArgs) -> Result<()> {
+    if let Some(EvalCommand::Videos(a)) = args.command {
+        let opts = EvalOptions {
+            reference_dir: a.reference,
+            ..EvalOptions::default()
+        };
+        let report = eval_videos(&VideoSource::Dir(a.dir), &a.captions, &a.out, &opts)?;
+        return print(&report, a.json);
+    }
+    let a = args.model;
+    let out = a.out.context("--out REPORT_DIR is required")?;
+    std::fs::create_dir_all(out.join("videos"))?;
+    let model = Model::load(&a.model.unwrap_or_else(Model::default_dir), &Device::Cpu)?;
+    let world = SampleOptions {
+        seed: a.seed,
+        split: a.split,
+        ..SampleOptions::default()
+    };
+    let bar = super::progress(a.count as u64, "prompts", a.json);
+    let mut clips = Vec::with_capacity(a.count);
+    let mut reference = Vec::with_capacity(a.count);
+    for i in 0..a.count {
+        let clip = generate_clip(&world, i as u64)?;
+        let output = out.join("videos").join(format!("{i:04}.mp4"));
+        let req = GenerateRequest::new(RequestSpec {
+            prompt: clip.caption.clone(),
+            negative: String::new(),
+            frames: Some(world.frames as usize),
+            seconds: None,
+            width: world.width,
+            height: world.height,
+            fps: world.fps,
+            steps: a.steps,
+            cfg: 5.0,
+            seed: a.seed + i as u64,
+            output: output.clone(),
+            sampler: "unipc".into(),
+            mode: Mode::Text,
+            extend_prompt: false,
+            prompt_endpoint: None,
+        })?;
+        generate(
+            &model,
+            &req,
+            &mut NoHook,
+            &mut |_| ControlFlow::Continue(()),
+        )?;
+        clips.push((tessera_media::read_video(&output)?, clip.caption));
+        reference.push(clip.video);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let report = eval_clips_with(&clips, &reference, &out, &EvalOptions::default())?;
+    print(&report, a.json)
+}

@@ -1,0 +1,122 @@
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand};
+use tessera_train::dit::{train_dit, DitEvent, DitTrainOptions};
+use tessera_train::vae::{train_vae, VaeTrainOptions};
+use tessera_train::Flow;
+
+#[derive(Subcommand)]
+pub enum TrainCommand {
+    /// Train the causal video VAE (L1 + edge + KL; AdamW, warmup+cosine, EMA; atomic checkpoints).
+    Vae(VaeArgs),
+    /// Train the diffusion transformer and text encoder on VAE latents (rectified flow).
+    Dit(DitArgs),
+}
+
+/// Flags both trainers share.
+#[derive(Args)]
+pub struct Common {
+    /// Dataset folder (videos + captions.jsonl); omitted = shapes world generated in memory.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Model preset.
+    #[arg(long, default_value = "tiny")]
+    config: String,
+    /// Run folder: log.jsonl, checkpoints/, samples/.
+    #[arg(long, short)]
+    out: PathBuf,
+    /// Total optimizer steps (the preset's when omitted).
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Peak learning rate (the preset's when omitted).
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Continue from the run folder's latest checkpoint on the same curve.
+    #[arg(long)]
+    resume: bool,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// One JSON object per step on stdout instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+pub struct VaeArgs {
+    #[command(flatten)]
+    common: Common,
+}
+
+#[derive(Args)]
+pub struct DitArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Trained VAE folder (config.json + model.safetensors).
+    #[arg(long)]
+    vae: PathBuf,
+}
+
+pub fn run(cmd: TrainCommand) -> Result<()> {
+    match cmd {
+        TrainCommand::Vae(a) => {
+            let c = a.common;
+            let mut o = VaeTrainOptions::tiny(c.out);
+            o.data = c.data;
+            o.config = c.config;
+            o.steps = c.steps.unwrap_or(o.steps);
+            o.lr = c.lr.unwrap_or(o.lr);
+            o.resume = c.resume;
+            o.seed = c.seed;
+            let bar = super::progress(o.steps as u64, "vae", c.json);
+            let summary = train_vae(&o, |r| {
+                if c.json {
+                    println!("{}", serde_json::to_string(r).unwrap_or_default());
+                }
+                bar.set_position(r.step as u64);
+                bar.set_message(format!("loss {:.4} psnr {:.1}", r.loss, r.psnr));
+                Flow::Continue
+            })?;
+            bar.finish_and_clear();
+            eprintln!(
+                "{} steps; checkpoint {}",
+                summary.steps_done,
+                summary.checkpoint.display()
+            );
+        }
+        TrainCommand::Dit(a) => {
+            let c = a.common;
+            let mut o = DitTrainOptions::tiny(c.out);
+            o.data = c.data;
+            o.vae_dir = Some(a.vae);
+            o.config = c.config;
+            o.steps = c.steps.unwrap_or(o.steps);
+            o.lr = c.lr.unwrap_or(o.lr);
+            o.resume = c.resume;
+            o.seed = c.seed;
+            let bar = super::progress(o.steps as u64, "dit", c.json);
+            train_dit(&o, |e| {
+                match e {
+                    DitEvent::Step(r) => {
+                        if c.json {
+                            println!("{}", serde_json::to_string(r).unwrap_or_default());
+                        }
+                        bar.set_position(r.step as u64);
+                        bar.set_message(format!("loss {:.4}", r.loss));
+                    }
+                    DitEvent::Encoding { done, total } => {
+                        bar.set_message(format!("caching latents {done}/{total}"))
+                    }
+                    DitEvent::Samples { step, paths, .. } => {
+                        bar.println(format!("step {step}: {} sample clips", paths.len()))
+                    }
+                    DitEvent::Checkpoint { .. } => {}
+                }
+                ControlFlow::Continue(())
+            })?;
+            bar.finish_and_clear();
+        }
+    }
+    Ok(())
+}
