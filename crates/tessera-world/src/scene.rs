@@ -345,28 +345,34 @@ pub fn sample_layout(
     // `occlusion_path` is (mover start x, occluder x, y).
     let mut occlusion_path: Option<(f64, f64, f64)> = None;
     if occlusion {
-        let occ = &groups[1];
-        let r_occ = occ.size.radius_fraction() * frame.short;
-        let cr_occ = circumradius(occ.shape) * r_occ;
-        let mov = &groups[0];
-        let r_mov = mov.size.radius_fraction() * frame.short;
-        let cr_mov = circumradius(mov.shape) * r_mov;
-        let clear = cr_occ + cr_mov + 1.0;
+        // Neither object turns, so upright extents (not circumradii) decide when they overlap.
+        let half_extents = |g: &Group| {
+            let r = g.size.radius_fraction() * frame.short;
+            let (l, rr, t, b) = extents(g.shape, 0.0);
+            (l.max(rr) * r, t * r, b * r)
+        };
+        let (w_occ, t_occ, b_occ) = half_extents(&groups[1]);
+        let (w_mov, t_mov, b_mov) = half_extents(&groups[0]);
+        let clear = w_occ + w_mov + 1.0;
         let mut speeds = Speed::ALL.to_vec();
         speeds.sort_by_key(|_| rng.random::<u32>());
         let chosen = speeds.into_iter().find(|s| {
             let travel = s.linear_fraction() * frame.short * frame.duration;
-            travel >= 2.0 * clear + 2.0 && travel <= frame.width - 2.0 * (cr_mov + 1.0)
+            travel >= 2.0 * clear + 2.0 && travel <= frame.width - 2.0 * (w_mov + 1.0)
         });
         match (chosen, groups[0].motion) {
             (Some(speed), Motion::Linear { direction, .. }) => {
                 groups[0].motion = Motion::Linear { direction, speed };
                 let travel = speed.linear_fraction() * frame.short * frame.duration;
                 let dir = direction.unit().0;
-                let lo = random_interval(rng, cr_mov + 1.0, frame.width - cr_mov - 1.0 - travel);
+                let lo = random_interval(rng, w_mov + 1.0, frame.width - w_mov - 1.0 - travel);
                 let start = if dir > 0.0 { lo } else { lo + travel };
                 let xc = start + dir * random_interval(rng, clear, travel - clear);
-                let yc = random_interval(rng, cr_occ + 1.0, frame.height - cr_occ - 1.0);
+                let yc = random_interval(
+                    rng,
+                    t_occ.max(t_mov) + 1.0,
+                    frame.height - b_occ.max(b_mov) - 1.0,
+                );
                 occlusion_path = Some((start, xc, yc));
             }
             _ => occlusion = false,
