@@ -7,7 +7,16 @@
 //! path); [`sample_dataset`] writes `videos/*.mp4`, `captions.jsonl` and `tracks.jsonl`.
 //!
 //! Splits are disjoint by construction (the split is part of the stream key), and the
-//! colour × shape pairs in [`HELD_OUT`] appear only in `test` — every `test` clip has one.
+//! colour × shape pairs in [`HELD_OUT`] appear only in `test` — every `test` clip has one:
+//! green star, purple triangle, yellow ring, orange square, pink diamond. Every colour and every
+//! shape still appears in `train`, only these pairings do not (compositional generalisation).
+//!
+//! Output files (one line per clip, in index order):
+//! - `captions.jsonl`: [`CaptionRecord`] — `video`, `caption`, `short_caption`, `id`, `seed`,
+//!   `index`, `split`, `width`, `height`, `frames`, `fps`.
+//! - `tracks.jsonl`: [`TrackRecord`] — per object identity, per frame and object a
+//!   [`TrackPoint`] (centre, bbox, visible fraction, angle; screen pixels), the events with frame
+//!   indices, and the full [`SceneDescription`].
 
 pub mod caption;
 pub mod geometry;
