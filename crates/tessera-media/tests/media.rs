@@ -393,6 +393,18 @@ fn bad_inputs_give_typed_errors() {
         matches!(r, Err(MediaError::UnsupportedCodec { .. })),
         "{r:?}"
     );
+    // H.264 profiles openh264 cannot decode are caught from the SPS, before decoding.
+    for (file, what) in [
+        ("high10_64x48.mp4", "10-bit"),
+        ("high444_64x48.mp4", "4:4:4"),
+    ] {
+        match read_video_native(fx(file)) {
+            Err(MediaError::UnsupportedCodec { codec, .. }) => {
+                assert!(codec.contains(what), "{codec}")
+            }
+            other => panic!("{file}: expected UnsupportedCodec, got {other:?}"),
+        }
+    }
 
     // A GIF header declaring 65535x65535 is refused before any pixel buffer exists.
     let mut gif = b"GIF89a".to_vec();
@@ -526,6 +538,7 @@ fn fuzz_mutated_fixtures_never_panic() {
         "fragmented_176x144.mp4",
         "quicktime_64x48.mov",
         "mpeg4_part2_64x48.mp4",
+        "high10_64x48.mp4",
         "anim_64x48.gif",
         "still_176x144.png",
         "still_176x144.jpg",
