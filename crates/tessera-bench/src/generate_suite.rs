@@ -4,7 +4,7 @@
 //! Each length runs in a child process (this binary with `TESSERA_BENCH_CHILD=SECONDS`) that
 //! reports its own `VmHWM`, so one length's peak cannot hide another's. Flat memory means the
 //! 60 s peak is within 15 % of the 10 s peak. Uses the default model when it exists (see
-//! `Model::default_dir`), otherwise the random-weight tiny model, and says which.
+//! `Model::default_dir`), otherwise random weights in the default model's architecture (same speed), and says which.
 
 use std::ops::ControlFlow;
 use std::process::Command;
@@ -29,8 +29,8 @@ fn model() -> Result<(Model, String)> {
         Ok((m, name))
     } else {
         Ok((
-            Model::random_tiny(0)?,
-            "random-tiny (no default model)".into(),
+            Model::random_default_arch(0)?,
+            "default architecture, random weights (no default model yet)".into(),
         ))
     }
 }

@@ -152,6 +152,18 @@ impl Model {
         parts.build(Device::Cpu)
     }
 
+    /// The default model's architecture (`tiny()` presets of VAE, DiT and text encoder) with
+    /// seeded random weights: what speed benches measure before trained weights exist.
+    pub fn random_default_arch(seed: u64) -> Result<Self> {
+        let tok = tiny_tokenizer();
+        let text_cfg = SmallEncoderConfig::tiny(tok.vocab_size());
+        let parts =
+            TinyParts::with_configs(VaeConfig::tiny(), DitConfig::tiny(), text_cfg, tok, seed)?;
+        let mut m = parts.build(Device::Cpu)?;
+        m.name = "random-default-arch".into();
+        Ok(m)
+    }
+
     /// Writes [`Self::random_tiny`]'s weights (fp16) in the folder layout, for loader tests.
     pub fn save_random_tiny(dir: &Path, seed: u64) -> Result<()> {
         TinyParts::new(seed)?.save(dir)
@@ -284,8 +296,8 @@ struct TinyParts {
 }
 
 impl TinyParts {
+    /// The micro configs of [`Model::random_tiny`].
     fn new(seed: u64) -> Result<Self> {
-        let dev = Device::Cpu;
         // Wan's geometry (8× space, 4× time) at the smallest widths that still validate.
         let vae_cfg = VaeConfig {
             base_dim: 4,
@@ -295,7 +307,6 @@ impl TinyParts {
             latents_std: vec![1.0; 4],
             ..VaeConfig::tiny()
         };
-        let vae_vm = vae::init_varmap(&vae_cfg, seed, &dev)?;
         let dit_cfg = DitConfig {
             num_attention_heads: 2,
             attention_head_dim: 12,
@@ -307,9 +318,6 @@ impl TinyParts {
             num_layers: 1,
             ..DitConfig::tiny()
         };
-        let dit_vm = VarMap::new();
-        Dit::new(&dit_cfg, VarBuilder::from_varmap(&dit_vm, DType::F32, &dev))?;
-        seed_varmap(&dit_vm, seed.wrapping_add(1))?;
         let tok = tiny_tokenizer();
         let text_cfg = SmallEncoderConfig {
             dim: 16,
@@ -318,6 +326,21 @@ impl TinyParts {
             ffn_dim: 32,
             ..SmallEncoderConfig::tiny(tok.vocab_size())
         };
+        Self::with_configs(vae_cfg, dit_cfg, text_cfg, tok, seed)
+    }
+
+    fn with_configs(
+        vae_cfg: VaeConfig,
+        dit_cfg: DitConfig,
+        text_cfg: SmallEncoderConfig,
+        tok: WordTokenizer,
+        seed: u64,
+    ) -> Result<Self> {
+        let dev = Device::Cpu;
+        let vae_vm = vae::init_varmap(&vae_cfg, seed, &dev)?;
+        let dit_vm = VarMap::new();
+        Dit::new(&dit_cfg, VarBuilder::from_varmap(&dit_vm, DType::F32, &dev))?;
+        seed_varmap(&dit_vm, seed.wrapping_add(1))?;
         let text_vm = VarMap::new();
         SmallTextEncoder::new(
             &text_cfg,
