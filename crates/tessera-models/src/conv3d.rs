@@ -67,7 +67,7 @@ struct Col2Im3d {
 }
 
 /// For one kernel tap along one axis: (first output index whose input is inside, one past the last).
-fn valid_range(
+pub(crate) fn valid_range(
     out_len: usize,
     in_len: usize,
     stride: usize,
@@ -275,6 +275,9 @@ pub fn conv3d(
         )
     }
     let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    if let Some(y) = crate::kernels::conv3d(x, weight, bias, geom)? {
+        return Ok(y); // inference: tiled unfold + GEMM, no whole-clip column matrix
+    }
     let w2 = weight.reshape((o, c * kt * kh * kw))?;
     let pointwise = geom.kernel == [1, 1, 1]
         && geom.stride == [1, 1, 1]

@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod conv3d;
 pub mod dit;
+pub mod kernels;
 pub mod layers;
 pub mod text;
 pub mod vae;

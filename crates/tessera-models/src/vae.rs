@@ -230,7 +230,12 @@ impl Config {
             ));
         }
         // The decoder halves channels at each upsample (`dim // 2`): odd widths cannot halve.
-        if self.dim_mult.iter().any(|m| (self.base_dim * m) % 2 != 0) && self.dim_mult.len() > 1 {
+        if self.dim_mult.len() > 1
+            && self
+                .dim_mult
+                .iter()
+                .any(|m| !(self.base_dim * m).is_multiple_of(2))
+        {
             return bad(format!(
                 "base_dim {} × dim_mult must be even at every level",
                 self.base_dim
@@ -244,7 +249,7 @@ impl Config {
                 self.latents_std.len()
             ));
         }
-        if self.latents_std.iter().any(|s| !(*s > 0.0)) {
+        if self.latents_std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return bad("latents_std entries must be positive".into());
         }
         if self.is_residual {
@@ -885,7 +890,7 @@ impl Encoder {
             };
         }
         let x = self.mid.forward(&x, &mut cache.mid)?;
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward_cached(&x, &mut cache.conv_out)
     }
 }
@@ -991,7 +996,7 @@ impl Decoder {
                 x = u.forward(&x, &mut bc.up)?;
             }
         }
-        let x = self.norm_out.forward(&x)?.silu()?;
+        let x = self.norm_out.forward_silu(&x)?;
         self.conv_out.forward_cached(&x, &mut cache.conv_out)
     }
 }
@@ -1160,7 +1165,7 @@ impl AutoencoderKLWan {
             let mut as_first = dims.to_vec();
             as_first[2] = 1;
             self.cfg.check_video_dims(&as_first)?;
-            if dims[2] % f != 0 || dims[2] == 0 {
+            if !dims[2].is_multiple_of(f) || dims[2] == 0 {
                 return Err(VaeError::ChunkLength {
                     got: dims[2],
                     factor: f,
@@ -1740,7 +1745,7 @@ mod tests {
             let flat: Vec<f64> = base.flatten_all()?.to_vec1()?;
             let g: Vec<f64> = grad.flatten_all()?.to_vec1()?;
             for i in (0..flat.len()).step_by(flat.len().div_ceil(3)) {
-                let mut eval = |delta: f64| -> VaeResult<f64> {
+                let eval = |delta: f64| -> VaeResult<f64> {
                     let mut v = flat.clone();
                     v[i] += delta;
                     let t = Tensor::from_vec(v, base.shape(), &dev)?;
