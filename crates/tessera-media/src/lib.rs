@@ -5,7 +5,12 @@
 //! - [`write_video`] / [`VideoWriter`]: MP4 (H.264 yuv420p, faststart), GIF, PNG, PNG frames.
 //! - [`fit`], [`resample_fps`], [`resize`], [`center_crop`]; [`psnr`] and [`ssim`].
 //!
-//! H.264 uses openh264 compiled from source, so no system library is needed.
+//! H.264 uses openh264 compiled from source, so no system library is needed. MP4 output needs
+//! even width and height (yuv420p); odd sizes are refused with [`MediaError::OddSize`] rather
+//! than padded, so what is read back always has the size that was written. Frames come back in
+//! presentation order (B-frames reordered). Reads hold the whole decoded clip in memory, bounded
+//! by [`MAX_DECODED_BYTES`]; writes stream (MP4 keeps only the compressed samples until
+//! `finish`).
 
 mod color;
 mod error;
