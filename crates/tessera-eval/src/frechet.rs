@@ -53,15 +53,15 @@ fn symmetric_eigen(a: &[Vec<f64>]) -> (Vec<f64>, Vec<Vec<f64>>) {
                 let t = if theta == 0.0 { 1.0 } else { t };
                 let c = 1.0 / (t * t + 1.0).sqrt();
                 let s = t * c;
-                for k in 0..n {
-                    let (mkp, mkq) = (m[k][p], m[k][q]);
-                    m[k][p] = c * mkp - s * mkq;
-                    m[k][q] = s * mkp + c * mkq;
+                for row in m.iter_mut() {
+                    let (mkp, mkq) = (row[p], row[q]);
+                    row[p] = c * mkp - s * mkq;
+                    row[q] = s * mkp + c * mkq;
                 }
+                let (row_p, row_q) = (m[p].clone(), m[q].clone());
                 for k in 0..n {
-                    let (mpk, mqk) = (m[p][k], m[q][k]);
-                    m[p][k] = c * mpk - s * mqk;
-                    m[q][k] = s * mpk + c * mqk;
+                    m[p][k] = c * row_p[k] - s * row_q[k];
+                    m[q][k] = s * row_p[k] + c * row_q[k];
                 }
                 for row in v.iter_mut() {
                     let (vkp, vkq) = (row[p], row[q]);
@@ -119,11 +119,12 @@ pub fn frechet_distance(real: &[Vec<f64>], generated: &[Vec<f64>]) -> Result<f64
     let mut inner = matmul(&matmul(&sa, &cb), &sa);
     // Symmetrise away rounding so the eigen-solver sees a symmetric matrix.
     let n = inner.len();
-    for i in 0..n {
-        for j in i + 1..n {
-            let s = 0.5 * (inner[i][j] + inner[j][i]);
-            inner[i][j] = s;
-            inner[j][i] = s;
+    let transposed: Vec<Vec<f64>> = (0..n)
+        .map(|j| (0..n).map(|i| inner[i][j]).collect())
+        .collect();
+    for (row, trow) in inner.iter_mut().zip(&transposed) {
+        for (x, t) in row.iter_mut().zip(trow) {
+            *x = 0.5 * (*x + t);
         }
     }
     let (vals, _) = symmetric_eigen(&inner);

@@ -436,8 +436,7 @@ fn detect_events(a: &Analysis) -> Vec<ObservedEvent> {
             // Predict the reappearance from the velocity just before the gap.
             let before = obs
                 .iter()
-                .filter(|o| o.frame < pair[0].frame && o.frame + 4 >= pair[0].frame)
-                .next();
+                .find(|o| o.frame < pair[0].frame && o.frame + 4 >= pair[0].frame);
             let p0 = pair[0].component.centroid;
             let v = before.map_or((0.0, 0.0), |b| {
                 let dt = (pair[0].frame - b.frame) as f64;

@@ -344,7 +344,8 @@ fn build_report(
         path: out_dir.join("strips"),
         source,
     })?;
-    let results: Vec<(String, std::result::Result<(Scored, Video), String>)> = clips
+    type Outcome = std::result::Result<(Scored, Video), String>;
+    let results: Vec<(String, Outcome)> = clips
         .into_par_iter()
         .map(|(name, video, caption)| {
             let r = video.and_then(|v| {

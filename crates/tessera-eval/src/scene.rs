@@ -163,17 +163,19 @@ pub fn observe(
     };
     let size = crate::track::median(&radii).map(|r| classify_size(r, shorter_side));
 
-    // Heading: displacement from the first whole sighting to the next one at least three
-    // frames on (one-frame steps of a slow object are quantised to whole pixels), before most
-    // bounces.
+    // Heading: displacement from the first whole sighting to the last one within five frames
+    // (several frames average out pixel noise; few come before most bounces).
     let pos = track.clean_positions(n_frames);
     let seen: Vec<(usize, (f64, f64))> = pos
         .iter()
         .enumerate()
         .filter_map(|(t, p)| p.map(|p| (t, p)))
         .collect();
-    let initial_velocity = seen.first().and_then(|&(t0, p0)| {
-        let &(t1, p1) = seen.iter().find(|(t, _)| *t >= t0 + 3 && *t <= t0 + 5)?;
+    let initial_velocity = seen.iter().enumerate().find_map(|(i, &(t0, p0))| {
+        let &(t1, p1) = seen[i + 1..]
+            .iter()
+            .take_while(|(t, _)| *t <= t0 + 5)
+            .last()?;
         let dt = (t1 - t0) as f64;
         Some((
             (p1.0 - p0.0) / dt - backdrop_velocity.0,

@@ -533,7 +533,8 @@ mod tests {
     fn features_separate_the_basic_shapes() {
         let (w, h) = (64, 64);
         let r = 12.0;
-        let shapes: Vec<(&str, Box<dyn Fn(f64, f64) -> bool>)> = vec![
+        type Inside = Box<dyn Fn(f64, f64) -> bool>;
+        let shapes: Vec<(&str, Inside)> = vec![
             ("disc", Box::new(move |x: f64, y: f64| x.hypot(y) < r)),
             (
                 "square",
