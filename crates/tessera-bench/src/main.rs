@@ -73,6 +73,7 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let args = Args::parse();
+    tessera_models::kernels::prefer_rayon_over_candle_pool();
     let want = |s: Suite| args.suites.contains(&Suite::All) || args.suites.contains(&s);
     let cpu = cpu::Cpu::detect();
     let mut rows = Vec::new();

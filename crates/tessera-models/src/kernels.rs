@@ -19,6 +19,19 @@ use rayon::prelude::*;
 
 use crate::conv3d::{valid_range, Conv3dGeometry};
 
+/// Call at the start of `main`, before any tensor op: runs candle's own elementwise ops on the
+/// calling thread (`CANDLE_NUM_THREADS=1`) unless the user chose a count. Candle splits them
+/// statically over a barrier pool whose threads spin while they wait; when the cores are shared
+/// (other processes, or our rayon GEMM and kernels) a descheduled worker stalls the whole op.
+/// Measured on 2 shared cores: DiT train step 1.7× faster (docs/PERFORMANCE.md). GEMM, attention
+/// and the kernels here keep every core through rayon.
+pub fn prefer_rayon_over_candle_pool() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // Only read by candle when its pool is first used, i.e. after this call.
+        std::env::set_var("CANDLE_NUM_THREADS", "1");
+    }
+}
+
 /// Target size of one unfolded column tile, in floats (~512 KiB: stays in L2 with the weights).
 const TILE_FLOATS: usize = 128 * 1024;
 
