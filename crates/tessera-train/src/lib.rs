@@ -15,7 +15,9 @@
 
 pub mod checkpoint;
 pub mod data;
+pub mod dit;
 pub mod ema;
+pub mod latents;
 pub mod log;
 pub mod optim;
 pub mod rng;

@@ -1,0 +1,108 @@
+//! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
+//! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--resume]`
+//! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
+use std::ops::ControlFlow;
+use std::path::PathBuf;
+
+use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
+use tessera_train::latents::BucketSpec;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let out = PathBuf::from(args.first().ok_or("usage: train_dit OUT [options]")?);
+    let get = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    if let Some(dir) = get("--export") {
+        export_dit(&out, &PathBuf::from(dir))?;
+        return Ok(());
+    }
+    let mut opts = DitTrainOptions::tiny(out);
+    opts.vae_dir = get("--vae").map(PathBuf::from);
+    opts.resume = args.iter().any(|a| a == "--resume");
+    if let Some(v) = get("--steps") {
+        opts.steps = v.parse()?;
+    }
+    if let Some(v) = get("--batch") {
+        opts.batch = v.parse()?;
+    }
+    if let Some(v) = get("--config") {
+        opts.config = v;
+    }
+    if let Some(v) = get("--lr") {
+        opts.lr = v.parse()?;
+    }
+    if let Some(v) = get("--sample-every") {
+        opts.sample_every = v.parse()?;
+    }
+    if let Some(v) = get("--cache") {
+        opts.latent_cache = Some(PathBuf::from(v));
+    }
+    if let Some(v) = get("--size") {
+        opts.size = v.parse()?;
+    }
+    if let Some(v) = get("--warmup") {
+        opts.warmup = v.parse()?;
+    }
+    if let Some(v) = get("--text-layers") {
+        opts.text_layers = v.parse()?;
+    }
+    if let Some(v) = get("--dropout") {
+        opts.caption_dropout = v.parse()?;
+    }
+    let frames: usize = get("--frames")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(33);
+    let clips: usize = get("--clips")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1024);
+    let images: usize = get("--images")
+        .map(|v| v.parse())
+        .transpose()?
+        .unwrap_or(1024);
+    opts.buckets = vec![BucketSpec {
+        frames,
+        count: clips,
+    }];
+    if images > 0 {
+        opts.buckets.push(BucketSpec {
+            frames: 1,
+            count: images,
+        });
+    }
+    let summary = train_dit(&opts, |e| {
+        match e {
+            DitEvent::Encoding { done, total } if done % 64 == 0 || done == total => {
+                eprintln!("encoding latents {done}/{total}")
+            }
+            DitEvent::Step(r) if r.step % 10 == 0 || r.step == r.steps => eprintln!(
+                "step {}/{} loss {:.4} lr {:.2e} gnorm {:.3} T'={} {:.2} it/s eta {:.0} s",
+                r.step, r.steps, r.loss, r.lr, r.grad_norm, r.latent_frames, r.it_per_s, r.eta_s
+            ),
+            DitEvent::Samples {
+                step,
+                paths,
+                pixel_error,
+            } => {
+                eprintln!(
+                    "samples at {step}: {paths:?} (mean |Δ| vs held-out clip {pixel_error:.1})"
+                )
+            }
+            DitEvent::Checkpoint { step, path } => {
+                eprintln!("checkpoint {step}: {}", path.display())
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    })?;
+    eprintln!(
+        "done: step {} in {:.0} s, last {:?}",
+        summary.step, summary.wall_s, summary.last
+    );
+    Ok(())
+}
