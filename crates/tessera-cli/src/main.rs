@@ -6,6 +6,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+// glibc's allocator returns large tensor buffers to the OS and zeroes fresh pages on every op;
+// mimalloc keeps them for reuse (see docs/PERFORMANCE.md for the measured effect).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "tessera",
