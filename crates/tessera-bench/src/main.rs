@@ -94,7 +94,10 @@ fn main() -> anyhow::Result<()> {
         rows.extend(model_suites::vae(args.runs, &export, args.big_runs)?);
     }
     if args.suites.contains(&Suite::Generate) {
-        rows.extend(generate_suite::generate_suite(args.runs, &[2.0, 10.0, 60.0])?);
+        rows.extend(generate_suite::generate_suite(
+            args.runs,
+            &[2.0, 10.0, 60.0],
+        )?);
     }
     if args.json {
         println!(
