@@ -1,0 +1,48 @@
+//! Where a 2-second 64×64 generation spends its time, per phase, for the default model (or its
+//! architecture with random weights when the folder is absent):
+//! `cargo run --release -p tessera-pipeline --example speed -- [STEPS] [CFG] [NEGATIVE]`.
+
+use std::ops::ControlFlow;
+
+use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut args = std::env::args().skip(1);
+    let steps = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
+    let cfg = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5.0);
+    let negative = args.next().unwrap_or_default();
+    let dir = Model::default_dir();
+    let model = if dir.join("dit").is_dir() {
+        Model::load(&dir, &candle_core::Device::Cpu)?
+    } else {
+        Model::random_default_arch(0)?
+    };
+    let out = tempfile_path();
+    let req = GenerateRequest::new(RequestSpec {
+        prompt: "a red ball bounces".into(),
+        negative,
+        frames: Some(33),
+        seconds: None,
+        width: 64,
+        height: 64,
+        fps: 16.0,
+        steps,
+        cfg,
+        seed: 0,
+        output: out.clone(),
+        sampler: "unipc".into(),
+        mode: Mode::Text,
+        extend_prompt: true,
+        prompt_endpoint: None,
+    })?;
+    for _ in 0..2 {
+        let s = generate(&model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
+        println!("{} {}", s.model, serde_json::to_string(&s.timings)?);
+    }
+    std::fs::remove_file(out)?;
+    Ok(())
+}
+
+fn tempfile_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("tessera-speed-{}.mp4", std::process::id()))
+}
