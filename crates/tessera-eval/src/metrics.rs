@@ -310,10 +310,14 @@ fn horizontal_shift(a: &[u8], b: &[u8], obj_a: &[bool], obj_b: &[bool], w: usize
             }
         })
         .collect();
+    // Least cost; on a tie (a periodic backdrop) the smaller shift.
     let (k, &best) = cost
         .iter()
         .enumerate()
-        .min_by(|a, b| a.1.total_cmp(b.1))
+        .min_by(|a, b| {
+            a.1.total_cmp(b.1)
+                .then((a.0 as i64 - R).abs().cmp(&(b.0 as i64 - R).abs()))
+        })
         .unwrap_or((R as usize, &0.0));
     let worst = cost
         .iter()
@@ -653,5 +657,73 @@ fn placeholder() -> ObservedObject {
         path_length: 0.0,
         max_descent: 0.0,
         shape_agreement: 0.0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A 48×32 grey backdrop of smooth vertical stripes (period 40 px) moved `shift` px right.
+    fn stripes(shift: f64) -> Vec<u8> {
+        let (w, h) = (48, 32);
+        let mut f = vec![0u8; w * h * 3];
+        for y in 0..h {
+            for x in 0..w {
+                let phase = (x as f64 + 0.5 - shift) / 40.0 * std::f64::consts::TAU;
+                let v = (128.0 + 60.0 * phase.sin()).round() as u8;
+                f[3 * (y * w + x)..3 * (y * w + x) + 3].copy_from_slice(&[v, v, v]);
+            }
+        }
+        f
+    }
+
+    #[test]
+    fn pan_shift_is_measured_to_a_fraction_of_a_pixel() {
+        let none = vec![false; 48 * 32];
+        for shift in [-5.0, -2.5, 0.0, 1.25, 3.0] {
+            let got = horizontal_shift(&stripes(0.0), &stripes(shift), &none, &none, 48, 32);
+            assert!((got - shift).abs() < 0.25, "{shift} → {got}");
+        }
+        // A flat backdrop gives nothing to follow.
+        let flat = vec![100u8; 48 * 32 * 3];
+        assert_eq!(horizontal_shift(&flat, &flat, &none, &none, 48, 32), 0.0);
+    }
+
+    #[test]
+    fn a_still_frame_repeated_is_static_and_flicker_free() {
+        let frame = stripes(0.0);
+        let video = Video {
+            width: 48,
+            height: 32,
+            fps: 16.0,
+            frames: vec![frame; 5],
+        };
+        let a = analyze(&video, "still", &AnalysisParams::default()).expect("analysis");
+        let s = score(&a, &ExpectedScene::from_prompt("a plain backdrop"));
+        assert_eq!(s.dynamic_degree, Some(0.0));
+        assert_eq!(s.flicker, Some(1.0));
+        assert_eq!(s.background_consistency, Some(1.0));
+        assert_eq!((s.observed_count, s.object_count), (0, None));
+        assert!(a.pan.abs() < 0.05, "{}", a.pan);
+    }
+
+    #[test]
+    fn empty_and_malformed_videos_are_typed_errors() {
+        let mut v = Video::new(8, 8, 16.0);
+        assert!(matches!(
+            analyze(&v, "e", &AnalysisParams::default()),
+            Err(EvalError::EmptyVideo { .. })
+        ));
+        v.frames.push(vec![0; 10]);
+        assert!(matches!(
+            analyze(&v, "m", &AnalysisParams::default()),
+            Err(EvalError::BadFrame {
+                frame: 0,
+                expected: 192,
+                got: 10,
+                ..
+            })
+        ));
     }
 }

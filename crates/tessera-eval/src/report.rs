@@ -255,7 +255,7 @@ fn list_videos(dir: &Path) -> Result<Vec<PathBuf>> {
 
 fn read(path: &Path) -> Result<Video> {
     tessera_media::read_video(path).map_err(|source| EvalError::Media {
-        name: path.display().to_string(),
+        name: file_name(path),
         source,
     })
 }
