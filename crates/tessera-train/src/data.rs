@@ -130,7 +130,7 @@ impl WorldSource {
     pub fn clip(&self, index: u64, frames: usize) -> Result<Video> {
         let opts = tessera_world::SampleOptions {
             frames: frames as u32,
-            ..self.opts.clone()
+            ..self.opts
         };
         tessera_world::generate_clip(&opts, index)
             .map(|c| c.video)

@@ -97,7 +97,12 @@ impl VaeTrainOptions {
             return bad("steps, frames_per_step and checkpoint_every must be positive".into());
         }
         let f = cfg.temporal_factor();
-        if self.clip_lengths.is_empty() || self.clip_lengths.iter().any(|t| (t - 1) % f != 0) {
+        if self.clip_lengths.is_empty()
+            || self
+                .clip_lengths
+                .iter()
+                .any(|&t| t == 0 || !(t - 1).is_multiple_of(f))
+        {
             return bad(format!(
                 "clip lengths {:?} must be non-empty and each {f}k+1",
                 self.clip_lengths
@@ -105,7 +110,7 @@ impl VaeTrainOptions {
         }
         let s = cfg.spatial_factor();
         let side = self.crop.unwrap_or(self.size).min(self.size);
-        if side % s != 0 || self.size % s != 0 || side == 0 {
+        if !side.is_multiple_of(s) || !self.size.is_multiple_of(s) || side == 0 {
             return bad(format!(
                 "size {} and crop {:?} must be multiples of {s}",
                 self.size, self.crop
