@@ -108,9 +108,17 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     DitEvent::Encoding { done, total } => {
                         bar.set_message(format!("caching latents {done}/{total}"))
                     }
-                    DitEvent::Samples { step, paths, .. } => {
-                        bar.println(format!("step {step}: {} sample clips", paths.len()))
-                    }
+                    DitEvent::Latents { items, std, .. } => bar.println(format!(
+                        "{items} cached latents (std {std:.2}; near 1 means the VAE's statistics fit)"
+                    )),
+                    DitEvent::Samples {
+                        step,
+                        paths,
+                        pixel_error,
+                    } => bar.println(format!(
+                        "step {step}: {} sample clips, mean |Δ| {pixel_error:.1} levels",
+                        paths.len()
+                    )),
                     DitEvent::Checkpoint { .. } => {}
                 }
                 ControlFlow::Continue(())
