@@ -80,6 +80,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             DitEvent::Encoding { done, total } if done % 64 == 0 || done == total => {
                 eprintln!("encoding latents {done}/{total}")
             }
+            DitEvent::Latents {
+                path,
+                items,
+                buckets,
+                mean,
+                std,
+            } => eprintln!(
+                "{items} latents {buckets:?} from {}: mean {mean:.3} std {std:.3}",
+                path.display()
+            ),
             DitEvent::Step(r) if r.step % 10 == 0 || r.step == r.steps => eprintln!(
                 "step {}/{} loss {:.4} lr {:.2e} gnorm {:.3} T'={} {:.2} it/s eta {:.0} s",
                 r.step, r.steps, r.loss, r.lr, r.grad_norm, r.latent_frames, r.it_per_s, r.eta_s

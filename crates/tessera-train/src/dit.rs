@@ -317,6 +317,16 @@ pub enum DitEvent {
         done: usize,
         total: usize,
     },
+    /// The training set is ready. Normalised latents should have `std` near 1: far from it
+    /// (e.g. 2–3) the VAE folder lacks measured latent statistics and the loss starts high.
+    Latents {
+        path: PathBuf,
+        items: usize,
+        /// `((T', h, w), items)` per bucket.
+        buckets: Vec<((usize, usize, usize), usize)>,
+        mean: f64,
+        std: f64,
+    },
     Step(DitStepReport),
     /// Sample clips written; `pixel_error` is the mean |Δ| (0–255) against the held-out clip
     /// whose caption prompted it (a different clip of the same description: a loose signal).
@@ -712,6 +722,26 @@ pub fn train_dit(
             stop_requested = true;
         }
     })?;
+    {
+        let flat = Tensor::cat(
+            &set.items
+                .iter()
+                .map(|i| i.latent.flatten_all())
+                .collect::<candle_core::Result<Vec<_>>>()?,
+            0,
+        )?;
+        let mean = flat.mean_all()?.to_scalar::<f32>()? as f64;
+        let std = (flat.sqr()?.mean_all()?.to_scalar::<f32>()? as f64 - mean * mean)
+            .max(0.0)
+            .sqrt();
+        let _ = progress(&DitEvent::Latents {
+            path: latents_path.clone(),
+            items: set.items.len(),
+            buckets: set.buckets.iter().map(|(s, v)| (*s, v.len())).collect(),
+            mean,
+            std,
+        });
+    }
     if dcfg.in_channels != vae.config().z_dim {
         return Err(TrainError::Options(format!(
             "DiT in_channels {} ≠ VAE z_dim {}",
