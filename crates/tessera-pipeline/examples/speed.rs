@@ -36,7 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         prompt_endpoint: None,
     })?;
     for _ in 0..2 {
-        let s = generate(&model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
+        let s = generate(
+            &model,
+            &req,
+            &mut NoHook,
+            &mut |_| ControlFlow::Continue(()),
+        )?;
         println!("{} {}", s.model, serde_json::to_string(&s.timings)?);
     }
     std::fs::remove_file(out)?;
