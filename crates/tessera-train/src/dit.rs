@@ -656,7 +656,7 @@ pub fn sample_latents(
     Ok(out)
 }
 
-/// Held-out prompts with their clips (world val split, or the first dataset items).
+/// Held-out prompts with their clips: the shapes world's val split.
 fn sample_prompts(
     opts: &DitTrainOptions,
     frames: usize,
@@ -872,10 +872,24 @@ pub fn train_dit(
         .max_by_key(|s| s.0)
         .unwrap_or((1, 1, 1));
     let video_frames = (video_grid.0 - 1) * vae.config().temporal_factor() + 1;
-    let held_out = if opts.sample_every > 0 {
-        sample_prompts(opts, video_frames)?
-    } else {
-        Vec::new()
+    let held_out = match (&opts.data, opts.sample_every) {
+        (_, 0) => Vec::new(),
+        (None, _) => sample_prompts(opts, video_frames)?,
+        // A user dataset has no held-out split here: sample its first clips' captions and
+        // compare with their VAE reconstructions.
+        (Some(_), _) => set
+            .buckets
+            .iter()
+            .find(|(s, _)| *s == video_grid)
+            .map(|(_, idx)| idx.iter().take(opts.sample_prompts))
+            .into_iter()
+            .flatten()
+            .map(|&i| {
+                let item = &set.items[i];
+                let x = vae.decode_latents(&item.latent.unsqueeze(0)?)?;
+                Ok((item.caption.clone(), tensor_to_video(&x, opts.fps)?))
+            })
+            .collect::<Result<Vec<_>>>()?,
     };
 
     let mut last: Option<DitStepReport> = None;
