@@ -224,8 +224,9 @@ fn trained_tiled_decode_is_close_to_untiled() {
         .to_scalar::<f32>()
         .unwrap();
     println!("trained tiled vs untiled decode: max abs diff {e:.3e}, mean {mean_e:.3e}");
+    // Measured 8.2e-4 mean, 5.4e-3 max on the step-300 export; bounds leave room for retraining.
     assert!(
-        mean_e < 0.05 && e < 0.5,
+        mean_e < 5e-3 && e < 5e-2,
         "tiling drifted from the untiled decode"
     );
 }
