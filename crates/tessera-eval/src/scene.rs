@@ -163,25 +163,11 @@ pub fn observe(
     };
     let size = crate::track::median(&radii).map(|r| classify_size(r, shorter_side));
 
-    // Heading: displacement from the first whole sighting to the last one within five frames
-    // (several frames average out pixel noise; few come before most bounces).
-    let pos = track.clean_positions(n_frames);
-    let seen: Vec<(usize, (f64, f64))> = pos
-        .iter()
-        .enumerate()
-        .filter_map(|(t, p)| p.map(|p| (t, p)))
-        .collect();
-    let initial_velocity = seen.iter().enumerate().find_map(|(i, &(t0, p0))| {
-        let &(t1, p1) = seen[i + 1..]
-            .iter()
-            .take_while(|(t, _)| *t <= t0 + 5)
-            .last()?;
-        let dt = (t1 - t0) as f64;
-        Some((
-            (p1.0 - p0.0) / dt - backdrop_velocity.0,
-            (p1.1 - p0.1) / dt - backdrop_velocity.1,
-        ))
-    });
+    // Heading: displacement from the first whole sighting over the following five frames, cut
+    // short at the first abrupt change of velocity (a bounce), so an object that starts next to
+    // a wall is judged by the way it was heading before it hit it.
+    let initial_velocity = initial_heading(&track.whole_positions(n_frames), 5)
+        .map(|(vx, vy)| (vx - backdrop_velocity.0, vy - backdrop_velocity.1));
     let direction = initial_velocity.and_then(|(vx, vy)| {
         if vx.hypot(vy) < STILL_SPEED {
             None
@@ -209,6 +195,38 @@ pub fn observe(
         max_descent,
         shape_agreement,
     }
+}
+
+/// Velocity in pixels per frame from the first sighting in `pos` (one entry per frame) that has
+/// another within `window` frames: the mean over the sightings up to `window` frames later, up
+/// to but not past the first step whose velocity departs from the mean so far by more than
+/// noise (0.3 px) plus half the speed — a bounce reverses a component, a steady or gently
+/// accelerating motion does not.
+pub fn initial_heading(pos: &[Option<(f64, f64)>], window: usize) -> Option<(f64, f64)> {
+    let seen: Vec<(usize, (f64, f64))> = pos
+        .iter()
+        .enumerate()
+        .filter_map(|(t, p)| p.map(|p| (t, p)))
+        .collect();
+    seen.iter().enumerate().find_map(|(i, &(t0, p0))| {
+        let mut end: Option<(usize, (f64, f64))> = None;
+        for &(t, p) in seen[i + 1..].iter().take_while(|(t, _)| *t <= t0 + window) {
+            if let Some((te, pe)) = end {
+                let dt0 = (te - t0) as f64;
+                let mean = ((pe.0 - p0.0) / dt0, (pe.1 - p0.1) / dt0);
+                let dt = (t - te) as f64;
+                let step = ((p.0 - pe.0) / dt, (p.1 - pe.1) / dt);
+                let change = (step.0 - mean.0).hypot(step.1 - mean.1);
+                if change > 0.3 + 0.5 * mean.0.hypot(mean.1) {
+                    break;
+                }
+            }
+            end = Some((t, p));
+        }
+        let (t1, p1) = end?;
+        let dt = (t1 - t0) as f64;
+        Some(((p1.0 - p0.0) / dt, (p1.1 - p0.1) / dt))
+    })
 }
 
 /// Whether an observed heading satisfies an expected motion: the stated direction (within

@@ -98,6 +98,24 @@ impl Track {
         out
     }
 
+    /// Centre per frame where the sighting shows nearly all of the object, touching nothing
+    /// (as in [`Track::is_clean`]) but possibly the frame's edge, else `None`: an object that
+    /// grazes a wall loses little of its area, and that frame is where a bounce shows.
+    pub fn whole_positions(&self, n_frames: usize) -> Vec<Option<(f64, f64)>> {
+        let all_in_contact = self.observations.iter().all(|x| x.in_contact);
+        let reference = self.reference_area();
+        let mut out = vec![None; n_frames];
+        for o in &self.observations {
+            if o.frame < n_frames
+                && o.component.area as f64 >= 0.8 * reference
+                && (!o.in_contact || all_in_contact)
+            {
+                out[o.frame] = Some(o.component.centroid);
+            }
+        }
+        out
+    }
+
     /// Centre per frame of any sighting, else `None`.
     pub fn positions(&self, n_frames: usize) -> Vec<Option<(f64, f64)>> {
         let mut out = vec![None; n_frames];
