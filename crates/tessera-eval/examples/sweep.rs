@@ -15,13 +15,14 @@ fn main() {
     };
     let seed = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(7);
     let count: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(100);
+    let first: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(0);
     let opts = SampleOptions {
         seed,
         split,
         ..SampleOptions::default()
     };
     let mut sums = [(0.0, 0usize); 4];
-    for i in 0..count {
+    for i in first..first + count {
         let Ok(clip) = generate_clip(&opts, i) else {
             continue;
         };

@@ -152,7 +152,7 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
     let n = video.frames.len();
     let masks: Vec<Vec<bool>> = segmentations
         .iter()
-        .map(|s| dilate(&s.labels, w as usize, h as usize, 2))
+        .map(|s| dilate(&s.foreground, w as usize, h as usize, 2))
         .collect();
     // Pan: backdrop shift over `LAG` frames (a larger shift is measured with less sub-pixel
     // bias), per frame.
@@ -223,12 +223,12 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
     Ok(analysis)
 }
 
-/// Marks pixels within `r` (Chebyshev) of any object pixel.
-fn dilate(labels: &[u32], w: usize, h: usize, r: usize) -> Vec<bool> {
+/// Marks pixels within `r` (Chebyshev) of any object-coloured pixel.
+fn dilate(foreground: &[bool], w: usize, h: usize, r: usize) -> Vec<bool> {
     let mut out = vec![false; w * h];
     for y in 0..h {
         for x in 0..w {
-            if labels[y * w + x] == 0 {
+            if !foreground[y * w + x] {
                 continue;
             }
             for yy in y.saturating_sub(r)..(y + r + 1).min(h) {

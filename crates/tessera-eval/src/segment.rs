@@ -76,6 +76,9 @@ pub struct Segmentation {
     pub height: u32,
     pub labels: Vec<u32>,
     pub components: Vec<Component>,
+    /// Pixels of an object colour, including regions too small or too thin to be objects (the
+    /// anti-aliased fringe, a thin ring at an unlucky sub-pixel offset): not the backdrop.
+    pub foreground: Vec<bool>,
 }
 
 const NONE: u32 = u32::MAX;
@@ -140,6 +143,7 @@ pub fn segment_frame(
     }
 
     let mut labels = vec![0u32; w * h];
+    let mut foreground = vec![false; w * h];
     let mut components = Vec::new();
     let mut stack = Vec::new();
     let mut pixels = Vec::new();
@@ -184,6 +188,7 @@ pub fn segment_frame(
         if pixels.len() < params.min_area || !has_core || too_big {
             for &i in &pixels {
                 labels[i] = u32::MAX; // visited, but not an object
+                foreground[i] = !too_big;
             }
             continue;
         }
@@ -201,9 +206,11 @@ pub fn segment_frame(
         }
         components.push(comp);
     }
-    for l in labels.iter_mut() {
+    for (l, f) in labels.iter_mut().zip(foreground.iter_mut()) {
         if *l == u32::MAX {
             *l = 0;
+        } else if *l != 0 {
+            *f = true;
         }
     }
     for y in 0..h {
@@ -228,6 +235,7 @@ pub fn segment_frame(
         height,
         labels,
         components,
+        foreground,
     }
 }
 

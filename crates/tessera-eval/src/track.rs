@@ -339,6 +339,7 @@ mod tests {
             width: 64,
             height: 64,
             labels: vec![],
+            foreground: vec![],
             components,
         }
     }
