@@ -18,7 +18,13 @@ import statistics
 import sys
 import time
 
-import torch
+# OpenMP threads that sleep instead of spinning while they wait: on shared cores a spinning
+# team stalls whenever one member is descheduled (measured: DiT forward 1.1-1.5 s passive vs
+# 1.9-5.4 s active on 2 shared cores). Tessera avoids the same trap (candle's spinning pool is
+# off), so this is the fair peer. Must be set before torch loads OpenMP; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 from safetensors.torch import load_file
 
 TOLERANCE = 1e-4
@@ -134,7 +140,8 @@ def main():
     p.add_argument("--out", help="write the peer times and ratios as JSON here")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}")
 
     tessera_json = args.tessera_json or os.path.join(args.export, "tessera.json")
     rows = json.load(open(tessera_json))["rows"] if os.path.exists(tessera_json) else []
