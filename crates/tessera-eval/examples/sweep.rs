@@ -38,7 +38,13 @@ fn main() {
             }
         }
         if s.direction.is_some_and(|d| d < 0.999) {
-            println!("== {} dir {:.2} pan {:.2} {}", clip.id, s.direction.unwrap_or(0.0), a.pan, clip.caption);
+            println!(
+                "== {} dir {:.2} pan {:.2} {}",
+                clip.id,
+                s.direction.unwrap_or(0.0),
+                a.pan,
+                clip.caption
+            );
             for o in &a.objects {
                 println!(
                     "    {:?} {:?} {:?} {:?} v0 {:?}",
@@ -47,7 +53,10 @@ fn main() {
             }
         }
     }
-    for (name, (s, n)) in ["object_count", "colour", "shape", "direction"].iter().zip(sums) {
+    for (name, (s, n)) in ["object_count", "colour", "shape", "direction"]
+        .iter()
+        .zip(sums)
+    {
         println!("{name:<14} {:.3} ({n})", s / n.max(1) as f64);
     }
 }

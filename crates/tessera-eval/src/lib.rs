@@ -19,6 +19,9 @@
 //!      heading and size) to a seen object with that colour / shape;
 //!    - `direction`: fraction of objects with a stated heading whose initial motion relative to
 //!      the backdrop is within ~30° of it ("falls": goes down; "stays still": does not move);
+//!      the initial motion is measured over up to five frames from the first whole sighting
+//!      (wall contact allowed) and cut at the first bounce, since captions state the heading at
+//!      the start; an object asked for but never seen counts as a miss;
 //!    - `subject_consistency`: per object, shape agreement over frames × (1 − CV of area);
 //!    - `background_consistency`: histogram intersection of each frame's backdrop colours with
 //!      the first frame's;

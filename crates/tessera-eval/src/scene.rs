@@ -359,6 +359,25 @@ mod tests {
     }
 
     #[test]
+    fn heading_is_read_before_an_early_bounce() {
+        // Heading left at 0.8 px/frame, hits the wall between frames 2 and 3, comes back.
+        let xs = [7.0, 6.2, 5.4, 5.2, 6.0, 6.8, 7.6];
+        let pos: Vec<_> = xs.iter().map(|&x| Some((x, 20.0))).collect();
+        let (vx, vy) = initial_heading(&pos, 5).expect("heading");
+        assert!(vx < -0.5 && vy.abs() < 1e-9, "{vx} {vy}");
+        // Bounce after one frame: the single step before it decides.
+        let pos = vec![Some((51.5, 13.6)), Some((53.1, 13.6)), Some((51.5, 13.6))];
+        assert!(initial_heading(&pos, 5).expect("heading").0 > 1.5);
+        // Steady motion with pixel noise averages over the whole window.
+        let pos: Vec<_> = (0..8)
+            .map(|t| Some((t as f64 * 0.5 + [0.1, -0.1][t % 2], 3.0)))
+            .collect();
+        let (vx, _) = initial_heading(&pos, 5).expect("heading");
+        assert!((vx - 0.46).abs() < 0.05, "{vx}");
+        assert_eq!(initial_heading(&[Some((1.0, 1.0)), None], 5), None);
+    }
+
+    #[test]
     fn matching_pairs_by_colour_then_shape() {
         let e = ExpectedScene::from_prompt("a red circle moves right and a blue square moves up");
         let o = vec![
