@@ -1,5 +1,6 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
-//! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--resume]`
+//! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
+//! [--checkpoint-every N] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -50,6 +51,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if let Some(v) = get("--text-layers") {
         opts.text_layers = v.parse()?;
     }
+    if let Some(v) = get("--checkpoint-every") {
+        opts.checkpoint_every = v.parse()?;
+    }
+    // Wall-clock budget: checkpoint and stop cleanly once it is spent.
+    let deadline = get("--minutes")
+        .map(|v| v.parse::<f64>())
+        .transpose()?
+        .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }
@@ -108,7 +117,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             _ => {}
         }
-        ControlFlow::Continue(())
+        match deadline {
+            Some(d) if std::time::Instant::now() >= d => ControlFlow::Break(()),
+            _ => ControlFlow::Continue(()),
+        }
     })?;
     eprintln!(
         "done: step {} in {:.0} s, last {:?}",
