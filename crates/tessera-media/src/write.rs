@@ -103,7 +103,14 @@ enum Sink {
 
 fn temp_beside(path: &Path) -> Result<NamedTempFile> {
     let dir = parent_dir(path);
-    tempfile::Builder::new()
+    let mut builder = tempfile::Builder::new();
+    // Temp files are private (0600) by default; the renamed output is a normal user file.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    builder
         .prefix(".tessera-")
         .suffix(".part")
         .tempfile_in(dir)

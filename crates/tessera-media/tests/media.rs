@@ -755,3 +755,18 @@ v.addEventListener('loadeddata', () => {
         );
     }
 }
+
+#[cfg(unix)]
+#[test]
+fn outputs_are_readable_by_others_not_private_temp_files() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut v = tessera_media::Video::new(16, 16, 8.0);
+    v.frames.push(vec![128; 16 * 16 * 3]);
+    for name in ["a.mp4", "a.gif", "a.png"] {
+        let path = dir.path().join(name);
+        tessera_media::write_video(&path, &v).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o044, 0o044, "{name} has mode {mode:o}");
+    }
+}
