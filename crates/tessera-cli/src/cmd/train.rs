@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use tessera_train::dit::{train_dit, DitEvent, DitTrainOptions};
+use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
 use tessera_train::vae::{train_vae, VaeTrainOptions};
 use tessera_train::Flow;
 
@@ -13,6 +13,13 @@ pub enum TrainCommand {
     Vae(VaeArgs),
     /// Train the diffusion transformer and text encoder on VAE latents (rectified flow).
     Dit(DitArgs),
+    /// Write a DiT run's EMA weights (fp16) as the dit/ and text/ parts of a model folder.
+    Export {
+        /// The `train dit` run folder.
+        run: PathBuf,
+        /// Model folder to write (`--model` of `generate`); put the VAE in its vae/.
+        model: PathBuf,
+    },
 }
 
 /// Flags both trainers share.
@@ -124,6 +131,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                 ControlFlow::Continue(())
             })?;
             bar.finish_and_clear();
+        }
+        TrainCommand::Export { run, model } => {
+            export_dit(&run, &model)?;
+            eprintln!("wrote {}/dit and {}/text", model.display(), model.display());
         }
     }
     Ok(())
