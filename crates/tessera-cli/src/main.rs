@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 // glibc's allocator returns large tensor buffers to the OS and zeroes fresh pages on every op;
-// mimalloc keeps them for reuse (see docs/PERFORMANCE.md for the measured effect).
+// mimalloc keeps freed pages for reuse, so tensor-heavy loops stop paying for page faults.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
@@ -50,6 +50,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    tessera_models::kernels::prefer_rayon_over_candle_pool();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
     tracing_subscriber::fmt()
