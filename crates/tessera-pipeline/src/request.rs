@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use tessera_diffusion::SamplerKind;
+use tessera_media::OutputKind;
 
 /// Why a request was rejected; each message names the fix.
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -32,7 +33,7 @@ pub enum RequestError {
     Seconds(f64),
     #[error("output folder {0} does not exist; create it first")]
     MissingFolder(PathBuf),
-    #[error("unknown output extension in {0}; use .mp4, .gif or .png")]
+    #[error("unknown output extension in {0}; use .mp4, .gif, .png or a folder (PNG frames)")]
     Extension(PathBuf),
     #[error(
         "a .png output holds one frame, but {0} frames were asked for; use .mp4/.gif or --frames 1"
@@ -59,29 +60,6 @@ pub enum RequestError {
     PngMode { mode: &'static str },
     #[error("window of {0} frames is too short for long-video generation; use 4k+1 frames with k ≥ 2 (e.g. 33)")]
     Window(usize),
-}
-
-/// What the output file holds, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum OutputKind {
-    Mp4,
-    Gif,
-    Png,
-}
-
-impl OutputKind {
-    pub fn from_path(path: &Path) -> Result<Self, RequestError> {
-        let ext = path
-            .extension()
-            .and_then(|e| e.to_str())
-            .map(str::to_ascii_lowercase);
-        match ext.as_deref() {
-            Some("mp4") => Ok(Self::Mp4),
-            Some("gif") => Ok(Self::Gif),
-            Some("png") => Ok(Self::Png),
-            _ => Err(RequestError::Extension(path.to_path_buf())),
-        }
-    }
 }
 
 /// What the known (clean, t = 0) latent frames come from. Every mode is the same sampler run
@@ -145,6 +123,7 @@ pub struct GenerateRequest {
     pub cfg: f64,
     pub seed: u64,
     pub output: PathBuf,
+    #[serde(serialize_with = "kind_name")]
     pub kind: OutputKind,
     #[serde(serialize_with = "sampler_name")]
     pub sampler: SamplerKind,
@@ -156,6 +135,15 @@ pub struct GenerateRequest {
     pub prompt_endpoint: Option<String>,
     /// Frames per window when the video is longer than one window (4k+1, k ≥ 2).
     pub window_frames: usize,
+}
+
+fn kind_name<S: serde::Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(match k {
+        OutputKind::Mp4 => "mp4",
+        OutputKind::Gif => "gif",
+        OutputKind::Png => "png",
+        OutputKind::PngFolder => "png_folder",
+    })
 }
 
 fn sampler_name<S: serde::Serializer>(k: &SamplerKind, s: S) -> Result<S::Ok, S::Error> {
@@ -223,7 +211,8 @@ pub fn check_size(width: u32, height: u32) -> Result<(u32, u32), RequestError> {
 
 /// The output folder must exist and the extension must be known, so no compute is wasted.
 pub fn check_output(path: &Path) -> Result<OutputKind, RequestError> {
-    let kind = OutputKind::from_path(path)?;
+    let kind =
+        OutputKind::from_path(path).map_err(|_| RequestError::Extension(path.to_path_buf()))?;
     let parent = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
