@@ -36,9 +36,6 @@ pub const DEFAULT_MODEL: &str = "tessera-shapes-tiny";
 /// Environment variable that overrides the default model folder.
 pub const MODEL_ENV: &str = "TESSERA_MODEL";
 
-/// Weight file names accepted in each part folder, in order of preference.
-const WEIGHT_FILES: [&str; 2] = ["model.safetensors", "diffusion_pytorch_model.safetensors"];
-
 /// A loaded model: everything generation needs, on one device, in f32.
 pub struct Model {
     /// Folder name (or `random-tiny-SEED`), reported in summaries.
@@ -64,14 +61,10 @@ fn need_file(path: PathBuf, what: &'static str) -> Result<PathBuf> {
 }
 
 fn weights(dir: &Path, what: &'static str) -> Result<PathBuf> {
-    WEIGHT_FILES
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
-        .ok_or_else(|| PipelineError::ModelFile {
-            path: dir.join(WEIGHT_FILES[0]),
-            what,
-        })
+    tessera_models::find_weights(dir).ok_or_else(|| PipelineError::ModelFile {
+        path: dir.join(tessera_models::WEIGHT_FILES[0]),
+        what,
+    })
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
@@ -423,7 +416,7 @@ impl TinyParts {
                 .iter()
                 .map(|(k, v)| Ok((k.clone(), v.as_tensor().to_dtype(DType::F16)?)))
                 .collect::<candle_core::Result<_>>()?;
-            candle_core::safetensors::save(&half, d.join(WEIGHT_FILES[0]))?;
+            candle_core::safetensors::save(&half, d.join(tessera_models::WEIGHT_FILES[0]))?;
             write_json(d.join("config.json"), cfg)?;
         }
         write_json(

@@ -507,17 +507,13 @@ pub fn load_vae(vae_dir: Option<&Path>, seed: u64) -> Result<(AutoencoderKLWan, 
         }
         Some(dir) => {
             let cfg = VaeConfig::from_diffusers_json(&dir.join("config.json"))?;
-            let weights = ["model.safetensors", "diffusion_pytorch_model.safetensors"]
-                .iter()
-                .map(|n| dir.join(n))
-                .find(|p| p.exists())
-                .ok_or_else(|| {
-                    TrainError::Data(format!(
-                        "{}: no model.safetensors or diffusion_pytorch_model.safetensors; pass \
+            let weights = tessera_models::find_weights(dir).ok_or_else(|| {
+                TrainError::Data(format!(
+                    "{}: no model.safetensors or diffusion_pytorch_model.safetensors; pass \
                          the folder a VAE was exported to",
-                        dir.display()
-                    ))
-                })?;
+                    dir.display()
+                ))
+            })?;
             let bytes = std::fs::read(&weights).map_err(io_err(&weights))?;
             let id = fnv1a(&bytes, FNV_OFFSET);
             let vae = AutoencoderKLWan::load(&cfg, &[weights], DType::F32, &dev)?;

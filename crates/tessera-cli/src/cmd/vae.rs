@@ -37,10 +37,7 @@ fn load_vae(dir: &Path) -> Result<AutoencoderKLWan> {
         dir.to_path_buf()
     };
     let cfg = Config::from_diffusers_json(&dir.join("config.json"))?;
-    let weights = ["model.safetensors", "diffusion_pytorch_model.safetensors"]
-        .iter()
-        .map(|f| dir.join(f))
-        .find(|p| p.is_file())
+    let weights = tessera_models::find_weights(&dir)
         .with_context(|| format!("no model.safetensors in {}", dir.display()))?;
     Ok(AutoencoderKLWan::load(
         &cfg,
