@@ -1,16 +1,17 @@
 //! 3D convolution for candle, which has none: a differentiable im2col custom op plus one GEMM.
 //!
-//! `im2col` unfolds `(B, C, T, H, W)` into `(B, C·kt·kh·kw, To·Ho·Wo)` with the zero padding folded
+//! `im2col` unfolds `(C, T, H, W)` into `(C·kt·kh·kw, To·Ho·Wo)` with the zero padding folded
 //! into the gather (no padded copy of the input); the convolution is then `W(O, K) @ cols(K, N)`,
 //! which lands directly in the channel-first `(B, O, To, Ho, Wo)` layout the model uses, so no
 //! permute is needed on the way out. The backward of the unfold is the matching scatter-add
-//! (`col2im`); the GEMM's backward is candle's. One unfold per layer (instead of one conv2d per
-//! temporal tap, each re-unfolding the same frames) is why this is faster than stacking conv2d.
+//! (`col2im`); unfold, GEMM and their backward are one custom op. One unfold per layer (instead of
+//! one conv2d per temporal tap, each re-unfolding the same frames) is why this is faster than
+//! stacking conv2d.
 //!
 //! Causality lives in the padding: `Conv3dGeometry::pad_t` pads only the past.
 
 use candle_core::backend::BackendStorage;
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, WithDType};
+use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
 /// Kernel, stride and zero padding of a 3D convolution. Time is padded only at the front (causal);
@@ -51,19 +52,6 @@ impl Conv3dGeometry {
     fn k(&self) -> usize {
         self.kernel.iter().product()
     }
-}
-
-/// Unfold op: `(B, C, T, H, W)` → `(B, C·kt·kh·kw, To·Ho·Wo)`, row `k = ((c·kt + dt)·kh + dy)·kw + dx`,
-/// i.e. the order of a `(O, C, kt, kh, kw)` weight flattened to `(O, K)`.
-struct Im2Col3d {
-    geom: Conv3dGeometry,
-    in_dims: [usize; 5],
-}
-
-/// The adjoint of [`Im2Col3d`]: scatter-add columns back onto the input grid.
-struct Col2Im3d {
-    geom: Conv3dGeometry,
-    in_dims: [usize; 5],
 }
 
 /// For one kernel tap along one axis: (first output index whose input is inside, one past the last).
@@ -170,91 +158,207 @@ fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&
     }
 }
 
-impl CustomOp1 for Im2Col3d {
-    fn name(&self) -> &'static str {
-        "im2col3d"
-    }
+/// The whole convolution as one autograd node, `(x, W (O, K)) → (B, O, To·Ho·Wo)`. Its backward
+/// recomputes each sample's columns and returns `dW = Σ dY·colsᵀ` and `dX = col2im(Wᵀ·dY)`
+/// directly. Built from separate candle ops (unfold, per-sample matmul, stack), the `(K, N)` column
+/// gradient was zero-filled, accumulated and re-stacked for every sample: most of a VAE training
+/// step was that memory traffic rather than the GEMMs.
+struct Conv3dOp {
+    geom: Conv3dGeometry,
+    in_dims: [usize; 5],
+    out_channels: usize,
+}
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let [b, c, t, h, w] = self.in_dims;
+/// `dst (m, n) = a (m, k) · b (k, n)` (+ `dst` when `accumulate`), each operand given by its
+/// (column stride, row stride) so transposes are free.
+#[allow(clippy::too_many_arguments)]
+fn gemm_into<T: WithDType>(
+    [m, n, k]: [usize; 3],
+    dst: &mut [T],
+    accumulate: bool,
+    a: &[T],
+    [a_cs, a_rs]: [isize; 2],
+    b: &[T],
+    [b_cs, b_rs]: [isize; 2],
+) {
+    // SAFETY: the callers size `dst`, `a` and `b` for these shapes and strides.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            a.as_ptr(),
+            a_cs,
+            a_rs,
+            b.as_ptr(),
+            b_cs,
+            b_rs,
+            T::one(),
+            T::one(),
+            false,
+            false,
+            false,
+            gemm::Parallelism::Rayon(0),
+        )
+    }
+}
+
+impl Conv3dOp {
+    fn sizes(&self) -> Result<(usize, usize, usize, usize)> {
+        let [_, c, t, h, w] = self.in_dims;
         let [to, ho, wo] = self.geom.out_dims(t, h, w)?;
-        let shape = Shape::from((b, c * self.geom.k(), to * ho * wo));
-        let out = match storage {
-            CpuStorage::F32(d) => CpuStorage::F32(im2col(
-                contiguous_slice(d, layout, "im2col3d")?,
-                &self.geom,
-                self.in_dims,
-            )?),
-            CpuStorage::F64(d) => CpuStorage::F64(im2col(
-                contiguous_slice(d, layout, "im2col3d")?,
-                &self.geom,
-                self.in_dims,
-            )?),
-            other => candle_core::bail!(
-                "im2col3d: dtype {:?} unsupported, convert to f32 or f64",
-                other.dtype()
-            ),
-        };
-        Ok((out, shape))
+        Ok((
+            c * t * h * w,
+            c * self.geom.k(),
+            to * ho * wo,
+            self.out_channels,
+        ))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad_res: &Tensor) -> Result<Option<Tensor>> {
-        let op = Col2Im3d {
-            geom: self.geom,
-            in_dims: self.in_dims,
-        };
-        Ok(Some(grad_res.contiguous()?.apply_op1_no_bwd(&op)?))
+    fn sample_dims(&self) -> [usize; 5] {
+        let [_, c, t, h, w] = self.in_dims;
+        [1, c, t, h, w]
+    }
+
+    /// One sample's `(K, N)` columns; a pointwise convolution's input already is its own.
+    fn columns<'a, T: WithDType>(&self, xb: &'a [T]) -> Result<std::borrow::Cow<'a, [T]>> {
+        let g = &self.geom;
+        let pointwise = g.kernel == [1, 1, 1]
+            && g.stride == [1, 1, 1]
+            && g.pad_t == 0
+            && g.pad_h == [0, 0]
+            && g.pad_w == [0, 0];
+        Ok(if pointwise {
+            std::borrow::Cow::Borrowed(xb)
+        } else {
+            std::borrow::Cow::Owned(im2col(xb, g, self.sample_dims())?)
+        })
+    }
+
+    fn forward<T: WithDType>(&self, x: &[T], wm: &[T]) -> Result<Vec<T>> {
+        let (xs, k, n, o) = self.sizes()?;
+        let mut y = vec![T::zero(); self.in_dims[0] * o * n];
+        for (xb, yb) in x.chunks(xs).zip(y.chunks_mut(o * n)) {
+            let cols = self.columns(xb)?;
+            gemm_into(
+                [o, n, k],
+                yb,
+                false,
+                wm,
+                [1, k as isize],
+                &cols,
+                [1, n as isize],
+            );
+        }
+        Ok(y)
+    }
+
+    /// `(dX, dW)` for the output gradient `dy`.
+    fn backward<T: WithDType>(&self, x: &[T], wm: &[T], dy: &[T]) -> Result<(Vec<T>, Vec<T>)> {
+        let (xs, k, n, o) = self.sizes()?;
+        let mut dx = Vec::with_capacity(x.len());
+        let mut dw = vec![T::zero(); o * k];
+        let mut dcols = vec![T::zero(); k * n];
+        for (bi, (xb, dyb)) in x.chunks(xs).zip(dy.chunks(o * n)).enumerate() {
+            let cols = self.columns(xb)?;
+            // dW (O, K) += dY (O, N) · colsᵀ (N, K)
+            let cols_t = [n as isize, 1];
+            gemm_into(
+                [o, k, n],
+                &mut dw,
+                bi > 0,
+                dyb,
+                [1, n as isize],
+                &cols,
+                cols_t,
+            );
+            // dcols (K, N) = Wᵀ (K, O) · dY (O, N)
+            let w_t = [k as isize, 1];
+            gemm_into([k, n, o], &mut dcols, false, wm, w_t, dyb, [1, n as isize]);
+            dx.extend(col2im(&dcols, &self.geom, self.sample_dims())?);
+        }
+        Ok((dx, dw))
     }
 }
 
-impl CustomOp1 for Col2Im3d {
+/// Contiguous storage of a tensor as a typed slice, for a custom backward.
+fn tensor_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        candle_core::Storage::Cpu(cpu) => {
+            f(contiguous_slice(cpu.as_slice::<T>()?, layout, "conv3d")?)
+        }
+        _ => candle_core::bail!("conv3d: training runs on the CPU only"),
+    }
+}
+
+impl CustomOp2 for Conv3dOp {
     fn name(&self) -> &'static str {
-        "col2im3d"
+        "conv3d"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let shape = Shape::from(self.in_dims.to_vec());
-        let out = match storage {
-            CpuStorage::F32(d) => CpuStorage::F32(col2im(
-                contiguous_slice(d, layout, "col2im3d")?,
-                &self.geom,
-                self.in_dims,
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (_, _, n, o) = self.sizes()?;
+        let shape = Shape::from((self.in_dims[0], o, n));
+        let out = match (xs, ws) {
+            (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.forward(
+                contiguous_slice(x, xl, "conv3d")?,
+                contiguous_slice(w, wl, "conv3d")?,
             )?),
-            CpuStorage::F64(d) => CpuStorage::F64(col2im(
-                contiguous_slice(d, layout, "col2im3d")?,
-                &self.geom,
-                self.in_dims,
+            (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(self.forward(
+                contiguous_slice(x, xl, "conv3d")?,
+                contiguous_slice(w, wl, "conv3d")?,
             )?),
-            other => candle_core::bail!(
-                "col2im3d: dtype {:?} unsupported, convert to f32 or f64",
-                other.dtype()
+            _ => candle_core::bail!(
+                "conv3d: input {:?} and weight {:?} must both be f32 or both f64",
+                xs.dtype(),
+                ws.dtype()
             ),
         };
         Ok((out, shape))
     }
-}
 
-/// Differentiable unfold, exposed for tests and for layers that reuse the columns.
-pub fn im2col3d(x: &Tensor, geom: &Conv3dGeometry) -> Result<Tensor> {
-    let (b, c, t, h, w) = x.dims5()?;
-    let x = x.contiguous()?;
-    x.apply_op1(Im2Col3d {
-        geom: *geom,
-        in_dims: [b, c, t, h, w],
-    })
-}
-
-/// `W @ x` per batch item for a `(B, K, N)` operand: candle's batched matmul does not broadcast a
-/// shared left operand on the CPU, and batches here are small.
-fn batched_left_matmul(w: &Tensor, cols: &Tensor) -> Result<Tensor> {
-    let b = cols.dim(0)?;
-    if b == 1 {
-        return w.matmul(&cols.squeeze(0)?)?.unsqueeze(0);
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        dy: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        fn run<T: WithDType>(
+            op: &Conv3dOp,
+            x: &Tensor,
+            w: &Tensor,
+            dy: &Tensor,
+        ) -> Result<(Tensor, Tensor)> {
+            let (dx, dw) = tensor_slice::<T, _>(x, |xv| {
+                tensor_slice::<T, _>(w, |wv| {
+                    tensor_slice::<T, _>(dy, |dyv| op.backward(xv, wv, dyv))
+                })
+            })?;
+            Ok((
+                Tensor::from_vec(dx, x.shape(), x.device())?,
+                Tensor::from_vec(dw, w.shape(), w.device())?,
+            ))
+        }
+        let (dx, dw) = match x.dtype() {
+            candle_core::DType::F32 => run::<f32>(self, x, w, dy)?,
+            candle_core::DType::F64 => run::<f64>(self, x, w, dy)?,
+            d => candle_core::bail!("conv3d: dtype {d:?} unsupported, convert to f32 or f64"),
+        };
+        Ok((Some(dx), Some(dw)))
     }
-    let outs = (0..b)
-        .map(|i| w.matmul(&cols.get(i)?))
-        .collect::<Result<Vec<_>>>()?;
-    Tensor::stack(&outs, 0)
 }
 
 /// 3D convolution `(B, C, T, H, W)` → `(B, O, To, Ho, Wo)` with weight `(O, C, kt, kh, kw)` and
@@ -278,19 +382,13 @@ pub fn conv3d(
     if let Some(y) = crate::kernels::conv3d(x, weight, bias, geom)? {
         return Ok(y); // inference: tiled unfold + GEMM, no whole-clip column matrix
     }
-    let w2 = weight.reshape((o, c * kt * kh * kw))?;
-    let pointwise = geom.kernel == [1, 1, 1]
-        && geom.stride == [1, 1, 1]
-        && geom.pad_t == 0
-        && geom.pad_h == [0, 0]
-        && geom.pad_w == [0, 0];
-    // (B, K, N): a pointwise conv needs no unfold, the input already is its own column matrix.
-    let cols = if pointwise {
-        x.reshape((b, c, t * h * w))?
-    } else {
-        im2col3d(x, geom)?
+    let w2 = weight.reshape((o, c * kt * kh * kw))?.contiguous()?;
+    let op = Conv3dOp {
+        geom: *geom,
+        in_dims: [b, c, t, h, w],
+        out_channels: o,
     };
-    let mut y = batched_left_matmul(&w2, &cols)?; // (B, O, To·Ho·Wo)
+    let mut y = x.contiguous()?.apply_op2(&w2, op)?; // (B, O, To·Ho·Wo)
     if let Some(bias) = bias {
         y = y.broadcast_add(&bias.reshape((1, o, 1))?)?;
     }
@@ -419,16 +517,14 @@ mod tests {
     #[test]
     fn col2im_is_adjoint_of_im2col() -> Result<()> {
         let dev = Device::Cpu;
+        let dims = [1, 3, 5, 6, 7];
         for g in geoms() {
-            let x = Tensor::randn(0f64, 1.0, (2, 3, 5, 6, 7), &dev)?;
-            let cols = im2col3d(&x, &g)?;
-            let c = Tensor::randn(0f64, 1.0, cols.shape(), &dev)?;
-            let back = c.apply_op1_no_bwd(&Col2Im3d {
-                geom: g,
-                in_dims: [2, 3, 5, 6, 7],
-            })?;
-            let lhs = (cols * &c)?.sum_all()?.to_scalar::<f64>()?;
-            let rhs = (x * back)?.sum_all()?.to_scalar::<f64>()?;
+            let x: Vec<f64> = Tensor::randn(0f64, 1.0, 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
+            let cols = im2col(&x, &g, dims)?;
+            let c: Vec<f64> = Tensor::randn(0f64, 1.0, cols.len(), &dev)?.to_vec1()?;
+            let back = col2im(&c, &g, dims)?;
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+            let (lhs, rhs) = (dot(&cols, &c), dot(&x, &back));
             assert!(
                 (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
                 "{lhs} vs {rhs}"
@@ -442,7 +538,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
         for g in geoms() {
-            let x = candle_core::Var::randn(0f64, 1.0, (1, 2, 5, 5, 6), &dev)?;
+            let x = candle_core::Var::randn(0f64, 1.0, (2, 2, 5, 5, 6), &dev)?;
             let w = candle_core::Var::randn(
                 0f64,
                 0.5,

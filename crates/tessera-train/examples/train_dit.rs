@@ -9,6 +9,7 @@ use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
 use tessera_train::latents::BucketSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tessera_models::kernels::prefer_rayon_over_candle_pool();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let out = PathBuf::from(args.first().ok_or("usage: train_dit OUT [options]")?);
     let get = |flag: &str| {

@@ -1,7 +1,8 @@
 //! Runs the VAE trainer (what `tessera train vae` calls) and exports the EMA weights.
 //!
 //! ```text
-//! train_vae train OUT_DIR STEPS [--resume] [--crop N|--no-crop] [--lr X] [--fps N] [--seed N]
+//! train_vae train OUT_DIR STEPS [--resume] [--crop N|--no-crop] [--lr X] [--seed N]
+//!     [--frames-per-step N] [--clip-lengths 1,5,9,17,33] [--warmup N] [--eval-every N]
 //! train_vae eval  OUT_DIR [CLIPS]          # val PSNR/SSIM of the latest checkpoint's EMA
 //! train_vae export OUT_DIR MODEL_DIR       # fp16 diffusers-style folder + latent statistics
 //! ```
@@ -22,6 +23,7 @@ fn arg_after(args: &[String], flag: &str) -> Option<String> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tessera_models::kernels::prefer_rayon_over_candle_pool();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let cmd = args.first().map(String::as_str).unwrap_or("");
     let out = PathBuf::from(
@@ -47,6 +49,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if let Some(v) = arg_after(&args, "--eval-every") {
                 o.eval_every = v.parse()?;
+            }
+            if let Some(v) = arg_after(&args, "--clip-lengths") {
+                o.clip_lengths = v.split(',').map(str::parse).collect::<Result<_, _>>()?;
+            }
+            if let Some(v) = arg_after(&args, "--warmup") {
+                o.warmup = v.parse()?;
             }
             if let Some(v) = arg_after(&args, "--seed") {
                 o.seed = v.parse()?;
