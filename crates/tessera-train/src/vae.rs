@@ -60,6 +60,17 @@ pub struct VaeTrainOptions {
     pub eval_clips: usize,
     pub resume: bool,
     pub seed: u64,
+    /// Start from an exported model folder (config must match `config`) instead of random weights.
+    #[serde(default)]
+    pub init_from: Option<PathBuf>,
+    /// `false` trains only the decoder: the encoder, and so the latent space a DiT was trained
+    /// on, stays bit-identical while reconstructions keep improving.
+    #[serde(default = "yes")]
+    pub train_encoder: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl VaeTrainOptions {
@@ -87,6 +98,8 @@ impl VaeTrainOptions {
             eval_clips: 8,
             resume: false,
             seed: 0,
+            init_from: None,
+            train_encoder: true,
         }
     }
 
@@ -194,6 +207,43 @@ pub fn train_vae(
     train_vae_with(opts, source.as_mut(), &val, progress)
 }
 
+/// Parameters the decoder-only stage trains: everything after the latent.
+fn is_decoder_param(name: &str) -> bool {
+    name.starts_with("decoder.") || name.starts_with("post_quant_conv.")
+}
+
+/// Sets every parameter from an exported model folder, naming any missing or misshapen tensor.
+fn load_init(all: &[(String, Var)], dir: &Path) -> Result<()> {
+    let path = tessera_models::find_weights(dir).ok_or_else(|| {
+        TrainError::Data(format!(
+            "{}: no weights ({:?}); --init-from needs an exported VAE folder",
+            dir.display(),
+            tessera_models::WEIGHT_FILES
+        ))
+    })?;
+    let weights = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    for (n, v) in all {
+        let t = weights
+            .get(n)
+            .ok_or_else(|| TrainError::CheckpointMismatch {
+                path: path.clone(),
+                what: format!("`{n}` missing (is this a VAE of the same config?)"),
+            })?;
+        if t.shape() != v.shape() {
+            return Err(TrainError::CheckpointMismatch {
+                path: path.clone(),
+                what: format!(
+                    "`{n}` has shape {:?}, the config needs {:?}",
+                    t.dims(),
+                    v.dims()
+                ),
+            });
+        }
+        v.set(&t.to_dtype(DType::F32)?)?;
+    }
+    Ok(())
+}
+
 fn named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
     let data = varmap
         .data()
@@ -241,7 +291,10 @@ fn losses(
 ) -> Result<Losses> {
     let post = vae.encode(x)?;
     let eps = randn(noise_rng, post.mean.shape(), x.device())?;
-    let z = post.sample_with(&eps)?;
+    let mut z = post.sample_with(&eps)?;
+    if !opts.train_encoder {
+        z = z.detach(); // gradients stop at the frozen encoder
+    }
     let y = vae.decode_unclamped(&z)?;
     let l1 = (&y - x)?.abs()?.mean_all()?;
     let diff = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
@@ -286,10 +339,19 @@ pub fn train_vae_with(
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
     let varmap = init_varmap(&cfg, opts.seed, &dev)?;
+    let all = named_vars(&varmap)?;
+    if let Some(dir) = &opts.init_from {
+        load_init(&all, dir)?;
+    }
     let vae = AutoencoderKLWan::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
-    let named = named_vars(&varmap)?;
+    let named: Vec<(String, Var)> = all
+        .iter()
+        .filter(|(n, _)| opts.train_encoder || is_decoder_param(n))
+        .cloned()
+        .collect();
     let mut opt = AdamW::new(named.clone(), opts.adamw)?;
-    let mut ema = Ema::new(&named, opts.ema_decay)?;
+    // Over every parameter, updated only for the trained ones: frozen weights stay exact.
+    let mut ema = Ema::new(&all, opts.ema_decay)?;
     let mut start = 0usize;
     if opts.resume {
         let ck =
@@ -314,7 +376,7 @@ pub fn train_vae_with(
             });
         }
         let model = checkpoint::load_tensors(&ck, "model")?;
-        for (n, v) in &named {
+        for (n, v) in &all {
             let t = model.get(n).ok_or_else(|| TrainError::CheckpointMismatch {
                 path: ck.clone(),
                 what: format!("model lacks `{n}`"),
@@ -334,7 +396,7 @@ pub fn train_vae_with(
     };
     let save =
         |step: usize, opt: &AdamW, ema: &Ema, last: Option<&StepReport>| -> Result<PathBuf> {
-            let model: HashMap<String, Tensor> = named
+            let model: HashMap<String, Tensor> = all
                 .iter()
                 .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
                 .collect();

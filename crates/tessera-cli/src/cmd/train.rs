@@ -54,6 +54,13 @@ pub struct Common {
 pub struct VaeArgs {
     #[command(flatten)]
     common: Common,
+    /// Start from an exported VAE folder instead of random weights.
+    #[arg(long)]
+    init_from: Option<PathBuf>,
+    /// Train only the decoder (with --init-from): the latent space, and so any DiT trained on
+    /// it, stays exactly as it was while reconstructions improve.
+    #[arg(long, requires = "init_from")]
+    decoder_only: bool,
 }
 
 #[derive(Args)]
@@ -76,6 +83,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.lr = c.lr.unwrap_or(o.lr);
             o.resume = c.resume;
             o.seed = c.seed;
+            o.init_from = a.init_from;
+            o.train_encoder = !a.decoder_only;
             let bar = super::progress(o.steps as u64, "vae", c.json);
             let summary = train_vae(&o, |r| {
                 if c.json {
