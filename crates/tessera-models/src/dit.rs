@@ -18,11 +18,11 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{DType, Device, Module, Result, Shape, Tensor};
 use candle_nn::var_builder::SimpleBackend;
-use candle_nn::{Init, Linear, VarBuilder};
+use candle_nn::{Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{attention, AttentionImpl};
-use crate::layers::{gelu_tanh, LayerNorm, RmsNorm};
+use crate::layers::{gelu_tanh, LayerNorm, Linear, RmsNorm};
 
 // ---------------------------------------------------------------------------------------------
 // Config
@@ -450,10 +450,10 @@ impl WanAttention {
     fn new(cfg: &Config, vb: VarBuilder) -> Result<Self> {
         let dim = cfg.dim();
         Ok(Self {
-            to_q: candle_nn::linear(dim, dim, vb.pp("to_q"))?,
-            to_k: candle_nn::linear(dim, dim, vb.pp("to_k"))?,
-            to_v: candle_nn::linear(dim, dim, vb.pp("to_v"))?,
-            to_out: candle_nn::linear(dim, dim, vb.pp("to_out.0"))?,
+            to_q: Linear::load(dim, dim, vb.pp("to_q"))?,
+            to_k: Linear::load(dim, dim, vb.pp("to_k"))?,
+            to_v: Linear::load(dim, dim, vb.pp("to_v"))?,
+            to_out: Linear::load(dim, dim, vb.pp("to_out.0"))?,
             norm_q: RmsNorm::new(dim, cfg.eps, vb.pp("norm_q"))?,
             norm_k: RmsNorm::new(dim, cfg.eps, vb.pp("norm_k"))?,
             heads: cfg.num_attention_heads,
@@ -506,8 +506,8 @@ struct FeedForward {
 impl FeedForward {
     fn new(dim: usize, hidden: usize, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            proj_in: candle_nn::linear(dim, hidden, vb.pp("net.0.proj"))?,
-            proj_out: candle_nn::linear(hidden, dim, vb.pp("net.2"))?,
+            proj_in: Linear::load(dim, hidden, vb.pp("net.0.proj"))?,
+            proj_out: Linear::load(hidden, dim, vb.pp("net.2"))?,
         })
     }
 }
@@ -530,8 +530,8 @@ struct Mlp2 {
 impl Mlp2 {
     fn new(in_dim: usize, dim: usize, gelu: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Self {
-            linear_1: candle_nn::linear(in_dim, dim, vb.pp("linear_1"))?,
-            linear_2: candle_nn::linear(dim, dim, vb.pp("linear_2"))?,
+            linear_1: Linear::load(in_dim, dim, vb.pp("linear_1"))?,
+            linear_2: Linear::load(dim, dim, vb.pp("linear_2"))?,
             gelu,
         })
     }

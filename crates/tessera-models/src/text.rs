@@ -17,11 +17,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Module, Result, Tensor, D};
-use candle_nn::{Embedding, Init, Linear, VarBuilder};
+use candle_nn::{Embedding, Init, VarBuilder};
 use serde::{Deserialize, Serialize};
 
 use crate::attention::{attention, AttentionImpl};
-use crate::layers::{gelu_tanh, LayerNorm, RmsNorm};
+use crate::layers::{gelu_tanh, LayerNorm, Linear, RmsNorm};
 
 /// Encoded prompts.
 #[derive(Clone, Debug)]
@@ -380,13 +380,13 @@ impl EncoderLayer {
         let avb = vb.pp("attn");
         Ok(Self {
             norm1: LayerNorm::new(d, cfg.eps, vb.pp("norm1"))?,
-            to_q: candle_nn::linear(d, d, avb.pp("to_q"))?,
-            to_k: candle_nn::linear(d, d, avb.pp("to_k"))?,
-            to_v: candle_nn::linear(d, d, avb.pp("to_v"))?,
-            to_out: candle_nn::linear(d, d, avb.pp("to_out"))?,
+            to_q: Linear::load(d, d, avb.pp("to_q"))?,
+            to_k: Linear::load(d, d, avb.pp("to_k"))?,
+            to_v: Linear::load(d, d, avb.pp("to_v"))?,
+            to_out: Linear::load(d, d, avb.pp("to_out"))?,
             norm2: LayerNorm::new(d, cfg.eps, vb.pp("norm2"))?,
-            fc1: candle_nn::linear(d, cfg.ffn_dim, vb.pp("mlp.fc1"))?,
-            fc2: candle_nn::linear(cfg.ffn_dim, d, vb.pp("mlp.fc2"))?,
+            fc1: Linear::load(d, cfg.ffn_dim, vb.pp("mlp.fc1"))?,
+            fc2: Linear::load(cfg.ffn_dim, d, vb.pp("mlp.fc2"))?,
             heads: cfg.num_heads,
         })
     }
@@ -636,19 +636,19 @@ impl UmT5Block {
         let eps = cfg.layer_norm_epsilon;
         Ok(Self {
             attn_norm: RmsNorm::new(d, eps, vb.pp("layer.0.layer_norm"))?,
-            q: candle_nn::linear_no_bias(d, inner, avb.pp("q"))?,
-            k: candle_nn::linear_no_bias(d, inner, avb.pp("k"))?,
-            v: candle_nn::linear_no_bias(d, inner, avb.pp("v"))?,
-            o: candle_nn::linear_no_bias(inner, d, avb.pp("o"))?,
+            q: Linear::load_no_bias(d, inner, avb.pp("q"))?,
+            k: Linear::load_no_bias(d, inner, avb.pp("k"))?,
+            v: Linear::load_no_bias(d, inner, avb.pp("v"))?,
+            o: Linear::load_no_bias(inner, d, avb.pp("o"))?,
             relative_attention_bias: candle_nn::embedding(
                 cfg.relative_attention_num_buckets,
                 cfg.num_heads,
                 avb.pp("relative_attention_bias"),
             )?,
             ff_norm: RmsNorm::new(d, eps, vb.pp("layer.1.layer_norm"))?,
-            wi_0: candle_nn::linear_no_bias(d, cfg.d_ff, fvb.pp("wi_0"))?,
-            wi_1: candle_nn::linear_no_bias(d, cfg.d_ff, fvb.pp("wi_1"))?,
-            wo: candle_nn::linear_no_bias(cfg.d_ff, d, fvb.pp("wo"))?,
+            wi_0: Linear::load_no_bias(d, cfg.d_ff, fvb.pp("wi_0"))?,
+            wi_1: Linear::load_no_bias(d, cfg.d_ff, fvb.pp("wi_1"))?,
+            wo: Linear::load_no_bias(cfg.d_ff, d, fvb.pp("wo"))?,
             heads: cfg.num_heads,
             d_kv: cfg.d_kv,
         })
