@@ -641,8 +641,15 @@ impl Dit {
         let [pt, ph, pw] = cfg.patch_size;
         let patch_len = cfg.in_channels * pt * ph * pw;
         let pvb = vb.pp("patch_embedding");
-        let pw5 = pvb.get((dim, cfg.in_channels, pt, ph, pw), "weight")?;
-        let pb = pvb.get(dim, "bias")?;
+        // Xavier-uniform as in DiT: with adaLN-Zero zeroing the head, a zero patch embedding
+        // would hide the input from the whole network at the start.
+        let bound = (6.0 / (patch_len + dim) as f64).sqrt();
+        let xavier = Init::Uniform {
+            lo: -bound,
+            up: bound,
+        };
+        let pw5 = pvb.get_with_hints((dim, cfg.in_channels, pt, ph, pw), "weight", xavier)?;
+        let pb = pvb.get_with_hints(dim, "bias", Init::Const(0.0))?;
         let patch_embedding = Linear::new(pw5.reshape((dim, patch_len))?, Some(pb));
         let cvb = vb.pp("condition_embedder");
         let blocks = (0..cfg.num_layers)

@@ -405,21 +405,6 @@ impl candle_nn::var_builder::SimpleBackend for SeededInit {
                 .collect();
             Tensor::from_vec(v, s.clone(), dev)
         };
-        // Departure from the model's hint: the patch embedding is fetched without one (zeros).
-        // With adaLN-Zero also zeroing the output head, a zero patch embedding hides the input
-        // from the whole network at the start; DiT initialises it like a linear layer (Xavier).
-        let init = match (name, init) {
-            ("patch_embedding.weight", Init::Const(0.0)) => {
-                let dims = s.dims();
-                let fan_in: usize = dims[1..].iter().product();
-                let bound = (6.0 / (fan_in + dims[0]) as f64).sqrt();
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                }
-            }
-            _ => init,
-        };
         let t = match init {
             Init::Const(c) => Tensor::full(c as f32, s.clone(), dev)?,
             Init::Uniform { lo, up } => uniform(&mut rng, lo, up)?,
