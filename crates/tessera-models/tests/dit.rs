@@ -3,7 +3,6 @@
 //! and the tiny config's CPU speed.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{VarBuilder, VarMap};
@@ -100,10 +99,6 @@ fn random_model(cfg: &Config, dev: &Device) -> (Dit, VarMap) {
     (model, vm)
 }
 
-fn tiny_random(dev: &Device) -> Dit {
-    random_model(&Config::tiny(), dev).0
-}
-
 /// Training must reach every parameter (candle's fused norms/softmax/rope would silently cut the
 /// graph), and both attention paths must give the same gradients.
 #[test]
@@ -156,84 +151,6 @@ fn every_parameter_trains_through_both_attention_paths() {
         "{} parameters, worst relative gradient gap tiled vs naive {worst:.2e}",
         per_impl[0].len()
     );
-}
-
-/// Style-guide budget: each model's tiny config runs forward on CPU in under a second.
-#[test]
-fn tiny_forward_under_a_second() {
-    let dev = Device::Cpu;
-    let model = tiny_random(&dev);
-    // 5 latent frames of 16×16 (17 frames of 128×128 pixels) → 320 tokens; 16 text tokens.
-    let x = Tensor::randn(0f32, 1., (1, 16, 5, 16, 16), &dev).expect("latent");
-    let t = Tensor::new(&[[0f32, 600., 600., 600., 600.]], &dev).expect("t");
-    let text = Tensor::randn(0f32, 1., (1, 16, 256), &dev).expect("text");
-    let mask = Tensor::ones((1, 16), DType::F32, &dev).expect("mask");
-    model.forward(&x, &t, &text, Some(&mask)).expect("warm-up");
-    let start = Instant::now();
-    let out = model.forward(&x, &t, &text, Some(&mask)).expect("forward");
-    let secs = start.elapsed().as_secs_f64();
-    println!("tiny forward (1×16×5×16×16, 320 tokens): {secs:.3} s");
-    assert_eq!(out.dims(), x.dims());
-    assert!(secs < 1.0, "tiny forward took {secs:.3} s");
-}
-
-/// Bench reference shape (hidden 256, depth 6, 4 heads, 1,024 video tokens, 32 text tokens,
-/// batch 2), forward only. Run: `cargo test --release -p tessera-models --test dit -- --ignored
-/// --nocapture`.
-#[test]
-#[ignore = "timing report, ~1-2 s per pass on 2 cores"]
-fn tiny_forward_bench_reference_shape() {
-    let dev = Device::Cpu;
-    let mut model = tiny_random(&dev);
-    let x = Tensor::randn(0f32, 1., (2, 16, 4, 32, 32), &dev).expect("latent");
-    let t = Tensor::new(&[500f32, 900.], &dev).expect("t");
-    let text = Tensor::randn(0f32, 1., (2, 32, 256), &dev).expect("text");
-    for imp in [AttentionImpl::Tiled, AttentionImpl::Naive] {
-        model.set_attention_impl(imp);
-        model.forward(&x, &t, &text, None).expect("warm-up");
-        let start = Instant::now();
-        let n = 3;
-        for _ in 0..n {
-            model.forward(&x, &t, &text, None).expect("forward");
-        }
-        let secs = start.elapsed().as_secs_f64() / n as f64;
-        println!("bench reference forward ({imp:?}): {secs:.3} s");
-        let start = Instant::now();
-        let loss = model
-            .forward(&x, &t, &text, None)
-            .and_then(|o| Ok(o.sqr()?.mean_all()?))
-            .expect("loss");
-        loss.backward().expect("backward");
-        let secs = start.elapsed().as_secs_f64();
-        println!("bench reference forward+backward ({imp:?}): {secs:.3} s");
-    }
-}
-
-/// Attention kernel throughput at the bench reference and Wan-1.3B-like shapes (compare with
-/// `torch.nn.functional.scaled_dot_product_attention` on the same machine). Run:
-/// `cargo test --release -p tessera-models --test dit attention_throughput -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing report"]
-fn attention_throughput() {
-    use tessera_models::attention::attention;
-    let dev = Device::Cpu;
-    for (b, h, l, d) in [(2, 4, 1024, 64), (1, 12, 4096, 128)] {
-        let q = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("q");
-        let k = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("k");
-        let v = Tensor::randn(0f32, 1., (b, h, l, d), &dev).expect("v");
-        attention(&q, &k, &v, None, AttentionImpl::Tiled).expect("warm-up");
-        let n = 5;
-        let start = Instant::now();
-        for _ in 0..n {
-            attention(&q, &k, &v, None, AttentionImpl::Tiled).expect("attention");
-        }
-        let secs = start.elapsed().as_secs_f64() / n as f64;
-        let gflops = 4.0 * (b * h * l * l * d) as f64 / secs / 1e9;
-        println!(
-            "tiled attention {b}x{h}x{l}x{d}: {:.1} ms, {gflops:.1} GFLOP/s",
-            secs * 1e3
-        );
-    }
 }
 
 #[test]
