@@ -27,6 +27,9 @@ pub struct EvalOptions {
     /// Real clips for the FVD-style distance; `None` skips it.
     pub reference_dir: Option<PathBuf>,
     pub analysis: AnalysisParams,
+    /// `(PSNR dB, SSIM)` of the evaluated model's VAE on real clips (see
+    /// [`crate::reconstruction`]); summarised as `vae_psnr` and `vae_ssim` when not empty.
+    pub vae_reconstruction: Vec<(f64, f64)>,
 }
 
 impl Default for EvalOptions {
@@ -38,6 +41,7 @@ impl Default for EvalOptions {
             strip_frames: 8,
             reference_dir: None,
             analysis: AnalysisParams::default(),
+            vae_reconstruction: Vec::new(),
         }
     }
 }
@@ -403,6 +407,22 @@ fn build_report(
             }
         })
         .collect();
+    let recon = &options.vae_reconstruction;
+    if !recon.is_empty() {
+        let mean =
+            |f: fn(&(f64, f64)) -> f64| recon.iter().map(f).sum::<f64>() / recon.len() as f64;
+        for (metric, unit, value) in [
+            ("vae_psnr", "dB", mean(|r| r.0)),
+            ("vae_ssim", "[-1,1]", mean(|r| r.1)),
+        ] {
+            report.summary.push(MetricSummary {
+                metric: metric.to_string(),
+                mean: Some(value),
+                clips: recon.len(),
+                unit,
+            });
+        }
+    }
 
     let json = serde_json::to_vec_pretty(&report).map_err(|e| EvalError::Write {
         path: out_dir.join("report.json"),

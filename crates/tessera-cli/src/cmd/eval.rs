@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
+use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
 use tessera_world::{generate_clip, SampleOptions, Split};
 
@@ -96,6 +97,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let bar = super::progress(a.count as u64, "prompts", a.json);
     let mut clips = Vec::with_capacity(a.count);
     let mut reference = Vec::with_capacity(a.count);
+    let mut recon = Vec::with_capacity(a.count);
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
@@ -123,10 +125,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
             &mut |_| ControlFlow::Continue(()),
         )?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
+        // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.
+        let x = video_to_tensor(&clip.video, &model.device)?;
+        let decoded = model.vae.decode_latents(&model.vae.encode_latents(&x)?)?;
+        recon.push(tessera_eval::reconstruction(
+            &clip.video,
+            &tensor_to_video(&decoded, clip.video.fps)?,
+        )?);
         reference.push(clip.video);
         bar.inc(1);
     }
     bar.finish_and_clear();
-    let report = eval_clips_with(&clips, &reference, &out, &EvalOptions::default())?;
+    let opts = EvalOptions {
+        vae_reconstruction: recon,
+        ..EvalOptions::default()
+    };
+    let report = eval_clips_with(&clips, &reference, &out, &opts)?;
     print(&report, a.json)
 }
