@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use candle_core::Device;
 use tessera_train::data::WorldSource;
 use tessera_train::vae::{
-    config_by_name, ema_model, eval_vae, export_vae, train_vae, VaeTrainOptions,
+    config_by_name, ema_model, eval_vae, export_vae_run, train_vae, VaeTrainOptions,
 };
 use tessera_train::{checkpoint, TrainError};
 
@@ -115,8 +115,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 );
             } else {
                 let dir = PathBuf::from(args.get(2).ok_or("MODEL_DIR missing")?);
-                let mut src = WorldSource::new(opts.size, opts.seed, tessera_world::Split::Train);
-                let c = export_vae(&cfg, &ema, &mut src, 32, opts.seed, &dir)?;
+                let c = export_vae_run(&out, &dir)?;
                 println!(
                     "exported {} (latents_mean {:?}, latents_std {:?})",
                     dir.display(),

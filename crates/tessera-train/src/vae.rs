@@ -525,6 +525,29 @@ pub fn eval_vae(vae: &AutoencoderKLWan, clips: &[tessera_media::Video]) -> Resul
     Ok((psnr / n, ssim / n))
 }
 
+/// Exports the EMA weights of a run's latest checkpoint to `dir` with [`export_vae`] (latent
+/// statistics from 32 clips of the run's own data seed, so a decoder-only continuation of a run
+/// exports the same statistics as its parent).
+pub fn export_vae_run(run: &Path, dir: &Path) -> Result<Config> {
+    let ck_dir = run.join("checkpoints");
+    let ck = checkpoint::latest(&ck_dir)?.ok_or_else(|| {
+        TrainError::Data(format!(
+            "{}: no checkpoint to export; pass a `tessera train vae` run folder",
+            run.display()
+        ))
+    })?;
+    let meta = checkpoint::load_meta(&ck)?;
+    let opts: VaeTrainOptions =
+        serde_json::from_value(meta["options"].clone()).map_err(|source| TrainError::Json {
+            path: ck.join("state.json"),
+            source,
+        })?;
+    let cfg = config_by_name(&opts.config)?;
+    let ema = checkpoint::load_tensors(&ck, "ema")?;
+    let mut src = WorldSource::new(opts.size, opts.seed, tessera_world::Split::Train);
+    export_vae(&cfg, &ema, &mut src, 32, opts.seed, dir)
+}
+
 /// Writes a diffusers-style model folder: `config.json` (with latent statistics measured on
 /// `stats_clips` clips of `source`) and `diffusion_pytorch_model.safetensors` in fp16.
 pub fn export_vae(

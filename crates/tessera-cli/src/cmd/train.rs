@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
-use tessera_train::vae::{train_vae, VaeTrainOptions};
+use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
 
 #[derive(Subcommand)]
@@ -13,6 +13,13 @@ pub enum TrainCommand {
     Vae(VaeArgs),
     /// Train the diffusion transformer and text encoder on VAE latents (rectified flow).
     Dit(DitArgs),
+    /// Write a VAE run's EMA weights (fp16, with measured latent statistics) as MODEL/vae.
+    ExportVae {
+        /// The `train vae` run folder.
+        run: PathBuf,
+        /// Model folder; its vae/ is (over)written.
+        model: PathBuf,
+    },
     /// Write a DiT run's EMA weights (fp16) as the dit/ and text/ parts of a model folder.
     Export {
         /// The `train dit` run folder.
@@ -140,6 +147,10 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                 ControlFlow::Continue(())
             })?;
             bar.finish_and_clear();
+        }
+        TrainCommand::ExportVae { run, model } => {
+            export_vae_run(&run, &model.join("vae"))?;
+            eprintln!("wrote {}/vae", model.display());
         }
         TrainCommand::Export { run, model } => {
             export_dit(&run, &model)?;
