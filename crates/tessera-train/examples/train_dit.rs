@@ -1,6 +1,6 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
-//! [--checkpoint-every N] [--resume]`
+//! [--checkpoint-every N] [--timestep-shift S] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -60,6 +60,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse::<f64>())
         .transpose()?
         .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
+    // Timestep shift of the logit-normal noise levels (> 1 favours high noise, where the
+    // caption is all the model has to go on).
+    if let Some(v) = get("--timestep-shift") {
+        if let tessera_train::dit::TimestepDist::LogitNormal { shift, .. } = &mut opts.timesteps {
+            *shift = v.parse()?;
+        }
+    }
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }
