@@ -345,7 +345,7 @@ fn trained_spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
 }
 
 #[test]
-#[ignore = "fails with the shipped early model (its VAE reconstructs at ~15 dB; see models/tessera-shapes-tiny/TRAINING.md); run with --ignored to measure"]
+#[ignore = "fails with the shipped weak model (its DiT ignores the prompt; see models/tessera-shapes-tiny/MODEL_CARD.md); run with --ignored to measure"]
 fn trained_image_to_video_first_frame_psnr_at_least_28() {
     let Some(model) = trained() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -381,7 +381,7 @@ fn trained_image_to_video_first_frame_psnr_at_least_28() {
 }
 
 #[test]
-#[ignore = "fails with the shipped early model (its VAE reconstructs at ~15 dB; see models/tessera-shapes-tiny/TRAINING.md); run with --ignored to measure"]
+#[ignore = "fails with the shipped weak model (its DiT ignores the prompt; see models/tessera-shapes-tiny/MODEL_CARD.md); run with --ignored to measure"]
 fn trained_loop_last_frame_close_to_first() {
     let Some(model) = trained() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -398,7 +398,7 @@ fn trained_loop_last_frame_close_to_first() {
 }
 
 #[test]
-#[ignore = "fails with the shipped early model (its VAE reconstructs at ~15 dB; see models/tessera-shapes-tiny/TRAINING.md); run with --ignored to measure"]
+#[ignore = "fails with the shipped weak model (its DiT ignores the prompt; see models/tessera-shapes-tiny/MODEL_CARD.md); run with --ignored to measure"]
 fn trained_long_video_seams_are_continuous() {
     let Some(model) = trained() else { return };
     let dir = tempfile::tempdir().unwrap();
