@@ -582,6 +582,38 @@ mod tests {
             .expect("same shapes")
     }
 
+    /// `Linear` (2-D GEMM + row-broadcast bias) and `mul_rows` match candle's broadcast ops in
+    /// value and in every gradient (input, weight, bias, gain), on a 3-D input.
+    #[test]
+    fn row_ops_and_linear_match_broadcast_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1., (2, 5, 6), &dev)?;
+        let w = Var::randn(0f32, 1., (4, 6), &dev)?;
+        let b = Var::randn(0f32, 1., 4, &dev)?;
+        let g = Var::randn(0f32, 1., 4, &dev)?;
+        let r = Tensor::randn(0f32, 1., (2, 5, 4), &dev)?;
+        let ours = mul_rows(
+            &Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone())).forward(&x)?,
+            &g,
+        )?;
+        let theirs = x
+            .broadcast_matmul(&w.t()?)?
+            .broadcast_add(&b)?
+            .broadcast_mul(&g)?;
+        assert!(max_abs(&ours, &theirs) < 1e-5);
+        let go = (ours * &r)?.sum_all()?.backward()?;
+        let gt = (theirs * &r)?.sum_all()?.backward()?;
+        for v in [&x, &w, &b, &g] {
+            let (a, e) = (go.get(v).expect("ours"), gt.get(v).expect("reference"));
+            assert!(
+                max_abs(a, e) < 1e-4,
+                "gradient differs by {}",
+                max_abs(a, e)
+            );
+        }
+        Ok(())
+    }
+
     /// Reference compositions from candle ops (the non-CPU path).
     fn reference(x: &Tensor, which: &str) -> Result<Tensor> {
         match which {
