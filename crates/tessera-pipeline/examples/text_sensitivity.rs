@@ -36,7 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Model::load(std::path::Path::new(&dir), &dev)?
     };
     let e = m.text.encode(&PROMPTS)?;
-    let x = Tensor::randn(0f32, 1., (1, 16, 9, 8, 8), &dev)?;
+    // A fixed noise-like latent (deterministic, unlike candle's thread-RNG `randn`).
+    let x = (Tensor::arange(0u32, 16 * 9 * 8 * 8, &dev)?.to_dtype(candle_core::DType::F32)?
+        * 12.9898)?
+        .sin()?
+        .affine(1.4, 0.0)?
+        .reshape((1, 16, 9, 8, 8))?;
     let t = Tensor::new(&[t], &dev)?;
     let v = |i: usize| {
         m.dit.forward(
