@@ -14,6 +14,8 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
+use crate::kernels::with_slice;
+
 /// Kernel, stride and zero padding of a 3D convolution. Time is padded only at the front (causal);
 /// height and width have separate before/after padding so Wan's `ZeroPad2d((0, 1, 0, 1))` fits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -285,18 +287,6 @@ impl Conv3dOp {
     }
 }
 
-/// Contiguous storage of a tensor as a typed slice, for a custom backward.
-fn tensor_slice<T: WithDType, R>(t: &Tensor, f: impl FnOnce(&[T]) -> Result<R>) -> Result<R> {
-    let t = t.contiguous()?;
-    let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(cpu) => {
-            f(contiguous_slice(cpu.as_slice::<T>()?, layout, "conv3d")?)
-        }
-        _ => candle_core::bail!("conv3d: training runs on the CPU only"),
-    }
-}
-
 impl CustomOp2 for Conv3dOp {
     fn name(&self) -> &'static str {
         "conv3d"
@@ -342,9 +332,9 @@ impl CustomOp2 for Conv3dOp {
             w: &Tensor,
             dy: &Tensor,
         ) -> Result<(Tensor, Tensor)> {
-            let (dx, dw) = tensor_slice::<T, _>(x, |xv| {
-                tensor_slice::<T, _>(w, |wv| {
-                    tensor_slice::<T, _>(dy, |dyv| op.backward(xv, wv, dyv))
+            let (dx, dw) = with_slice::<T, _>(x, |xv| {
+                with_slice::<T, _>(w, |wv| {
+                    with_slice::<T, _>(dy, |dyv| op.backward(xv, wv, dyv))
                 })
             })?;
             Ok((
@@ -393,6 +383,28 @@ pub fn conv3d(
         y = y.broadcast_add(&bias.reshape((1, o, 1))?)?;
     }
     y.reshape((b, o, to, ho, wo))
+}
+
+/// Every convolution geometry the VAE uses, for the tests of both convolution paths.
+#[cfg(test)]
+pub(crate) fn vae_geometries() -> Vec<Conv3dGeometry> {
+    let g = |kernel, stride, pad_t, pad_h, pad_w| Conv3dGeometry {
+        kernel,
+        stride,
+        pad_t,
+        pad_h,
+        pad_w,
+    };
+    vec![
+        // Wan's causal 3×3×3 with padding 1 (2 past frames).
+        g([3, 3, 3], [1, 1, 1], 2, [1, 1], [1, 1]),
+        // Pointwise (shortcuts, attention projections).
+        g([1, 1, 1], [1, 1, 1], 0, [0, 0], [0, 0]),
+        // Spatial downsample: ZeroPad2d((0, 1, 0, 1)) then 3×3 stride 2.
+        g([1, 3, 3], [1, 2, 2], 0, [0, 1], [0, 1]),
+        // Temporal downsample time_conv: 3×1×1 stride 2 in time.
+        g([3, 1, 1], [2, 1, 1], 0, [0, 0], [0, 0]),
+    ]
 }
 
 #[cfg(test)]
@@ -451,39 +463,10 @@ mod tests {
         out
     }
 
-    fn geoms() -> Vec<Conv3dGeometry> {
-        vec![
-            // Wan's causal 3x3x3 with padding 1 (2 past frames).
-            Conv3dGeometry {
-                kernel: [3, 3, 3],
-                stride: [1, 1, 1],
-                pad_t: 2,
-                pad_h: [1, 1],
-                pad_w: [1, 1],
-            },
-            // Spatial downsample: ZeroPad2d((0,1,0,1)) + 3x3 stride 2.
-            Conv3dGeometry {
-                kernel: [1, 3, 3],
-                stride: [1, 2, 2],
-                pad_t: 0,
-                pad_h: [0, 1],
-                pad_w: [0, 1],
-            },
-            // Temporal downsample time_conv: (3,1,1) stride (2,1,1).
-            Conv3dGeometry {
-                kernel: [3, 1, 1],
-                stride: [2, 1, 1],
-                pad_t: 0,
-                pad_h: [0, 0],
-                pad_w: [0, 0],
-            },
-        ]
-    }
-
     #[test]
     fn matches_naive_convolution() -> Result<()> {
         let dev = Device::Cpu;
-        for g in geoms() {
+        for g in vae_geometries() {
             let dims = [2, 3, 5, 6, 7];
             let o = 4;
             let x = Tensor::randn(0f64, 1.0, dims.to_vec(), &dev)?;
@@ -518,7 +501,7 @@ mod tests {
     fn col2im_is_adjoint_of_im2col() -> Result<()> {
         let dev = Device::Cpu;
         let dims = [1, 3, 5, 6, 7];
-        for g in geoms() {
+        for g in vae_geometries() {
             let x: Vec<f64> = Tensor::randn(0f64, 1.0, 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
             let cols = im2col(&x, &g, dims)?;
             let c: Vec<f64> = Tensor::randn(0f64, 1.0, cols.len(), &dev)?.to_vec1()?;
@@ -537,7 +520,7 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
-        for g in geoms() {
+        for g in vae_geometries() {
             let x = candle_core::Var::randn(0f64, 1.0, (2, 2, 5, 5, 6), &dev)?;
             let w = candle_core::Var::randn(
                 0f64,

@@ -14,7 +14,7 @@
 //! Both use rayon (work stealing) rather than candle's spinning barrier pool, which stalls when
 //! the machine is shared.
 
-use candle_core::{CpuStorage, DType, Layout, Result, Tensor};
+use candle_core::{DType, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
 use crate::conv3d::{valid_range, Conv3dGeometry};
@@ -45,20 +45,17 @@ fn f32_data(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
 }
 
-/// Runs `f` on the contiguous f32 slice of `t` without copying it out of the tensor.
-fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+/// Runs `f` on the contiguous CPU slice of `t` without copying it out of the tensor (a strided
+/// tensor is made contiguous first).
+pub(crate) fn with_slice<T: WithDType, R>(
+    t: &Tensor,
+    f: impl FnOnce(&[T]) -> Result<R>,
+) -> Result<R> {
     let t = t.contiguous()?;
     let (storage, layout) = t.storage_and_layout();
-    match &*storage {
-        candle_core::Storage::Cpu(CpuStorage::F32(d)) => f(slice_of(d, layout)?),
-        _ => candle_core::bail!("kernels: expected f32 CPU storage"),
-    }
-}
-
-fn slice_of<'a>(data: &'a [f32], layout: &Layout) -> Result<&'a [f32]> {
-    match layout.contiguous_offsets() {
-        Some((a, b)) => Ok(&data[a..b]),
-        None => candle_core::bail!("kernels: expected a contiguous tensor"),
+    match (&*storage, layout.contiguous_offsets()) {
+        (candle_core::Storage::Cpu(cpu), Some((a, b))) => f(&cpu.as_slice::<T>()?[a..b]),
+        _ => candle_core::bail!("kernels: expected a contiguous CPU tensor"),
     }
 }
 
@@ -99,7 +96,7 @@ pub fn conv3d(
     let rows_per_tile = (TILE_FLOATS / (k * wo).max(1)).clamp(1, out_rows);
     let tiles = out_rows.div_ceil(rows_per_tile);
     let dst = SharedMut(out.as_mut_ptr());
-    with_f32(x, |src| {
+    with_slice(x, |src: &[f32]| {
         (0..b * tiles)
             .into_par_iter()
             .for_each_init(Vec::new, |cols, job| {
@@ -224,7 +221,7 @@ pub fn channel_rms_norm(
     const BLK: usize = 1024;
     let blocks = s.div_ceil(BLK);
     let dst = SharedMut(out.as_mut_ptr());
-    with_f32(x, |src| {
+    with_slice(x, |src: &[f32]| {
         (0..b * blocks)
             .into_par_iter()
             .for_each_init(Vec::new, |acc: &mut Vec<f32>, job| {
@@ -272,41 +269,7 @@ mod tests {
     #[test]
     fn tiled_conv_matches_the_differentiable_conv() -> Result<()> {
         let dev = Device::Cpu;
-        let geoms = [
-            // causal 3×3×3
-            Conv3dGeometry {
-                kernel: [3, 3, 3],
-                stride: [1, 1, 1],
-                pad_t: 2,
-                pad_h: [1, 1],
-                pad_w: [1, 1],
-            },
-            // pointwise
-            Conv3dGeometry {
-                kernel: [1, 1, 1],
-                stride: [1, 1, 1],
-                pad_t: 0,
-                pad_h: [0, 0],
-                pad_w: [0, 0],
-            },
-            // spatial downsample: ZeroPad2d((0, 1, 0, 1)) then 3×3 stride 2
-            Conv3dGeometry {
-                kernel: [1, 3, 3],
-                stride: [1, 2, 2],
-                pad_t: 0,
-                pad_h: [0, 1],
-                pad_w: [0, 1],
-            },
-            // temporal downsample: 3×1×1 stride 2 in time
-            Conv3dGeometry {
-                kernel: [3, 1, 1],
-                stride: [2, 1, 1],
-                pad_t: 0,
-                pad_h: [0, 0],
-                pad_w: [0, 0],
-            },
-        ];
-        for g in geoms {
+        for g in crate::conv3d::vae_geometries() {
             for (b, c, o, t, h, w) in [(1, 3, 5, 5, 9, 7), (2, 16, 8, 6, 16, 12)] {
                 let x = Tensor::randn(0f32, 1.0, (b, c, t, h, w), &dev)?;
                 let wt = Tensor::randn(
