@@ -40,6 +40,7 @@ mod driver;
 mod error;
 mod flow;
 mod mask;
+mod noise;
 mod sampler;
 mod schedule;
 
@@ -50,5 +51,6 @@ pub use flow::{
     CAPTION_DROPOUT,
 };
 pub use mask::{masked_mse, masks_to_tensor, ConditionMask, MaskProbs, MaskSampler};
+pub use noise::randn;
 pub use sampler::{Euler, Heun, Sampler, SamplerKind, UniPc};
 pub use schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};

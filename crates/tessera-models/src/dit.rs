@@ -61,6 +61,14 @@ pub struct Config {
     /// Image-conditioning (Wan I2V) projections; not supported, must be `None`.
     #[serde(default)]
     pub added_kv_proj_dim: Option<usize>,
+    /// Tessera extension (absent from Wan, so `false` for its checkpoints): the masked mean of
+    /// the text states, through an MLP (`condition_embedder.text_pooled_embedder`), is added to
+    /// the timestep embedding, as SD3 adds its pooled text vector. Cross-attention alone is easy
+    /// to learn to ignore: a small DiT trained from scratch reads the scene from the noisy latent
+    /// within a few hundred steps and lets the caption fade; through the modulation of every
+    /// block the caption stays on a path it cannot bypass.
+    #[serde(default)]
+    pub pooled_text: bool,
 }
 
 fn default_rope_theta() -> f64 {
@@ -97,6 +105,7 @@ impl Config {
             rope_theta: default_rope_theta(),
             qk_norm: default_qk_norm(),
             added_kv_proj_dim: None,
+            pooled_text: true,
         }
     }
 
@@ -117,6 +126,7 @@ impl Config {
             rope_theta: default_rope_theta(),
             qk_norm: default_qk_norm(),
             added_kv_proj_dim: None,
+            pooled_text: false,
         }
     }
 
@@ -257,6 +267,20 @@ fn timestep_features(t: &Tensor, dim: usize) -> Result<Tensor> {
         .unsqueeze(1)?
         .broadcast_mul(&freqs)?; // (N, half)
     Tensor::cat(&[args.cos()?, args.sin()?], 1)
+}
+
+/// Mean of the text states `(B, L, D)` over real tokens → `(B, D)`; 0 for an empty prompt.
+fn masked_mean(text: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+    match mask {
+        None => text.mean(1),
+        Some(m) => {
+            let m = m.to_dtype(text.dtype())?.detach(); // (B, L)
+            let n = m.sum_keepdim(1)?.clamp(1.0, f64::MAX)?; // (B, 1)
+            text.broadcast_mul(&m.unsqueeze(2)?)?
+                .sum(1)?
+                .broadcast_div(&n)
+        }
+    }
 }
 
 /// Normalised activations `(B, L, dim)` scaled and shifted per timestep group: `scale`/`shift`
@@ -535,6 +559,16 @@ impl Mlp2 {
             gelu,
         })
     }
+
+    /// Same layers, the output layer zero for fresh weights: an added condition that starts as
+    /// a no-op and grows only as far as it helps.
+    fn zero_out(in_dim: usize, dim: usize, gelu: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(Self {
+            linear_1: Linear::load(in_dim, dim, vb.pp("linear_1"))?,
+            linear_2: linear_zeros(dim, dim, vb.pp("linear_2"))?,
+            gelu,
+        })
+    }
 }
 
 impl Module for Mlp2 {
@@ -624,6 +658,8 @@ pub struct Dit {
     time_embedder: Mlp2,
     time_proj: Linear,
     text_embedder: Mlp2,
+    /// Present when `cfg.pooled_text`.
+    text_pooled_embedder: Option<Mlp2>,
     blocks: Vec<Block>,
     norm_out: LayerNorm,
     /// `(1, 2, dim)`: shift and scale of the output norm.
@@ -661,6 +697,16 @@ impl Dit {
             time_embedder: Mlp2::new(cfg.freq_dim, dim, false, cvb.pp("time_embedder"))?,
             time_proj: linear_zeros(dim, 6 * dim, cvb.pp("time_proj"))?,
             text_embedder: Mlp2::new(cfg.text_dim, dim, true, cvb.pp("text_embedder"))?,
+            text_pooled_embedder: if cfg.pooled_text {
+                Some(Mlp2::zero_out(
+                    cfg.text_dim,
+                    dim,
+                    false,
+                    cvb.pp("text_pooled_embedder"),
+                )?)
+            } else {
+                None
+            },
             blocks,
             norm_out: LayerNorm::no_affine(cfg.eps),
             scale_shift_table: vb.get_with_hints(
@@ -814,7 +860,14 @@ impl Dit {
 
         // 2. Conditions: one embedding per timestep group, broadcast over its tokens.
         let t = timestep_features(&timesteps.flatten_all()?, cfg.freq_dim)?; // (B·G, freq)
-        let temb = self.time_embedder.forward(&t)?; // (B·G, dim)
+        let mut temb = self.time_embedder.forward(&t)?; // (B·G, dim)
+        if let Some(pooled) = &self.text_pooled_embedder {
+            let p = pooled.forward(&masked_mean(text, text_mask)?)?; // (B, dim)
+            temb = temb
+                .reshape((b, groups, dim))?
+                .broadcast_add(&p.unsqueeze(1)?)?
+                .reshape((b * groups, dim))?;
+        }
         let tproj = self.time_proj.forward(&temb.silu()?)?; // (B·G, 6·dim)
         let tproj = tproj.reshape((b, groups, 6, dim))?;
         let text = self.text_embedder.forward(text)?; // (B, L_text, dim)

@@ -153,6 +153,72 @@ fn every_parameter_trains_through_both_attention_paths() {
     );
 }
 
+/// The pooled-text path (a Tessera extension) starts as a no-op, then carries the caption into the
+/// modulation: padding never leaks in and an empty prompt stays finite.
+#[test]
+fn pooled_text_starts_silent_and_ignores_padding() {
+    let dev = Device::Cpu;
+    let mut cfg = Config::tiny();
+    cfg.num_layers = 1;
+    let vm = VarMap::new();
+    let pooled = Dit::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("pooled");
+    // Randomise all but the pooled path, then build the Wan layout from the same tensors.
+    for (name, var) in vm.data().lock().expect("varmap").iter() {
+        if !name.contains("text_pooled_embedder") {
+            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
+            var.set(&r).expect("same shape");
+        }
+    }
+    let wan_cfg = Config {
+        pooled_text: false,
+        ..cfg.clone()
+    };
+    let wan = Dit::new(&wan_cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("wan");
+    let x = Tensor::randn(0f32, 1., (2, 16, 2, 4, 4), &dev).expect("latent");
+    let t = Tensor::new(&[700f32, 300.], &dev).expect("t");
+    let text = Tensor::randn(0f32, 1., (2, 4, 256), &dev).expect("text");
+    let mask = Tensor::new(&[[1f32, 1., 0., 0.], [0., 0., 0., 0.]], &dev).expect("mask");
+    let run = |m: &Dit, text: &Tensor| m.forward(&x, &t, text, Some(&mask)).expect("forward");
+    assert_eq!(max_abs_diff(&run(&pooled, &text), &run(&wan, &text)), 0.0);
+    for (name, var) in vm.data().lock().expect("varmap").iter() {
+        if name.contains("text_pooled_embedder") {
+            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
+            var.set(&r).expect("same shape");
+        }
+    }
+    let out = run(&pooled, &text);
+    assert!(
+        max_abs_diff(&out, &run(&wan, &text)) > 1e-4,
+        "pooled path has no effect"
+    );
+    let finite = out
+        .abs()
+        .and_then(|o| o.max_all())
+        .and_then(|o| o.to_scalar::<f32>());
+    assert!(
+        finite.expect("max").is_finite(),
+        "empty prompt gave non-finite output"
+    );
+    // Padding positions (and the all-padding second prompt) may hold anything.
+    let noisy_pad = Tensor::cat(
+        &[
+            text.narrow(1, 0, 2).expect("real"),
+            (text.narrow(1, 2, 2).expect("pad") * 7.0).expect("scaled"),
+        ],
+        1,
+    )
+    .expect("cat");
+    let noisy_pad = Tensor::cat(
+        &[
+            noisy_pad.narrow(0, 0, 1).expect("first"),
+            (noisy_pad.narrow(0, 1, 1).expect("second") * 3.0).expect("scaled"),
+        ],
+        0,
+    )
+    .expect("cat");
+    assert!(max_abs_diff(&out, &run(&pooled, &noisy_pad)) < 1e-5);
+}
+
 #[test]
 fn umt5_matches_transformers_tokens_and_states() {
     let dev = Device::Cpu;

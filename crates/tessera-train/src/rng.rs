@@ -1,8 +1,7 @@
 //! Deterministic randomness: every step draws from its own generator seeded by
 //! `(run seed, step, stream)`, so a resumed run reproduces the uninterrupted one exactly.
 
-use candle_core::{Device, Result, Shape, Tensor};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
 /// The generator for `stream` (data, noise, ...) at `step` of a run seeded with `seed`.
@@ -14,26 +13,13 @@ pub fn step_rng(seed: u64, step: u64, stream: u64) -> ChaCha8Rng {
     ChaCha8Rng::from_rng(&mut r)
 }
 
-/// Standard-normal f32 tensor (Box–Muller) from `rng`.
-pub fn randn(rng: &mut ChaCha8Rng, shape: impl Into<Shape>, dev: &Device) -> Result<Tensor> {
-    let shape = shape.into();
-    let n = shape.elem_count();
-    let mut v = Vec::with_capacity(n + 1);
-    while v.len() < n {
-        let u1: f32 = rng.random_range(f32::EPSILON..1.0);
-        let u2: f32 = rng.random();
-        let r = (-2.0 * u1.ln()).sqrt();
-        let a = std::f32::consts::TAU * u2;
-        v.push(r * a.cos());
-        v.push(r * a.sin());
-    }
-    v.truncate(n);
-    Tensor::from_vec(v, shape, dev)
-}
+pub use tessera_diffusion::randn;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{Device, Result};
+    use rand::Rng;
 
     #[test]
     fn steps_are_reproducible_and_distinct() {
