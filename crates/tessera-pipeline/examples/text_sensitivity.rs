@@ -38,6 +38,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Model::load(std::path::Path::new(&dir), &dev)?
     };
     let e = m.text.encode(&PROMPTS)?;
+    // Is it the encoder that ignores the words? Mean text state over real tokens, A vs B.
+    let pooled = |i: usize| -> candle_core::Result<Tensor> {
+        let mask = e.mask.narrow(0, i, 1)?.unsqueeze(2)?;
+        e.states.narrow(0, i, 1)?.broadcast_mul(&mask)?.sum(1)?
+            / mask.sum_all()?.to_scalar::<f32>()? as f64
+    };
+    println!(
+        "relative change of the mean text state: other prompt {:.4}",
+        rel(&pooled(0)?, &pooled(1)?)?
+    );
     let t = Tensor::new(&[t], &dev)?;
     // Mean over a few seeded Gaussian latents: a structured input would let the model "see" a
     // picture where there is only noise and under-report its use of the text.

@@ -67,6 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             *shift = v.parse()?;
         }
     }
+    opts.freeze_text = args.iter().any(|a| a == "--freeze-text");
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }

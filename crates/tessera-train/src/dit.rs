@@ -110,6 +110,10 @@ pub struct DitTrainOptions {
     pub text_layers: usize,
     /// Tokens kept per caption.
     pub text_max_len: usize,
+    /// Keep the text encoder at its seeded random init: its states then always tell captions
+    /// apart, where a jointly trained encoder can collapse to a caption-independent output.
+    #[serde(default)]
+    pub freeze_text: bool,
     pub checkpoint_every: usize,
     /// Write sample clips from held-out captions every this many steps (0 = never).
     pub sample_every: usize,
@@ -167,6 +171,7 @@ impl DitTrainOptions {
             text_layers: 2,
             // Dense captions run ~60 words; 96 leaves room without paying for 128.
             text_max_len: 96,
+            freeze_text: false,
             checkpoint_every: 250,
             sample_every: 500,
             sample_prompts: 2,
@@ -915,7 +920,11 @@ pub fn train_dit(
             let noise = randn(&mut noise_rng, x0.shape(), &dev)?;
             let ex = TrainingExample::draw(&x0, &noise, &ts, &masks, &mut rng)?;
             let (ids, mask) = tok.batch(&captions, &dev)?;
-            let states = models.text.forward_ids(&ids, &mask)?;
+            let mut states = models.text.forward_ids(&ids, &mask)?;
+            if opts.freeze_text {
+                // No gradient reaches the encoder, so AdamW leaves it (and its decay) alone.
+                states = states.detach();
+            }
             let pred = models
                 .dit
                 .forward(&ex.x_t, &ex.timesteps, &states, Some(&mask))?;
