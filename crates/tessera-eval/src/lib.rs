@@ -25,6 +25,11 @@
 //!    - `subject_consistency`: per object, shape agreement over frames × (1 − CV of area);
 //!    - `background_consistency`: histogram intersection of each frame's backdrop colours with
 //!      the first frame's;
+//!    - `backdrop`: fraction of the backdrop colours the prompt names (plain: one; gradient or
+//!      floor: top and bottom) that the clip shows — the median colour of the top/bottom 15 % of
+//!      rows, compared with the world's own rendering of each candidate colour (chance: 1/4).
+//!      Large areas survive a blurry decoder, so this one measures prompt following even when
+//!      objects are not recognisable;
 //!    - `flicker`: 1 − L/20, L (`flicker_level`, RGB8 levels) the mean absolute difference of
 //!      backdrop pixels between consecutive frames after the best pan shift;
 //!    - `smoothness`: mean exp(−r), r the error (pixels of a 64-px frame) of predicting each

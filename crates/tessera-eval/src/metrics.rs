@@ -35,6 +35,9 @@ pub struct Analysis {
     pub changed_fraction: Vec<f64>,
     /// Per-frame colour histogram of background pixels (4×4×4 bins, sums to 1 or all zero).
     pub background_histograms: Vec<Vec<f64>>,
+    /// Median colour of the top and bottom bands of the backdrop over the clip (see
+    /// [`backdrop_bands`]).
+    pub backdrop: [[f64; 3]; 2],
 }
 
 /// Something that happened to a tracked object.
@@ -86,6 +89,9 @@ pub struct ClipScores {
     pub subject_consistency: Option<f64>,
     /// Mean histogram intersection of each frame's background colours with the first frame's.
     pub background_consistency: Option<f64>,
+    /// Fraction of the backdrop colours the prompt names (solid: one; gradient or floor: top
+    /// and bottom) that are the nearest candidate to what the clip shows.
+    pub backdrop: Option<f64>,
     /// `1 − flicker_level / 20`, clamped to [0, 1].
     pub flicker: Option<f64>,
     /// Mean of `exp(−r)` over object positions, `r` the error in 64-px-frame pixels of
@@ -206,6 +212,7 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
         .map(|(f, m)| histogram(f, m))
         .collect();
 
+    let backdrop = backdrop_bands(&video.frames, Some(&masks), w as usize, h as usize);
     let mut analysis = Analysis {
         width: w,
         height: h,
@@ -218,9 +225,49 @@ pub fn analyze(video: &Video, name: &str, params: &AnalysisParams) -> Result<Ana
         background_change,
         changed_fraction,
         background_histograms,
+        backdrop,
     };
     analysis.events = detect_events(&analysis);
     Ok(analysis)
+}
+
+/// Share of the frame height in each backdrop band: the top band lies above every world
+/// horizon, the bottom band on the floor or the gradient's far end.
+const BAND: f64 = 0.15;
+
+/// Per-channel median colour of the top and bottom [`BAND`] of rows over all `frames`, leaving
+/// out pixels where `masks` marks an object: the backdrop colours a caption names, which stay
+/// measurable even when a blurry decoder leaves objects unrecognisable.
+pub fn backdrop_bands(
+    frames: &[Vec<u8>],
+    masks: Option<&[Vec<bool>]>,
+    w: usize,
+    h: usize,
+) -> [[f64; 3]; 2] {
+    let rows = ((h as f64 * BAND).round() as usize).clamp(1, h);
+    let band = |ys: std::ops::Range<usize>| -> [f64; 3] {
+        let mut ch: [Vec<u8>; 3] = Default::default();
+        for (t, f) in frames.iter().enumerate() {
+            for y in ys.clone() {
+                for x in 0..w {
+                    if masks.is_some_and(|m| m[t][y * w + x]) {
+                        continue;
+                    }
+                    for (c, v) in ch.iter_mut().enumerate() {
+                        v.push(f[(y * w + x) * 3 + c]);
+                    }
+                }
+            }
+        }
+        ch.map(|mut v| {
+            if v.is_empty() {
+                return 0.0;
+            }
+            let k = v.len() / 2;
+            *v.select_nth_unstable(k).1 as f64
+        })
+    };
+    [band(0..rows), band(h - rows..h)]
 }
 
 /// Marks pixels within `r` (Chebyshev) of any object-coloured pixel.
@@ -558,6 +605,8 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
             )
         });
 
+    let backdrop = backdrop_score(a, expected);
+
     let flicker_level = mean(a.background_change.iter().copied()).unwrap_or(0.0);
     let flicker = (n > 1).then(|| (1.0 - flicker_level / 20.0).clamp(0.0, 1.0));
 
@@ -640,6 +689,7 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
         direction,
         subject_consistency,
         background_consistency,
+        backdrop,
         flicker,
         smoothness,
         dynamic_degree,
@@ -650,6 +700,49 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
         observed_count: n_o,
         expected_count: n_e,
     }
+}
+
+/// Backdrop colours: each band the prompt determines is compared with the world's own
+/// rendering of every colour the band could have (the other band as the prompt says), and
+/// counts when the prompt's colour is the nearest.
+fn backdrop_score(a: &Analysis, expected: &ExpectedScene) -> Option<f64> {
+    use tessera_world::caption::{Background, BackgroundKind, BgColour};
+    let bg = expected.parsed.background.as_ref()?;
+    let kind = bg.kind?;
+    let (top, bottom) = match (kind, bg.colours.as_slice()) {
+        (BackgroundKind::Solid, [c, ..]) => (*c, *c),
+        (_, [t, b, ..]) => (*t, *b),
+        _ => return None,
+    };
+    let (w, h) = (a.width, a.height);
+    let mut renderer = tessera_world::render::Renderer::new(w, h);
+    let mut frame = Vec::new();
+    let mut bands = |top, bottom| {
+        renderer.render(&Background { kind, top, bottom }, 0.0, &[], &mut frame);
+        backdrop_bands(std::slice::from_ref(&frame), None, w as usize, h as usize)
+    };
+    let dist =
+        |x: &[f64; 3], y: &[f64; 3]| -> f64 { x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum() };
+    // Which colour for the band(s) `vary` makes the rendering closest to the clip.
+    let mut nearest = |vary: &dyn Fn(BgColour) -> (BgColour, BgColour), use_bands: &[usize]| {
+        BgColour::ALL
+            .iter()
+            .map(|&c| {
+                let (t, b) = vary(c);
+                let r = bands(t, b);
+                let d: f64 = use_bands.iter().map(|&i| dist(&r[i], &a.backdrop[i])).sum();
+                (c, d)
+            })
+            .min_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(c, _)| c)
+    };
+    Some(if kind == BackgroundKind::Solid {
+        f64::from(u8::from(nearest(&|c| (c, c), &[0, 1]) == Some(top)))
+    } else {
+        let t_ok = nearest(&|c| (c, bottom), &[0]) == Some(top);
+        let b_ok = nearest(&|c| (top, c), &[1]) == Some(bottom);
+        (f64::from(u8::from(t_ok)) + f64::from(u8::from(b_ok))) / 2.0
+    })
 }
 
 /// An object that was never seen, for asking whether a prompt states a direction at all.

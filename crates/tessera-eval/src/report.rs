@@ -134,6 +134,7 @@ const METRICS: &[(&str, &str, Getter)] = &[
     ("background_consistency", "[0,1]", |s| {
         s.background_consistency
     }),
+    ("backdrop", "[0,1]", |s| s.backdrop),
     ("flicker", "[0,1]", |s| s.flicker),
     ("smoothness", "[0,1]", |s| s.smoothness),
     ("dynamic_degree", "[0,1]", |s| s.dynamic_degree),

@@ -59,11 +59,75 @@ fn real_clips_follow_their_prompts() {
             .collect(),
     );
     println!("real world clips:\n{}", report.summary_table());
-    for m in ["object_count", "colour", "shape", "direction"] {
+    for m in ["object_count", "colour", "shape", "direction", "backdrop"] {
         let v = report.mean(m).expect(m);
         assert!(v >= 0.95, "{m} = {v:.3} on real clips");
     }
     assert!(report.errors.is_empty(), "{:?}", report.errors);
+}
+
+/// The backdrop metric reads colours, not captions: the same clips scored against a caption
+/// whose backdrop colours are all swapped for others score (near) zero, and a blur that leaves
+/// no object recognisable keeps the backdrop right.
+#[test]
+fn backdrop_follows_the_pixels() {
+    use tessera_world::caption::BgColour;
+    let names: Vec<&str> = BgColour::ALL.iter().map(|c| c.name()).collect();
+    let swap = |caption: &str| -> String {
+        caption
+            .split(' ')
+            .map(|w| {
+                let (word, tail) = w.split_at(w.trim_end_matches('.').len());
+                match names.iter().position(|n| *n == word) {
+                    Some(i) => format!("{}{tail}", names[(i + 1) % names.len()]),
+                    None => w.to_string(),
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let real = clips(12, 3);
+    let right = mean(real.iter().map(|c| scores(&c.video, &c.caption).backdrop));
+    let wrong = mean(
+        real.iter()
+            .map(|c| scores(&c.video, &swap(&c.caption)).backdrop),
+    );
+    let blurred = mean(real.iter().map(|c| {
+        let mut v = c.video.clone();
+        for f in &mut v.frames {
+            *f = box_blur(f, v.width as usize, v.height as usize, 4);
+        }
+        scores(&v, &c.caption).backdrop
+    }));
+    println!("backdrop: right {right:.3}, swapped colours {wrong:.3}, blurred {blurred:.3}");
+    assert!(
+        right >= 0.95 && blurred >= 0.9,
+        "right {right}, blurred {blurred}"
+    );
+    assert!(wrong <= 0.1, "swapped colours still score {wrong}");
+}
+
+/// Mean over a `(2r+1)²` window, clamped at the borders: a stand-in for a soft decoder.
+fn box_blur(f: &[u8], w: usize, h: usize, r: usize) -> Vec<u8> {
+    let mut out = vec![0u8; f.len()];
+    for y in 0..h {
+        for x in 0..w {
+            let mut acc = [0u32; 3];
+            let mut n = 0;
+            for yy in y.saturating_sub(r)..(y + r + 1).min(h) {
+                for xx in x.saturating_sub(r)..(x + r + 1).min(w) {
+                    for c in 0..3 {
+                        acc[c] += u32::from(f[(yy * w + xx) * 3 + c]);
+                    }
+                    n += 1;
+                }
+            }
+            for c in 0..3 {
+                out[(y * w + x) * 3 + c] = (acc[c] / n) as u8;
+            }
+        }
+    }
+    out
 }
 
 /// A larger held-out sample (48 `val` clips): objects that bounce off a wall in their first

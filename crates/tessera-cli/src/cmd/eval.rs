@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
-use tessera_eval::{eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
+use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
 use tessera_world::{generate_clip, SampleOptions, Split};
@@ -98,6 +98,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let mut clips = Vec::with_capacity(a.count);
     let mut reference = Vec::with_capacity(a.count);
     let mut recon = Vec::with_capacity(a.count);
+    // The real clips through the model's VAE, scored like the generated ones: the best any DiT
+    // could score with this autoencoder.
+    let mut ceiling = Vec::with_capacity(a.count);
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
@@ -128,10 +131,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.
         let x = video_to_tensor(&clip.video, &model.device)?;
         let decoded = model.vae.decode_latents(&model.vae.encode_latents(&x)?)?;
-        recon.push(tessera_eval::reconstruction(
-            &clip.video,
-            &tensor_to_video(&decoded, clip.video.fps)?,
-        )?);
+        let decoded = tensor_to_video(&decoded, clip.video.fps)?;
+        recon.push(tessera_eval::reconstruction(&clip.video, &decoded)?);
+        ceiling.push((decoded, clips[i].1.clone()));
         reference.push(clip.video);
         bar.inc(1);
     }
@@ -141,5 +143,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
         ..EvalOptions::default()
     };
     let report = eval_clips_with(&clips, &reference, &out, &opts)?;
+    let ceiling = eval_clips(&ceiling, &out.join("vae_ceiling"))?;
+    eprintln!(
+        "VAE ceiling (the same prompts' real clips through the model's VAE; report in {}):\n{}",
+        out.join("vae_ceiling").display(),
+        ceiling.summary_table()
+    );
     print(&report, a.json)
 }
