@@ -67,6 +67,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rel.join(" ")
         );
     }
+    // What the caption can explain at best: latents grouped by their caption's first sentence
+    // (the backdrop), per-group mean; residual power over total power (clips only).
+    let mut groups: std::collections::HashMap<String, Vec<Tensor>> = Default::default();
+    for (i, (caption, _)) in caps.iter().enumerate() {
+        let x0 = tensors[&format!("latent.{i:06}")].to_dtype(candle_core::DType::F32)?;
+        if x0.dim(1)? > 1 {
+            let key = caption.split('.').next().unwrap_or("").to_string();
+            groups.entry(key).or_default().push(x0);
+        }
+    }
+    let (mut resid, mut total) = (0f64, 0f64);
+    for xs in groups.values() {
+        let mean = (Tensor::stack(xs, 0)?.sum(0)? / xs.len() as f64)?;
+        for x in xs {
+            resid += (x - &mean)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            total += x.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+        }
+    }
+    println!(
+        "{} backdrop groups: residual / total latent power {:.3}",
+        groups.len(),
+        resid / total
+    );
     // Sampling from noise (Euler, 30 steps, no guidance) for the first clips' captions:
     // per-frame standard deviation of the result next to the real latents'.
     let real = tensors["latent.000000"]

@@ -1,6 +1,6 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
-//! [--checkpoint-every N] [--timestep-shift S] [--resume]`
+//! [--checkpoint-every N] [--timestep-shift S] [--train-text] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -67,7 +67,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             *shift = v.parse()?;
         }
     }
-    opts.freeze_text = args.iter().any(|a| a == "--freeze-text");
+    // Train the text encoder with the DiT instead of keeping it at its seeded init.
+    if args.iter().any(|a| a == "--train-text") {
+        opts.freeze_text = false;
+    }
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }

@@ -77,6 +77,10 @@ pub struct DitArgs {
     /// Trained VAE folder (config.json + model.safetensors).
     #[arg(long)]
     vae: PathBuf,
+    /// Train the text encoder jointly (default: frozen at its seeded init, which keeps
+    /// captions apart; jointly trained, it collapsed to a caption-independent output).
+    #[arg(long)]
+    train_text: bool,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -113,6 +117,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             let mut o = DitTrainOptions::tiny(c.out);
             o.data = c.data;
             o.vae_dir = Some(a.vae);
+            o.freeze_text = !a.train_text;
             o.config = c.config;
             o.steps = c.steps.unwrap_or(o.steps);
             o.lr = c.lr.unwrap_or(o.lr);
