@@ -60,6 +60,9 @@ pub struct ModelArgs {
     /// Sampling steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Timestep shift of the sampling schedule.
+    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
+    shift: f64,
     /// Report folder (report.json, report.html, the generated clips).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -104,7 +107,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
-        let req = GenerateRequest::new(RequestSpec {
+        let mut req = GenerateRequest::new(RequestSpec {
             prompt: clip.caption.clone(),
             negative: String::new(),
             frames: Some(world.frames as usize),
@@ -121,6 +124,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             extend_prompt: false,
             prompt_endpoint: None,
         })?;
+        req.shift = a.shift;
         generate(
             &model,
             &req,

@@ -31,6 +31,10 @@ pub struct Common {
     /// Classifier-free guidance scale (1 = no guidance, one forward per step).
     #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
     cfg: f64,
+    /// Timestep shift of the sampling schedule (> 1 spends more steps at high noise, where the
+    /// layout is decided).
+    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = positive_shift)]
+    shift: f64,
     /// Seed: the same seed and inputs give the same video.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -202,7 +206,8 @@ pub fn run_edit(a: EditArgs) -> Result<()> {
 /// and reports.
 fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
-    let req = GenerateRequest::new(spec)?;
+    let mut req = GenerateRequest::new(spec)?;
+    req.shift = c.shift;
     let dir = c.model.clone().unwrap_or_else(Model::default_dir);
     let model = Model::load(&dir, &candle_core::Device::Cpu)
         .with_context(|| format!("loading the model from {}", dir.display()))?;
@@ -278,4 +283,14 @@ fn report(s: &Summary, json: bool) -> Result<()> {
         println!("note: {n}");
     }
     Ok(())
+}
+
+/// A schedule shift must be a finite number above 0.
+pub(crate) fn positive_shift(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!(
+            "`{s}` is not a valid shift: give a number > 0 (1 = no shift)"
+        )),
+    }
 }
