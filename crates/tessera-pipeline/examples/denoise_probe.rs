@@ -43,6 +43,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Tensor::new(&[(sigma * 1000.0) as f32], &dev)?;
             let v = m.dit.forward(&xt, &t, &e.states, Some(&e.mask))?;
             let x0_hat = (&xt - (v * sigma)?)?;
+            if sigma > 0.98 && count < 4 {
+                // Position-blind? Spatial spread of x̂0 vs x0's, and the error left after
+                // matching only per-channel, per-frame means (what a position-blind model can do).
+                let spread = |x: &Tensor| -> candle_core::Result<f32> {
+                    let m = x.mean_keepdim(4)?.mean_keepdim(3)?;
+                    x.broadcast_sub(&m)?.sqr()?.mean_all()?.to_scalar::<f32>()
+                };
+                let m0 = x0.mean_keepdim(4)?.mean_keepdim(3)?;
+                let mh = x0_hat.mean_keepdim(4)?.mean_keepdim(3)?;
+                let mean_err = (&m0 - &mh)?.sqr()?.mean_all()?.to_scalar::<f32>()?;
+                let mean_pow = m0.sqr()?.mean_all()?.to_scalar::<f32>()?;
+                println!(
+                    "  item {i}: spatial spread x̂0 {:.3} vs x0 {:.3}; channel-mean error {:.3} of power {:.3}",
+                    spread(&x0_hat)?,
+                    spread(&x0)?,
+                    mean_err,
+                    mean_pow
+                );
+            }
             let frames = x0.dim(2)?;
             err.resize(frames, 0.0);
             base.resize(frames, 0.0);
@@ -90,6 +109,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         groups.len(),
         resid / total
     );
+    // DUMP=DIR: the first N cached items decoded, with their cached captions, for
+    // `tessera eval videos DIR --captions DIR/captions.jsonl` (are latents and captions paired?).
+    if let Ok(dump) = std::env::var("DUMP") {
+        let dir = std::path::Path::new(&dump);
+        std::fs::create_dir_all(dir.join("videos"))?;
+        let mut lines = String::new();
+        for (i, (caption, _)) in caps.iter().enumerate().take(n) {
+            let z = tensors[&format!("latent.{i:06}")]
+                .to_dtype(candle_core::DType::F32)?
+                .unsqueeze(0)?;
+            let video = tessera_models::vae::tensor_to_video(&m.vae.decode_latents(&z)?, 16.0)?;
+            let name = format!("videos/{i:04}.mp4");
+            tessera_media::write_video(dir.join(&name), &video)?;
+            lines += &serde_json::json!({"video": name, "caption": caption}).to_string();
+            lines.push('\n');
+        }
+        std::fs::write(dir.join("captions.jsonl"), lines)?;
+    }
     // Sampling from noise (Euler, 30 steps, no guidance) for the first clips' captions:
     // per-frame standard deviation of the result next to the real latents'.
     let real = tensors["latent.000000"]

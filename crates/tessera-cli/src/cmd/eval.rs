@@ -60,6 +60,9 @@ pub struct ModelArgs {
     /// Sampling steps.
     #[arg(long, default_value_t = 20)]
     steps: usize,
+    /// Classifier-free guidance scale.
+    #[arg(long, default_value_t = 5.0)]
+    cfg: f64,
     /// Timestep shift of the sampling schedule.
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
     shift: f64,
@@ -116,7 +119,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
             height: world.height,
             fps: world.fps,
             steps: a.steps,
-            cfg: 5.0,
+            cfg: a.cfg,
             seed: a.seed + i as u64,
             output: output.clone(),
             sampler: "unipc".into(),
