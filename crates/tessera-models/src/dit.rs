@@ -270,7 +270,8 @@ fn timestep_features(t: &Tensor, dim: usize) -> Result<Tensor> {
 }
 
 /// Mean of the text states `(B, L, D)` over real tokens → `(B, D)`; 0 for an empty prompt.
-fn masked_mean(text: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+/// What the pooled-text path reads (also what `text_sensitivity` compares between prompts).
+pub fn masked_mean(text: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
     match mask {
         None => text.mean(1),
         Some(m) => {

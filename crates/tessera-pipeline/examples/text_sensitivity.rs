@@ -39,11 +39,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let e = m.text.encode(&PROMPTS)?;
     // Is it the encoder that ignores the words? Mean text state over real tokens, A vs B.
-    let pooled = |i: usize| -> candle_core::Result<Tensor> {
-        let mask = e.mask.narrow(0, i, 1)?.unsqueeze(2)?;
-        e.states.narrow(0, i, 1)?.broadcast_mul(&mask)?.sum(1)?
-            / mask.sum_all()?.to_scalar::<f32>()? as f64
-    };
+    let pooled = tessera_models::dit::masked_mean(&e.states, Some(&e.mask))?;
+    let pooled = |i: usize| pooled.narrow(0, i, 1);
     println!(
         "relative change of the mean text state: other prompt {:.4}",
         rel(&pooled(0)?, &pooled(1)?)?
