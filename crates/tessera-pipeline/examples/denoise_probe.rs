@@ -5,6 +5,9 @@
 //! ```text
 //! cargo run --release -p tessera-pipeline --example denoise_probe -- MODEL_DIR LATENTS.safetensors [N]
 //! ```
+//!
+//! `CAPTION=other` conditions each latent on another item's caption and `CAPTION=empty` on the
+//! empty prompt: if the errors barely change, the model ignores its text.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -39,7 +42,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 &dev,
             )?;
             let xt = ((&x0 * (1.0 - sigma))? + (&eps * sigma)?)?;
-            let e = m.text.encode(&[caption.as_str()])?;
+            let other = match std::env::var("CAPTION").as_deref() {
+                Ok("empty") => "",
+                Ok("other") => caps[(i + 7) % caps.len()].0.as_str(),
+                _ => caption.as_str(),
+            };
+            let e = m.text.encode(&[other])?;
             let t = Tensor::new(&[(sigma * 1000.0) as f32], &dev)?;
             let v = m.dit.forward(&xt, &t, &e.states, Some(&e.mask))?;
             let x0_hat = (&xt - (v * sigma)?)?;

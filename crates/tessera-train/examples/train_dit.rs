@@ -1,11 +1,12 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
-//! [--checkpoint-every N] [--timestep-shift S] [--train-text] [--resume]`
+//! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N]
+//! [--init-from MODEL_DIR] [--train-text] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
+use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions, TimestepDist};
 use tessera_train::latents::BucketSpec;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -60,17 +61,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .map(|v| v.parse::<f64>())
         .transpose()?
         .map(|m| std::time::Instant::now() + std::time::Duration::from_secs_f64(m * 60.0));
-    // Timestep shift of the logit-normal noise levels (> 1 favours high noise, where the
-    // caption is all the model has to go on).
+    // Noise levels: shifted uniform (the recipe) or `--logit-normal` (SD3's, which rarely
+    // draws σ ≈ 1); `--timestep-shift` sets either's shift.
+    if args.iter().any(|a| a == "--logit-normal") {
+        opts.timesteps = TimestepDist::LogitNormal {
+            mean: 0.0,
+            std: 1.0,
+            shift: 1.0,
+        };
+    }
     if let Some(v) = get("--timestep-shift") {
-        if let tessera_train::dit::TimestepDist::LogitNormal { shift, .. } = &mut opts.timesteps {
-            *shift = v.parse()?;
+        let s = v.parse()?;
+        match &mut opts.timesteps {
+            TimestepDist::LogitNormal { shift, .. } | TimestepDist::ShiftedUniform { shift } => {
+                *shift = s
+            }
         }
     }
     // Train the text encoder with the DiT instead of keeping it at its seeded init.
     if args.iter().any(|a| a == "--train-text") {
         opts.freeze_text = false;
     }
+    if let Some(v) = get("--align-steps") {
+        opts.text_align_steps = v.parse()?;
+    }
+    opts.init_from = get("--init-from").map(PathBuf::from);
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }
@@ -114,6 +129,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             DitEvent::Step(r) if r.step % 10 == 0 || r.step == r.steps => eprintln!(
                 "step {}/{} loss {:.4} lr {:.2e} gnorm {:.3} T'={} {:.2} it/s eta {:.0} s",
                 r.step, r.steps, r.loss, r.lr, r.grad_norm, r.latent_frames, r.it_per_s, r.eta_s
+            ),
+            DitEvent::Aligning { step, steps, loss } if step % 25 == 0 => {
+                eprintln!("aligning text {step}/{steps} loss {loss:.4}")
+            }
+            DitEvent::TextAligned(r) => eprintln!(
+                "text aligned: {} steps, loss {:.4}, held-out R² {:.3}",
+                r.steps, r.final_loss, r.r2
             ),
             DitEvent::Samples {
                 step,

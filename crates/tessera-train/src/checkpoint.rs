@@ -98,6 +98,39 @@ pub fn load_meta(ck: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|source| TrainError::Json { path: p, source })
 }
 
+/// Sets each var of `vars` (named `prefix` + the file's name) from the safetensors file `path`,
+/// insisting on every name and shape: `--init-from` starts a run from an exported model.
+pub fn init_vars_from(
+    vars: &[(String, candle_core::Var)],
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
+    let weights = candle_core::safetensors::load(path, &Device::Cpu)?;
+    for (n, v) in vars {
+        let Some(name) = n.strip_prefix(prefix) else {
+            continue;
+        };
+        let t = weights
+            .get(name)
+            .ok_or_else(|| TrainError::CheckpointMismatch {
+                path: path.to_path_buf(),
+                what: format!("`{name}` missing (exported from a model of another config?)"),
+            })?;
+        if t.shape() != v.shape() {
+            return Err(TrainError::CheckpointMismatch {
+                path: path.to_path_buf(),
+                what: format!(
+                    "`{name}` has shape {:?}, the config needs {:?}",
+                    t.dims(),
+                    v.dims()
+                ),
+            });
+        }
+        v.set(&t.to_dtype(candle_core::DType::F32)?)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

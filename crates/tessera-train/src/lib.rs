@@ -22,6 +22,7 @@ pub mod log;
 pub mod optim;
 pub mod rng;
 pub mod schedule;
+pub mod text_align;
 pub mod vae;
 
 use std::path::PathBuf;

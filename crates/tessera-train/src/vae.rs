@@ -221,27 +221,7 @@ fn load_init(all: &[(String, Var)], dir: &Path) -> Result<()> {
             tessera_models::WEIGHT_FILES
         ))
     })?;
-    let weights = candle_core::safetensors::load(&path, &Device::Cpu)?;
-    for (n, v) in all {
-        let t = weights
-            .get(n)
-            .ok_or_else(|| TrainError::CheckpointMismatch {
-                path: path.clone(),
-                what: format!("`{n}` missing (is this a VAE of the same config?)"),
-            })?;
-        if t.shape() != v.shape() {
-            return Err(TrainError::CheckpointMismatch {
-                path: path.clone(),
-                what: format!(
-                    "`{n}` has shape {:?}, the config needs {:?}",
-                    t.dims(),
-                    v.dims()
-                ),
-            });
-        }
-        v.set(&t.to_dtype(DType::F32)?)?;
-    }
-    Ok(())
+    crate::checkpoint::init_vars_from(all, "", &path)
 }
 
 fn named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {

@@ -48,6 +48,7 @@ fn micro(out: &Path) -> DitTrainOptions {
         text_max_len: 64,
         checkpoint_every: 4,
         sample_every: 0,
+        text_align_steps: 0,
         ..DitTrainOptions::tiny(out.to_path_buf())
     }
 }
@@ -357,6 +358,44 @@ fn export_round_trip() {
     let b = sample_latents(&dit, &text, &prompts, (3, 4, 4), settings, None).expect("b");
     let d = max_diff(&a, &b);
     assert!(d < 2e-2, "fp16 export changed samples by {d}");
+
+    // Fine-tuning from the export: the DiT starts from its weights (a vanishing lr keeps them
+    // through one step), while the text encoder is rebuilt and aligned from the seed.
+    let tune = DitTrainOptions {
+        steps: 1,
+        lr: 1e-12,
+        init_from: Some(model.clone()),
+        text_align_steps: 3,
+        out: tmp.path().join("tune"),
+        ..opts.clone()
+    };
+    let mut aligned = None;
+    train_dit(&tune, |e| {
+        if let DitEvent::TextAligned(r) = e {
+            aligned = Some(*r);
+        }
+        ControlFlow::Continue(())
+    })
+    .expect("fine-tune");
+    assert_eq!(aligned.map(|r| r.steps), Some(3));
+    let exported = candle_core::safetensors::load(model.join("dit/model.safetensors"), &dev)
+        .expect("exported");
+    let ck = checkpoint::latest(&tune.out.join("checkpoints"))
+        .expect("ck")
+        .expect("a checkpoint");
+    let tuned = checkpoint::load_tensors(&ck, "model").expect("model");
+    for (name, w) in &exported {
+        let t = &tuned[&format!("dit.{name}")];
+        let d = max_diff(&w.to_dtype(DType::F32).expect("f32"), t);
+        assert!(d < 1e-6, "{name} moved by {d}");
+    }
+    let bad = DitTrainOptions {
+        init_from: Some(tmp.path().join("nowhere")),
+        out: tmp.path().join("bad"),
+        ..tune
+    };
+    let err = train_dit(&bad, |_| ControlFlow::Continue(())).expect_err("no model there");
+    assert!(err.to_string().contains("--init-from"), "{err}");
 }
 
 /// A dataset folder (`captions.jsonl` + MP4s, here written by the shapes world) trains, fills

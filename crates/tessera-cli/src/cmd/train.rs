@@ -77,10 +77,16 @@ pub struct DitArgs {
     /// Trained VAE folder (config.json + model.safetensors).
     #[arg(long)]
     vae: PathBuf,
-    /// Train the text encoder jointly (default: frozen at its seeded init, which keeps
-    /// captions apart; jointly trained, it collapsed to a caption-independent output).
+    /// Keep training the text encoder with the DiT (default: frozen once aligned; trained
+    /// jointly from a random init it collapsed to a caption-independent output).
     #[arg(long)]
     train_text: bool,
+    /// Steps that first align the text encoder to the latents (0 = keep its random init).
+    #[arg(long)]
+    align_steps: Option<usize>,
+    /// Start the DiT from an exported model folder's dit/ (fine-tuning; fresh optimizer).
+    #[arg(long)]
+    init_from: Option<PathBuf>,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -118,6 +124,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.data = c.data;
             o.vae_dir = Some(a.vae);
             o.freeze_text = !a.train_text;
+            o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
+            o.init_from = a.init_from;
             o.config = c.config;
             o.steps = c.steps.unwrap_or(o.steps);
             o.lr = c.lr.unwrap_or(o.lr);
@@ -146,6 +154,13 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     } => bar.println(format!(
                         "step {step}: {} sample clips, mean |Δ| {pixel_error:.1} levels",
                         paths.len()
+                    )),
+                    DitEvent::Aligning { step, steps, loss } => bar.set_message(format!(
+                        "aligning the text encoder {step}/{steps}, loss {loss:.4}"
+                    )),
+                    DitEvent::TextAligned(r) => bar.println(format!(
+                        "text encoder aligned to the latents: {} steps, held-out R² {:.2}",
+                        r.steps, r.r2
                     )),
                     DitEvent::Checkpoint { .. } => {}
                 }
