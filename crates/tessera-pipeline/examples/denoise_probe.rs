@@ -22,16 +22,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let n: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(8);
     let dev = Device::Cpu;
     let m = Model::load(std::path::Path::new(dir), &dev)?;
-    let tensors = candle_core::safetensors::load(cache, &dev)?;
-    let caps: Vec<(String, Option<String>)> = serde_json::from_str(&std::fs::read_to_string(
-        std::path::Path::new(cache).with_extension("json"),
-    )?)?;
+    let set = tessera_train::latents::read_cache(std::path::Path::new(cache))?;
+    let items = &set.items;
     for sigma in [0.3f64, 0.6, 0.9, 0.99] {
         let mut err: Vec<f64> = Vec::new();
         let mut base: Vec<f64> = Vec::new();
         let mut count = 0;
-        for (i, (caption, _)) in caps.iter().enumerate() {
-            let x0 = tensors[&format!("latent.{i:06}")].to_dtype(candle_core::DType::F32)?;
+        for (i, item) in items.iter().enumerate() {
+            let (x0, caption) = (&item.latent, &item.caption);
             if x0.dim(1)? == 1 {
                 continue;
             }
@@ -44,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let xt = ((&x0 * (1.0 - sigma))? + (&eps * sigma)?)?;
             let other = match std::env::var("CAPTION").as_deref() {
                 Ok("empty") => "",
-                Ok("other") => caps[(i + 7) % caps.len()].0.as_str(),
+                Ok("other") => items[(i + 7) % items.len()].caption.as_str(),
                 _ => caption.as_str(),
             };
             let e = m.text.encode(&[other])?;
@@ -97,11 +95,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // What the caption can explain at best: latents grouped by their caption's first sentence
     // (the backdrop), per-group mean; residual power over total power (clips only).
     let mut groups: std::collections::HashMap<String, Vec<Tensor>> = Default::default();
-    for (i, (caption, _)) in caps.iter().enumerate() {
-        let x0 = tensors[&format!("latent.{i:06}")].to_dtype(candle_core::DType::F32)?;
-        if x0.dim(1)? > 1 {
-            let key = caption.split('.').next().unwrap_or("").to_string();
-            groups.entry(key).or_default().push(x0);
+    for item in items {
+        if item.latent.dim(1)? > 1 {
+            let key = item.caption.split('.').next().unwrap_or("").to_string();
+            groups.entry(key).or_default().push(item.latent.clone());
         }
     }
     let (mut resid, mut total) = (0f64, 0f64);
@@ -123,10 +120,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let dir = std::path::Path::new(&dump);
         std::fs::create_dir_all(dir.join("videos"))?;
         let mut lines = String::new();
-        for (i, (caption, _)) in caps.iter().enumerate().take(n) {
-            let z = tensors[&format!("latent.{i:06}")]
-                .to_dtype(candle_core::DType::F32)?
-                .unsqueeze(0)?;
+        for (i, item) in items.iter().enumerate().take(n) {
+            let (z, caption) = (item.latent.unsqueeze(0)?, &item.caption);
             let video = tessera_models::vae::tensor_to_video(&m.vae.decode_latents(&z)?, 16.0)?;
             let name = format!("videos/{i:04}.mp4");
             tessera_media::write_video(dir.join(&name), &video)?;
@@ -137,11 +132,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     // Sampling from noise (Euler, 30 steps, no guidance) for the first clips' captions:
     // per-frame standard deviation of the result next to the real latents'.
-    let real = tensors["latent.000000"]
-        .to_dtype(candle_core::DType::F32)?
-        .unsqueeze(0)?;
+    let real = items[0].latent.unsqueeze(0)?;
     let schedule = tessera_diffusion::SamplerKind::Euler.schedule(30, 1.0)?;
-    let e = m.text.encode(&[caps[0].0.as_str()])?;
+    let e = m.text.encode(&[items[0].caption.as_str()])?;
     let noise = tessera_diffusion::randn(&mut ChaCha8Rng::seed_from_u64(99), real.shape(), &dev)?;
     let z = tessera_diffusion::sample(
         tessera_diffusion::SamplerKind::Euler.build().as_mut(),

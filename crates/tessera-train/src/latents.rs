@@ -178,6 +178,38 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
     }
 }
 
+/// A latent cache file written by [`load_or_encode`] (`latents-<key>.safetensors` with its
+/// captions in the sibling `.json`), for tools that probe a model on its training latents.
+pub fn read_cache(path: &Path) -> Result<LatentSet> {
+    let jpath = path.with_extension("json");
+    let text = std::fs::read_to_string(&jpath).map_err(io_err(&jpath))?;
+    let caps: Vec<(String, Option<String>)> =
+        serde_json::from_str(&text).map_err(|source| TrainError::Json {
+            path: jpath.clone(),
+            source,
+        })?;
+    let tensors = candle_core::safetensors::load(path, &Device::Cpu)?;
+    let items = caps
+        .into_iter()
+        .enumerate()
+        .map(|(i, (caption, alt_caption))| {
+            let latent = tensors
+                .get(&format!("latent.{i:06}"))
+                .ok_or_else(|| TrainError::CheckpointMismatch {
+                    path: path.to_path_buf(),
+                    what: format!("latent cache lacks item {i}; delete the file to re-encode"),
+                })?
+                .to_dtype(DType::F32)?;
+            Ok(LatentItem {
+                latent,
+                caption,
+                alt_caption,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    LatentSet::new(items)
+}
+
 /// Latents of `spec` encoded with `vae`, from the cache in `cache_dir` when present.
 /// `vae_id` identifies the VAE weights (a content hash). `progress(done, total)` reports encoding.
 pub fn load_or_encode(
@@ -195,32 +227,7 @@ pub fn load_or_encode(
         stem.with_extension("json"),
     );
     if tpath.exists() && jpath.exists() {
-        let text = std::fs::read_to_string(&jpath).map_err(io_err(&jpath))?;
-        let caps: Vec<(String, Option<String>)> =
-            serde_json::from_str(&text).map_err(|source| TrainError::Json {
-                path: jpath.clone(),
-                source,
-            })?;
-        let tensors = candle_core::safetensors::load(&tpath, &Device::Cpu)?;
-        let items = caps
-            .into_iter()
-            .enumerate()
-            .map(|(i, (caption, alt_caption))| {
-                let latent = tensors
-                    .get(&format!("latent.{i:06}"))
-                    .ok_or_else(|| TrainError::CheckpointMismatch {
-                        path: tpath.clone(),
-                        what: format!("latent cache lacks item {i}; delete the file to re-encode"),
-                    })?
-                    .to_dtype(DType::F32)?;
-                Ok(LatentItem {
-                    latent,
-                    caption,
-                    alt_caption,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
-        return Ok((LatentSet::new(items)?, tpath));
+        return Ok((read_cache(&tpath)?, tpath));
     }
     let clips = clips(spec)?;
     let dev = Device::Cpu;
