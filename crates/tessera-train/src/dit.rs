@@ -383,7 +383,7 @@ pub struct DitTrainSummary {
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
+pub(crate) fn named_vars(varmap: &VarMap, prefix: &str) -> Result<Vec<(String, Var)>> {
     let data = varmap
         .data()
         .lock()

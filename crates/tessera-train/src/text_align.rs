@@ -110,12 +110,8 @@ pub fn align_text(
         Linear::load(dim, out_dim, vb.pp("readout"))?
     };
     let mut named: Vec<(String, Var)> = vars.to_vec();
-    named.extend(
-        vm.all_vars()
-            .into_iter()
-            .enumerate()
-            .map(|(i, v)| (format!("readout.{i}"), v)),
-    );
+    // Sorted by name: the gradient norm sums in this order, so it must not follow a HashMap's.
+    named.extend(crate::dit::named_vars(&vm, "")?);
     let mut opt = AdamW::new(
         named,
         AdamWParams {
