@@ -98,27 +98,27 @@ pub fn load_meta(ck: &Path) -> Result<serde_json::Value> {
     serde_json::from_str(&text).map_err(|source| TrainError::Json { path: p, source })
 }
 
-/// Sets each var of `vars` (named `prefix` + the file's name) from the safetensors file `path`,
-/// insisting on every name and shape: `--init-from` starts a run from an exported model.
-pub fn init_vars_from(
+/// Sets each var of `vars` (named `prefix` + the tensor's name) from `tensors`, read from
+/// `source`, insisting on every name and shape: resuming a run or starting from an export.
+pub fn set_vars(
     vars: &[(String, candle_core::Var)],
     prefix: &str,
-    path: &Path,
+    tensors: &HashMap<String, Tensor>,
+    source: &Path,
 ) -> Result<()> {
-    let weights = candle_core::safetensors::load(path, &Device::Cpu)?;
     for (n, v) in vars {
         let Some(name) = n.strip_prefix(prefix) else {
             continue;
         };
-        let t = weights
+        let t = tensors
             .get(name)
             .ok_or_else(|| TrainError::CheckpointMismatch {
-                path: path.to_path_buf(),
-                what: format!("`{name}` missing (exported from a model of another config?)"),
+                path: source.to_path_buf(),
+                what: format!("`{name}` missing (written for a model of another config?)"),
             })?;
         if t.shape() != v.shape() {
             return Err(TrainError::CheckpointMismatch {
-                path: path.to_path_buf(),
+                path: source.to_path_buf(),
                 what: format!(
                     "`{name}` has shape {:?}, the config needs {:?}",
                     t.dims(),
@@ -129,6 +129,20 @@ pub fn init_vars_from(
         v.set(&t.to_dtype(candle_core::DType::F32)?)?;
     }
     Ok(())
+}
+
+/// [`set_vars`] from the safetensors file `path`: `--init-from` starts a run from an export.
+pub fn init_vars_from(
+    vars: &[(String, candle_core::Var)],
+    prefix: &str,
+    path: &Path,
+) -> Result<()> {
+    set_vars(
+        vars,
+        prefix,
+        &candle_core::safetensors::load(path, &Device::Cpu)?,
+        path,
+    )
 }
 
 #[cfg(test)]

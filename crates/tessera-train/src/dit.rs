@@ -844,20 +844,7 @@ pub fn train_dit(
                     .into(),
             });
         }
-        let model = checkpoint::load_tensors(ck, "model")?;
-        for (n, v) in &named {
-            let t = model.get(n).ok_or_else(|| TrainError::CheckpointMismatch {
-                path: ck.clone(),
-                what: format!("model lacks `{n}`"),
-            })?;
-            if t.dims() != v.dims() {
-                return Err(TrainError::CheckpointMismatch {
-                    path: ck.clone(),
-                    what: format!("`{n}` has shape {:?}, the model {:?}", t.dims(), v.dims()),
-                });
-            }
-            v.set(&t.to_dtype(DType::F32)?)?;
-        }
+        checkpoint::set_vars(&named, "", &checkpoint::load_tensors(ck, "model")?, ck)?;
         ema.shadow = checkpoint::load_tensors(ck, "ema")?;
         start = meta["step"].as_u64().unwrap_or(0) as usize;
         opt.load_state(&checkpoint::load_tensors(ck, "optim")?, start)?;

@@ -97,12 +97,14 @@ pub fn align_text(
             set.items.len()
         )));
     }
-    let summaries = set
+    let (targets, masks): (Vec<Tensor>, Vec<Tensor>) = set
         .items
         .iter()
         .map(|it| latent_summary(&it.latent))
-        .collect::<Result<Vec<_>>>()?;
-    let out_dim = summaries[0].0.dim(0)?;
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .unzip();
+    let out_dim = targets[0].dim(0)?;
     let dim = text.config().dim;
     let vm = VarMap::new();
     let readout = {
@@ -124,18 +126,8 @@ pub fn align_text(
         let states = text.forward_ids(&ids, &mask)?;
         Ok(readout.forward(&masked_mean(&states, Some(&mask))?)?)
     };
-    let stack = |idx: &[usize], k: usize| -> Result<Tensor> {
-        let parts: Vec<Tensor> = idx
-            .iter()
-            .map(|&i| {
-                if k == 0 {
-                    &summaries[i].0
-                } else {
-                    &summaries[i].1
-                }
-            })
-            .cloned()
-            .collect();
+    let stack = |of: &[Tensor], idx: &[usize]| -> Result<Tensor> {
+        let parts: Vec<Tensor> = idx.iter().map(|&i| of[i].clone()).collect();
         Ok(Tensor::stack(&parts, 0)?)
     };
     let mut final_loss = f64::NAN;
@@ -148,7 +140,7 @@ pub fn align_text(
             .iter()
             .map(|&i| pick_caption(set, i, opts, &mut rng))
             .collect();
-        let (target, mask) = (stack(&idx, 0)?, stack(&idx, 1)?);
+        let (target, mask) = (stack(&targets, &idx)?, stack(&masks, &idx)?);
         let err = ((predict(&captions)? - target)?.sqr()? * &mask)?;
         let loss = (err.sum_all()? / mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?;
         final_loss = loss.to_scalar::<f32>()? as f64;
@@ -169,7 +161,7 @@ pub fn align_text(
         .iter()
         .map(|&i| set.items[i].caption.as_str())
         .collect();
-    let (target, mask) = (stack(&held, 0)?, stack(&held, 1)?);
+    let (target, mask) = (stack(&targets, &held)?, stack(&masks, &held)?);
     let pred = predict(&captions)?;
     let n = mask.sum_keepdim(0)?.clamp(1.0, f64::MAX)?;
     let mean = (target.broadcast_mul(&mask)?.sum_keepdim(0)? / &n)?;

@@ -355,14 +355,7 @@ pub fn train_vae_with(
                     .into(),
             });
         }
-        let model = checkpoint::load_tensors(&ck, "model")?;
-        for (n, v) in &all {
-            let t = model.get(n).ok_or_else(|| TrainError::CheckpointMismatch {
-                path: ck.clone(),
-                what: format!("model lacks `{n}`"),
-            })?;
-            v.set(&t.to_dtype(DType::F32)?)?;
-        }
+        checkpoint::set_vars(&all, "", &checkpoint::load_tensors(&ck, "model")?, &ck)?;
         ema.shadow = checkpoint::load_tensors(&ck, "ema")?;
         start = meta["step"].as_u64().unwrap_or(0) as usize;
         opt.load_state(&checkpoint::load_tensors(&ck, "optim")?, start)?;
