@@ -68,6 +68,11 @@ pub fn median_ms(runs: usize, mut f: impl FnMut() -> anyhow::Result<()>) -> anyh
     Ok(times[times.len() / 2])
 }
 
+// The allocator `tessera` itself uses (see tessera-cli), so timings match what users get: glibc
+// hands large tensor buffers back to the OS and page-faults fresh zeroed pages on every op.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     if generate_suite::child_entry()? {
         return Ok(());

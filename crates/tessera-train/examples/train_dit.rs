@@ -9,6 +9,10 @@ use std::path::PathBuf;
 use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions, TimestepDist};
 use tessera_train::latents::BucketSpec;
 
+// Like `tessera` (tessera-cli): freed tensor pages are reused instead of faulted in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tessera_models::kernels::prefer_rayon_over_candle_pool();
     let args: Vec<String> = std::env::args().skip(1).collect();
