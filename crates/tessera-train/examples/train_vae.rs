@@ -3,7 +3,7 @@
 //! ```text
 //! train_vae train OUT_DIR STEPS [--resume] [--crop N|--no-crop] [--lr X] [--seed N]
 //!     [--frames-per-step N] [--clip-lengths 1,5,9,17,33] [--warmup N] [--eval-every N]
-//!     [--init-from MODEL_DIR] [--decoder-only] [--data DIR]
+//!     [--init-from MODEL_DIR] [--decoder-only] [--data DIR] [--mse-weight X]
 //! train_vae eval  OUT_DIR [CLIPS]          # val PSNR/SSIM of the latest checkpoint's EMA
 //! train_vae export OUT_DIR MODEL_DIR       # fp16 diffusers-style folder + latent statistics
 //! ```
@@ -22,6 +22,10 @@ fn arg_after(args: &[String], flag: &str) -> Option<String> {
         .position(|a| a == flag)
         .and_then(|i| args.get(i + 1).cloned())
 }
+
+// Like `tessera` (tessera-cli): freed tensor pages are reused instead of faulted in again.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tessera_models::kernels::prefer_rayon_over_candle_pool();
@@ -61,6 +65,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 o.init_from = Some(PathBuf::from(v));
             }
             o.train_encoder = !args.iter().any(|a| a == "--decoder-only");
+            if let Some(v) = arg_after(&args, "--mse-weight") {
+                o.mse_weight = v.parse()?;
+            }
             if let Some(v) = arg_after(&args, "--warmup") {
                 o.warmup = v.parse()?;
             }

@@ -211,3 +211,38 @@ fn decoder_only_keeps_the_encoder_exact() {
         other => panic!("expected a mismatch error, got {other:?}"),
     }
 }
+
+/// `mse_weight` adds exactly `w · MSE` to the loss (the first step's forward is the same run);
+/// options saved before the term existed still load, with the term off.
+#[test]
+fn mse_term_adds_weighted_mse_and_old_options_load() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    let first = |o: &VaeTrainOptions| {
+        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
+        let mut got = None;
+        train_vae_with(o, &mut src, &[], |r: &StepReport| {
+            got = Some((r.loss, r.psnr));
+            Flow::Stop
+        })
+        .unwrap();
+        got.unwrap()
+    };
+    let (plain, psnr) = first(&opts(a.path()));
+    let (with_mse, _) = first(&VaeTrainOptions {
+        mse_weight: 3.0,
+        ..opts(b.path())
+    });
+    // A fresh decoder's output stays inside [-1, 1], so the clamped MSE behind PSNR is the MSE.
+    let mse = 4.0 / 10f64.powf(psnr / 10.0);
+    let added = (with_mse - plain) / 3.0;
+    assert!(
+        (added - mse).abs() < 1e-3 * mse.max(1e-3),
+        "loss grew by {added} per unit weight, MSE is {mse}"
+    );
+
+    let mut old = serde_json::to_value(opts(a.path())).unwrap();
+    old.as_object_mut().unwrap().remove("mse_weight");
+    let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.mse_weight, 0.0);
+}
