@@ -74,6 +74,60 @@ struct SharedMut(*mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+/// `x (…, K) · Wᵀ + b` with `W` `(N, K)`, same semantics as [`crate::layers::Linear`]; `None` when
+/// the inference path does not apply. The output starts as the bias rows and the GEMM adds into
+/// it, reading `x` and `W` in place: no zero fill, no copy of the product for the bias add.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Option<Tensor>> {
+    if !inference_f32(x) || !inference_f32(weight) || !bias.is_none_or(inference_f32) {
+        return Ok(None);
+    }
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let (n, wk) = weight.dims2()?;
+    if wk != k || bias.is_some_and(|b| b.dims() != [n]) {
+        return Ok(None); // the reference path reports the mismatch
+    }
+    let m = x.elem_count() / k.max(1);
+    let mut out = match bias {
+        Some(b) => with_slice(b, |b: &[f32]| Ok(b.repeat(m)))?,
+        None => vec![0f32; m * n],
+    };
+    if m > 0 && n > 0 && k > 0 {
+        with_slice(x, |xs: &[f32]| {
+            with_slice(weight, |ws: &[f32]| {
+                // SAFETY: `out` is (m, n) row-major, `xs` (m, k) row-major and `ws` (n, k)
+                // row-major read as its transpose (k, n) through the strides.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        out.as_mut_ptr(),
+                        1,
+                        n as isize,
+                        true,
+                        xs.as_ptr(),
+                        1,
+                        k as isize,
+                        ws.as_ptr(),
+                        k as isize,
+                        1,
+                        1f32,
+                        1f32,
+                        false,
+                        false,
+                        false,
+                        gemm::Parallelism::Rayon(0),
+                    )
+                };
+                Ok(())
+            })
+        })?;
+    }
+    dims.push(n);
+    Ok(Some(Tensor::from_vec(out, dims, x.device())?))
+}
+
 /// 3D convolution `(B, C, T, H, W)` with weight `(O, C, kt, kh, kw)` → `(B, O, To, Ho, Wo)`, same
 /// semantics as [`crate::conv3d::conv3d`]; `None` when the inference path does not apply.
 pub fn conv3d(
@@ -312,6 +366,12 @@ mod tests {
         let x = Var::randn(0f32, 1.0, (1, 2, 1, 2, 2), &dev)?;
         let w = Tensor::ones((3, 2, 1, 1, 1), DType::F32, &dev)?;
         assert!(conv3d(x.as_tensor(), &w, None, &g)?.is_none());
+        assert!(linear(
+            x.as_tensor(),
+            &Tensor::ones((3, 2), DType::F32, &dev)?,
+            None
+        )?
+        .is_none());
         assert!(channel_rms_norm(
             x.as_tensor(),
             &Tensor::ones(2, DType::F32, &dev)?,
@@ -319,6 +379,29 @@ mod tests {
             false
         )?
         .is_none());
+        Ok(())
+    }
+
+    /// Leading dimensions flatten, the bias (if any) broadcasts, and a strided input is read right.
+    #[test]
+    fn linear_matches_the_differentiable_linear() -> Result<()> {
+        let dev = Device::Cpu;
+        let w = Tensor::randn(0f32, 0.3, (7, 5), &dev)?;
+        let b = Tensor::randn(0f32, 0.3, 7, &dev)?;
+        let x = Tensor::randn(0f32, 1.0, (2, 3, 5), &dev)?;
+        let strided = Tensor::randn(0f32, 1.0, (2, 5, 3), &dev)?.transpose(1, 2)?;
+        for x in [&x, &strided] {
+            for bias in [Some(&b), None] {
+                let fast = linear(x, &w, bias)?.expect("inference path applies");
+                let want = x.broadcast_matmul(&w.t()?)?;
+                let want = match bias {
+                    Some(b) => want.broadcast_add(b)?,
+                    None => want,
+                };
+                assert_eq!(fast.dims(), [2, 3, 7]);
+                assert!(max_diff(&fast, &want) < 1e-5);
+            }
+        }
         Ok(())
     }
 
