@@ -369,6 +369,9 @@ pub fn conv3d(
         )
     }
     let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    if !x.device().is_cpu() {
+        return conv3d_composed(x, weight, bias, geom);
+    }
     if let Some(y) = crate::kernels::conv3d(x, weight, bias, geom)? {
         return Ok(y); // inference: tiled unfold + GEMM, no whole-clip column matrix
     }
@@ -383,6 +386,63 @@ pub fn conv3d(
         y = y.broadcast_add(&bias.reshape((1, o, 1))?)?;
     }
     y.reshape((b, o, to, ho, wo))
+}
+
+/// The same convolution from candle's own differentiable ops, for devices without our CPU op
+/// (CUDA, Metal): zero padding, then one `conv2d` per temporal tap over the frames that tap
+/// reads, summed. Slower than the unfold on a CPU (each tap re-reads its frames) but needs no
+/// kernel of ours.
+pub fn conv3d_composed(
+    x: &Tensor,
+    weight: &Tensor,
+    bias: Option<&Tensor>,
+    geom: &Conv3dGeometry,
+) -> Result<Tensor> {
+    let (b, c, t, h, w) = x.dims5()?;
+    let o = weight.dim(0)?;
+    let [to, ho, wo] = geom.out_dims(t, h, w)?;
+    let [kt, kh, kw] = geom.kernel;
+    let [st, sh, sw] = geom.stride;
+    if sh != sw {
+        candle_core::bail!(
+            "conv3d on {:?}: row stride {sh} ≠ column stride {sw} is CPU-only",
+            x.device()
+        )
+    }
+    // Cropped to the rows and columns some output reads: candle's conv2d backward cannot give
+    // back an input that a strided kernel does not end on.
+    let x = x
+        .pad_with_zeros(2, geom.pad_t, 0)?
+        .pad_with_zeros(3, geom.pad_h[0], geom.pad_h[1])?
+        .pad_with_zeros(4, geom.pad_w[0], geom.pad_w[1])?
+        .narrow(3, 0, (ho - 1) * sh + kh)?
+        .narrow(4, 0, (wo - 1) * sw + kw)?
+        .contiguous()?;
+    let (hp, wp) = (x.dim(3)?, x.dim(4)?);
+    let mut y: Option<Tensor> = None;
+    for dt in 0..kt {
+        // Frames dt, dt + st, …: one per output frame.
+        let idx: Vec<u32> = (0..to).map(|ot| (ot * st + dt) as u32).collect();
+        let idx = Tensor::new(idx.as_slice(), x.device())?;
+        let frames = x
+            .index_select(&idx, 2)? // (B, C, To, Hp, Wp)
+            .permute((0, 2, 1, 3, 4))?
+            .reshape((b * to, c, hp, wp))?;
+        let k = weight.narrow(2, dt, 1)?.squeeze(2)?.contiguous()?; // (O, C, kh, kw)
+        let part = frames.conv2d(&k, 0, sh, 1, 1)?;
+        y = Some(match y {
+            Some(acc) => (acc + part)?,
+            None => part,
+        });
+    }
+    let y = y
+        .ok_or_else(|| candle_core::Error::Msg("conv3d: empty temporal kernel".into()))?
+        .reshape((b, to, o, ho, wo))?
+        .permute((0, 2, 1, 3, 4))?;
+    match bias {
+        Some(bias) => y.broadcast_add(&bias.reshape((1, o, 1, 1, 1))?),
+        None => y.contiguous(),
+    }
 }
 
 /// Every convolution geometry the VAE uses, for the tests of both convolution paths.
@@ -492,6 +552,37 @@ mod tests {
                 .map(|(a, b)| (a - b).abs())
                 .fold(0.0, f64::max);
             assert!(err < 1e-10, "{g:?}: max err {err}");
+        }
+        Ok(())
+    }
+
+    /// The composed path other devices take gives the CPU op's values and gradients.
+    #[test]
+    fn composed_path_matches_the_custom_op() -> Result<()> {
+        let dev = Device::Cpu;
+        for g in vae_geometries() {
+            let x = candle_core::Var::randn(0f64, 1.0, (2, 3, 5, 6, 7), &dev)?;
+            let w = candle_core::Var::randn(
+                0f64,
+                0.5,
+                (4, 3, g.kernel[0], g.kernel[1], g.kernel[2]),
+                &dev,
+            )?;
+            let b = candle_core::Var::randn(0f64, 0.5, 4, &dev)?;
+            let ours = conv3d(&x, &w, Some(&b), &g)?;
+            let composed = conv3d_composed(&x, &w, Some(&b), &g)?;
+            assert_eq!(ours.dims(), composed.dims());
+            let r = Tensor::randn(0f64, 1.0, ours.shape(), &dev)?;
+            let ga = (&ours * &r)?.sum_all()?.backward()?;
+            let gb = (&composed * &r)?.sum_all()?.backward()?;
+            let diff = |a: &Tensor, b: &Tensor| -> Result<f64> {
+                (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f64>()
+            };
+            assert!(diff(&ours, &composed)? < 1e-10, "{g:?}: values differ");
+            for v in [&x, &w, &b] {
+                let d = diff(ga.get(v).expect("grad"), gb.get(v).expect("grad"))?;
+                assert!(d < 1e-10, "{g:?}: gradients differ by {d}");
+            }
         }
         Ok(())
     }

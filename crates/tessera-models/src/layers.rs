@@ -77,11 +77,17 @@ impl Module for Linear {
 /// `x + b` with `b` `(D,)` broadcast over every leading dimension of `x` `(…, D)`; the bias
 /// gradient is a contiguous column sum instead of candle's strided reduction.
 pub fn add_rows(x: &Tensor, b: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_add(b);
+    }
     x.contiguous()?.apply_op2(&b.contiguous()?, RowOp::Add)
 }
 
 /// `x ⊙ w` with `w` `(D,)` broadcast over the leading dimensions (norm gains); see [`add_rows`].
 pub fn mul_rows(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if !x.device().is_cpu() {
+        return x.broadcast_mul(w);
+    }
     x.contiguous()?.apply_op2(&w.contiguous()?, RowOp::Mul)
 }
 

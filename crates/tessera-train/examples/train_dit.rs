@@ -1,6 +1,6 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
-//! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N]
+//! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N] [--align-grid G]
 //! [--init-from MODEL_DIR] [--train-text] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
@@ -88,6 +88,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = get("--align-steps") {
         opts.text_align_steps = v.parse()?;
+    }
+    if let Some(v) = get("--align-grid") {
+        opts.text_align_grid = v.parse()?;
     }
     opts.init_from = get("--init-from").map(PathBuf::from);
     if let Some(v) = get("--dropout") {

@@ -119,6 +119,10 @@ pub struct DitTrainOptions {
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
     pub text_align_steps: usize,
+    /// Side of the cell grid the alignment summarises each latent frame on
+    /// ([`crate::text_align::latent_summary`]); 2 (quadrants) before this option existed.
+    #[serde(default = "two")]
+    pub text_align_grid: usize,
     /// Start the DiT from an exported model folder's `dit/` weights (fresh optimizer and EMA;
     /// the text encoder is still built, and aligned, from the run's seed).
     #[serde(default)]
@@ -132,6 +136,10 @@ pub struct DitTrainOptions {
     pub sample_cfg: f64,
     pub resume: bool,
     pub seed: u64,
+}
+
+fn two() -> usize {
+    2
 }
 
 impl DitTrainOptions {
@@ -184,6 +192,7 @@ impl DitTrainOptions {
             freeze_text: true,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
+            text_align_grid: 2,
             init_from: None,
             checkpoint_every: 250,
             sample_every: 500,

@@ -42,35 +42,38 @@ pub struct AlignReport {
     pub final_loss: f64,
 }
 
-/// A latent's coarse summary `(8·C)`: its first frame and the mean of the others, each averaged
-/// over the four quadrants; the second half is masked out (`mask` 0) for one-frame items. The
-/// first latent frame is kept apart because a causal VAE encodes it alone, with its own
-/// statistics.
-pub fn latent_summary(latent: &Tensor) -> Result<(Tensor, Tensor)> {
+/// A latent's coarse summary `(2·g²·C)`: its first frame and the mean of the others, each
+/// averaged over a `g × g` grid of cells; the second half is masked out (`mask` 0) for one-frame
+/// items. The first latent frame is kept apart because a causal VAE encodes it alone, with its
+/// own statistics. `g = 2` (quadrants) mostly says what the backdrop is; finer grids also say
+/// where the objects are.
+pub fn latent_summary(latent: &Tensor, grid: usize) -> Result<(Tensor, Tensor)> {
     let (c, t, h, w) = latent.dims4()?;
-    if h % 2 != 0 || w % 2 != 0 {
+    if grid == 0 || h % grid != 0 || w % grid != 0 {
         return Err(TrainError::Data(format!(
-            "latent {h}×{w} cannot be split into quadrants; use a frame size that is a multiple of 16"
+            "latent {h}×{w} cannot be split into a {grid}×{grid} grid; use a grid side that \
+             divides the latent size (frame size / 8)"
         )));
     }
-    let quad = |x: &Tensor| -> candle_core::Result<Tensor> {
-        // (C, h, w) → (C, 2, h/2, 2, w/2) → mean over the inner extents → (C·4)
-        x.reshape((c, 2, h / 2, 2, w / 2))?
+    let cells = |x: &Tensor| -> candle_core::Result<Tensor> {
+        // (C, h, w) → (C, g, h/g, g, w/g) → mean over the inner extents → (C·g²)
+        x.reshape((c, grid, h / grid, grid, w / grid))?
             .mean(4)?
             .mean(2)?
             .flatten_all()
     };
-    let first = quad(&latent.narrow(1, 0, 1)?.squeeze(1)?)?;
+    let first = cells(&latent.narrow(1, 0, 1)?.squeeze(1)?)?;
     let (rest, keep) = if t > 1 {
-        (quad(&latent.narrow(1, 1, t - 1)?.mean(1)?)?, 1f32)
+        (cells(&latent.narrow(1, 1, t - 1)?.mean(1)?)?, 1f32)
     } else {
         (first.zeros_like()?, 0f32)
     };
     let dev = latent.device();
+    let n = grid * grid * c;
     let mask = Tensor::cat(
         &[
-            Tensor::ones(4 * c, DType::F32, dev)?,
-            Tensor::full(keep, 4 * c, dev)?,
+            Tensor::ones(n, DType::F32, dev)?,
+            Tensor::full(keep, n, dev)?,
         ],
         0,
     )?;
@@ -100,7 +103,7 @@ pub fn align_text(
     let (targets, masks): (Vec<Tensor>, Vec<Tensor>) = set
         .items
         .iter()
-        .map(|it| latent_summary(&it.latent))
+        .map(|it| latent_summary(&it.latent, opts.text_align_grid))
         .collect::<Result<Vec<_>>>()?
         .into_iter()
         .unzip();

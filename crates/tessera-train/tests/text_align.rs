@@ -50,7 +50,7 @@ fn summary_keeps_first_frame_apart_and_masks_images() {
     let x = Tensor::arange(0f32, 2.0 * 2.0 * 2.0 * 2.0, &Device::Cpu)
         .and_then(|t| t.reshape((2, 2, 2, 2)))
         .expect("x"); // (C, T', h, w): quadrants are single pixels
-    let (s, m) = latent_summary(&x).expect("summary");
+    let (s, m) = latent_summary(&x, 2).expect("summary");
     let s: Vec<f32> = s.to_vec1().expect("vec");
     // Channel 0: frame 0 = 0..4, frame 1 = 4..8; channel 1: +8.
     assert_eq!(
@@ -58,10 +58,14 @@ fn summary_keeps_first_frame_apart_and_masks_images() {
         [0., 1., 2., 3., 8., 9., 10., 11., 4., 5., 6., 7., 12., 13., 14., 15.]
     );
     assert_eq!(m.to_vec1::<f32>().expect("mask"), [1f32; 16]);
-    let (_, m1) = latent_summary(&x.narrow(1, 0, 1).expect("image")).expect("summary");
+    let (_, m1) = latent_summary(&x.narrow(1, 0, 1).expect("image"), 2).expect("summary");
     let m1: Vec<f32> = m1.to_vec1().expect("mask");
     assert_eq!(&m1[..8], &[1f32; 8]);
     assert_eq!(&m1[8..], &[0f32; 8]);
+    // A 1×1 grid is the per-channel mean; a grid that does not divide the latent is an error.
+    let (s1, _) = latent_summary(&x, 1).expect("summary");
+    assert_eq!(s1.to_vec1::<f32>().expect("vec"), [1.5, 9.5, 5.5, 13.5]);
+    assert!(latent_summary(&x, 3).is_err());
 }
 
 #[test]

@@ -89,6 +89,10 @@ pub struct DitArgs {
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
+    /// Grid side of the latent summary the alignment regresses (2 = quadrants; 4 also places
+    /// objects; it must divide the latent size, i.e. frame size / 8).
+    #[arg(long)]
+    align_grid: Option<usize>,
     /// Start the DiT from an exported model folder's dit/ (fine-tuning; fresh optimizer).
     #[arg(long)]
     init_from: Option<PathBuf>,
@@ -131,6 +135,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.vae_dir = Some(a.vae);
             o.freeze_text = !a.train_text;
             o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
+            o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
             o.config = c.config;
             o.steps = c.steps.unwrap_or(o.steps);
