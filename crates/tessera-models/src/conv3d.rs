@@ -556,19 +556,27 @@ mod tests {
         Ok(())
     }
 
+    /// Random f64 input `(B, C, T, H, W)`, weight for `o` outputs under `g`, and bias, as Vars.
+    fn conv_vars(
+        g: &Conv3dGeometry,
+        dims: (usize, usize, usize, usize, usize),
+        o: usize,
+    ) -> Result<(candle_core::Var, candle_core::Var, candle_core::Var)> {
+        let dev = Device::Cpu;
+        let [kt, kh, kw] = g.kernel;
+        Ok((
+            candle_core::Var::randn(0f64, 1.0, dims, &dev)?,
+            candle_core::Var::randn(0f64, 0.5, (o, dims.1, kt, kh, kw), &dev)?,
+            candle_core::Var::randn(0f64, 0.5, o, &dev)?,
+        ))
+    }
+
     /// The composed path other devices take gives the CPU op's values and gradients.
     #[test]
     fn composed_path_matches_the_custom_op() -> Result<()> {
         let dev = Device::Cpu;
         for g in vae_geometries() {
-            let x = candle_core::Var::randn(0f64, 1.0, (2, 3, 5, 6, 7), &dev)?;
-            let w = candle_core::Var::randn(
-                0f64,
-                0.5,
-                (4, 3, g.kernel[0], g.kernel[1], g.kernel[2]),
-                &dev,
-            )?;
-            let b = candle_core::Var::randn(0f64, 0.5, 4, &dev)?;
+            let (x, w, b) = conv_vars(&g, (2, 3, 5, 6, 7), 4)?;
             let ours = conv3d(&x, &w, Some(&b), &g)?;
             let composed = conv3d_composed(&x, &w, Some(&b), &g)?;
             assert_eq!(ours.dims(), composed.dims());
@@ -612,14 +620,7 @@ mod tests {
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
         for g in vae_geometries() {
-            let x = candle_core::Var::randn(0f64, 1.0, (2, 2, 5, 5, 6), &dev)?;
-            let w = candle_core::Var::randn(
-                0f64,
-                0.5,
-                (3, 2, g.kernel[0], g.kernel[1], g.kernel[2]),
-                &dev,
-            )?;
-            let b = candle_core::Var::randn(0f64, 0.5, 3, &dev)?;
+            let (x, w, b) = conv_vars(&g, (2, 2, 5, 5, 6), 3)?;
             let y0 = conv3d(&x, &w, Some(&b), &g)?;
             let r = Tensor::randn(0f64, 1.0, y0.shape(), &dev)?;
             let f = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
