@@ -392,7 +392,7 @@ pub fn conv3d(
 /// (CUDA, Metal): zero padding, then one `conv2d` per temporal tap over the frames that tap
 /// reads, summed. Slower than the unfold on a CPU (each tap re-reads its frames) but needs no
 /// kernel of ours.
-pub fn conv3d_composed(
+fn conv3d_composed(
     x: &Tensor,
     weight: &Tensor,
     bias: Option<&Tensor>,
