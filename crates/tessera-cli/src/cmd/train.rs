@@ -89,8 +89,8 @@ pub struct DitArgs {
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
-    /// Grid side of the latent summary the alignment regresses (2 = quadrants; 4 also places
-    /// objects; it must divide the latent size, i.e. frame size / 8).
+    /// Grid side of the latent summary the alignment regresses (2 = quadrants; it must divide
+    /// the latent size, i.e. frame size / 8). 4 did no better than 2 here (TRAINING.md).
     #[arg(long)]
     align_grid: Option<usize>,
     /// Start the DiT from an exported model folder's dit/ (fine-tuning; fresh optimizer).
