@@ -121,7 +121,12 @@ pub fn measured_gemm_peak(runs: usize) -> Result<f64> {
 pub fn dit(runs: usize, export: &Path) -> Result<Vec<Row>> {
     let dir = export.join("dit");
     std::fs::create_dir_all(&dir)?;
-    let cfg = dit::Config::tiny();
+    // Wan's layout, so diffusers' `WanTransformer3DModel` runs the same computation; the pooled
+    // text path is one small MLP per sample, nothing a timing would see.
+    let cfg = dit::Config {
+        pooled_text: false,
+        ..dit::Config::tiny()
+    };
     let dev = Device::Cpu;
     let varmap = VarMap::new();
     let train_model = dit::Dit::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
