@@ -15,7 +15,11 @@ use candle_core::{CpuStorage, CustomOp3, DType, Layout, Result, Shape, Tensor, D
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::kernels::{gemm_into, Mat};
 use crate::layers::fast_exp;
+
+/// Every GEMM here runs inside a rayon task.
+const NO_PAR: gemm::Parallelism = gemm::Parallelism::None;
 
 /// Which implementation [`attention`] runs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -236,69 +240,6 @@ fn unit_last(t: &Tensor) -> Result<Tensor> {
     }
 }
 
-/// A matrix operand for [`gemm_into`]: a pointer and its column and row strides.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    cs: usize,
-    rs: usize,
-}
-
-impl Mat {
-    /// Row-major rows `rs` floats apart.
-    fn rows(ptr: *const f32, rs: usize) -> Self {
-        Self { ptr, cs: 1, rs }
-    }
-
-    fn t(self) -> Self {
-        Self {
-            ptr: self.ptr,
-            cs: self.rs,
-            rs: self.cs,
-        }
-    }
-}
-
-/// `dst (m×n, rows dst_rs apart) = [dst +] beta·a·b`, single-threaded (callers are rayon tasks).
-///
-/// # Safety
-/// `dst` must be valid for writes and `a` (`m×k`), `b` (`k×n`) for reads at every index their
-/// strides reach, and `dst` must not overlap `a` or `b`.
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_into(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    accumulate: bool,
-    a: Mat,
-    b: Mat,
-    beta: f32,
-) {
-    gemm::gemm(
-        m,
-        n,
-        k,
-        dst,
-        1,
-        dst_rs as isize,
-        accumulate,
-        a.ptr,
-        a.cs as isize,
-        a.rs as isize,
-        b.ptr,
-        b.cs as isize,
-        b.rs as isize,
-        1f32,
-        beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
-    )
-}
-
 #[derive(Clone, Copy)]
 struct Dims {
     b: usize,
@@ -344,7 +285,16 @@ fn tiled_forward(
                 // this head exist (strides from their layouts); `o` is (rows, d).
                 unsafe {
                     let qm = Mat::rows(q.row(bi, hi, qb * QB), q.stride[2]);
-                    gemm_into(rows, kn, d, s.as_mut_ptr(), kn, false, qm, km.t(), scale);
+                    gemm_into(
+                        [rows, kn, d],
+                        s.as_mut_ptr(),
+                        kn,
+                        false,
+                        qm,
+                        km.t(),
+                        scale,
+                        NO_PAR,
+                    );
                 }
                 state.update(s, kn, valid.map(|v| &v[k0..k0 + kn]));
                 for (row, &c) in o.chunks_exact_mut(d).zip(&state.corr) {
@@ -356,15 +306,14 @@ fn tiled_forward(
                 unsafe {
                     let vm = Mat::rows(v.row(bi, hi, k0), v.stride[2]);
                     gemm_into(
-                        rows,
-                        d,
-                        kn,
+                        [rows, d, kn],
                         o.as_mut_ptr(),
                         d,
                         true,
                         Mat::rows(s.as_ptr(), kn),
                         vm,
                         1.0,
+                        NO_PAR,
                     );
                 }
             }
@@ -472,7 +421,18 @@ fn tiled_backward(
                 let gm = Mat::rows(go.row(bi, hi, q0), go.stride[2]);
                 // SAFETY: every operand is a block of rows this head owns (strides from the
                 // layouts); p and ds are (r, lk); dq's rows q0..q0+r and dk, dv are (·, d).
-                unsafe { gemm_into(r, lk, d, p.as_mut_ptr(), lk, false, qm, km.t(), scale) };
+                unsafe {
+                    gemm_into(
+                        [r, lk, d],
+                        p.as_mut_ptr(),
+                        lk,
+                        false,
+                        qm,
+                        km.t(),
+                        scale,
+                        NO_PAR,
+                    )
+                };
                 let mut state = RowState::new(r);
                 state.update(p, lk, valid);
                 for (row, &l) in p.chunks_exact_mut(lk).zip(&state.sum) {
@@ -482,8 +442,26 @@ fn tiled_backward(
                 // SAFETY: as above.
                 unsafe {
                     let pm = Mat::rows(p.as_ptr(), lk);
-                    gemm_into(lk, d, r, dv.as_mut_ptr(), d, true, pm.t(), gm, 1.0);
-                    gemm_into(r, lk, d, ds.as_mut_ptr(), lk, false, gm, vm.t(), 1.0);
+                    gemm_into(
+                        [lk, d, r],
+                        dv.as_mut_ptr(),
+                        d,
+                        true,
+                        pm.t(),
+                        gm,
+                        1.0,
+                        NO_PAR,
+                    );
+                    gemm_into(
+                        [r, lk, d],
+                        ds.as_mut_ptr(),
+                        lk,
+                        false,
+                        gm,
+                        vm.t(),
+                        1.0,
+                        NO_PAR,
+                    );
                 }
                 for (i, (dsr, pr)) in ds.chunks_exact_mut(lk).zip(p.chunks_exact(lk)).enumerate() {
                     let (gr, or) = (
@@ -499,8 +477,17 @@ fn tiled_backward(
                 unsafe {
                     let dsm = Mat::rows(ds.as_ptr(), lk);
                     let dq = dq[q0 * d..].as_mut_ptr();
-                    gemm_into(r, d, lk, dq, d, false, dsm, km, scale);
-                    gemm_into(lk, d, r, dk.as_mut_ptr(), d, true, dsm.t(), qm, scale);
+                    gemm_into([r, d, lk], dq, d, false, dsm, km, scale, NO_PAR);
+                    gemm_into(
+                        [lk, d, r],
+                        dk.as_mut_ptr(),
+                        d,
+                        true,
+                        dsm.t(),
+                        qm,
+                        scale,
+                        NO_PAR,
+                    );
                 }
             }
         });

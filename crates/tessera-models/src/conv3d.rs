@@ -1,12 +1,12 @@
-//! 3D convolution for candle, which has none: a differentiable im2col custom op plus one GEMM.
+//! 3D convolution for candle, which has none: a differentiable custom op built on GEMM.
 //!
-//! `im2col` unfolds `(C, T, H, W)` into `(C·kt·kh·kw, To·Ho·Wo)` with the zero padding folded
-//! into the gather (no padded copy of the input); the convolution is then `W(O, K) @ cols(K, N)`,
-//! which lands directly in the channel-first `(B, O, To, Ho, Wo)` layout the model uses, so no
-//! permute is needed on the way out. The backward of the unfold is the matching scatter-add
-//! (`col2im`); unfold, GEMM and their backward are one custom op. One unfold per layer (instead of
-//! one conv2d per temporal tap, each re-unfolding the same frames) is why this is faster than
-//! stacking conv2d.
+//! The output is cut into tiles of whole output rows; each rayon task unfolds its tile's inputs
+//! into a `(C·kt·kh·kw, rows·Wo)` column buffer (~512 KiB, zero padding folded into the gather,
+//! no padded copy of the input) and multiplies `W(O, K) @ cols` into the channel-first
+//! `(B, O, To, Ho, Wo)` output while the buffer is in L2. The backward does the same per tile:
+//! `dW += dY·colsᵀ`, `dcols = Wᵀ·dY`, then scatters `dcols` back (the adjoint of the gather) into
+//! a per-task `dX`. A whole-clip unfold would be a `(C·27, T·H·W)` matrix (30 MB for a 16-channel
+//! 17×32×32 training crop, 3.7 GB at 33×256×256) written and read back through DRAM.
 //!
 //! Causality lives in the padding: `Conv3dGeometry::pad_t` pads only the past.
 
@@ -14,7 +14,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernels::with_slice;
+use crate::kernels::{gemm_into, with_slice, Mat, SharedMut};
 
 /// Kernel, stride and zero padding of a 3D convolution. Time is padded only at the front (causal);
 /// height and width have separate before/after padding so Wan's `ZeroPad2d((0, 1, 0, 1))` fits.
@@ -78,79 +78,146 @@ pub(crate) fn valid_range(
     (lo.min(hi_excl), hi_excl)
 }
 
-fn im2col<T: WithDType>(src: &[T], geom: &Conv3dGeometry, in_dims: [usize; 5]) -> Result<Vec<T>> {
-    let [b, c, t, h, w] = in_dims;
-    let [to, ho, wo] = geom.out_dims(t, h, w)?;
-    let [kt, kh, kw] = geom.kernel;
-    let [st, sh, sw] = geom.stride;
-    let n = to * ho * wo;
-    let k = c * kt * kh * kw;
-    let mut dst = vec![T::zero(); b * k * n];
-    dst.par_chunks_mut(n).enumerate().for_each(|(row, out)| {
-        let bi = row / k;
-        let r = row % k;
-        let dx = r % kw;
-        let dy = (r / kw) % kh;
-        let dt = (r / (kw * kh)) % kt;
-        let ci = r / (kw * kh * kt);
-        let plane = &src[(bi * c + ci) * t * h * w..(bi * c + ci + 1) * t * h * w];
-        let (t0, t1) = valid_range(to, t, st, dt, geom.pad_t);
-        let (y0, y1) = valid_range(ho, h, sh, dy, geom.pad_h[0]);
-        let (x0, x1) = valid_range(wo, w, sw, dx, geom.pad_w[0]);
-        for ot in t0..t1 {
-            let it = ot * st + dt - geom.pad_t;
-            for oy in y0..y1 {
-                let iy = oy * sh + dy - geom.pad_h[0];
-                let src_row = &plane[(it * h + iy) * w..(it * h + iy + 1) * w];
-                let dst_row = &mut out[(ot * ho + oy) * wo..(ot * ho + oy + 1) * wo];
-                if sw == 1 {
-                    let ix0 = x0 + dx - geom.pad_w[0];
-                    dst_row[x0..x1].copy_from_slice(&src_row[ix0..ix0 + (x1 - x0)]);
-                } else {
-                    for ox in x0..x1 {
-                        dst_row[ox] = src_row[ox * sw + dx - geom.pad_w[0]];
-                    }
-                }
-            }
-        }
-    });
-    Ok(dst)
-}
-
-fn col2im<T: WithDType>(cols: &[T], geom: &Conv3dGeometry, in_dims: [usize; 5]) -> Result<Vec<T>> {
-    let [b, c, t, h, w] = in_dims;
-    let [to, ho, wo] = geom.out_dims(t, h, w)?;
-    let [kt, kh, kw] = geom.kernel;
-    let [st, sh, sw] = geom.stride;
-    let n = to * ho * wo;
-    let kk = kt * kh * kw;
-    let mut dst = vec![T::zero(); b * c * t * h * w];
-    // One task per (batch, channel) plane: each plane receives only its own kk rows, so no races.
-    dst.par_chunks_mut(t * h * w)
-        .enumerate()
-        .for_each(|(plane_idx, plane)| {
-            for tap in 0..kk {
-                let dx = tap % kw;
-                let dy = (tap / kw) % kh;
-                let dt = tap / (kw * kh);
-                let row = &cols[(plane_idx * kk + tap) * n..(plane_idx * kk + tap + 1) * n];
-                let (t0, t1) = valid_range(to, t, st, dt, geom.pad_t);
-                let (y0, y1) = valid_range(ho, h, sh, dy, geom.pad_h[0]);
-                let (x0, x1) = valid_range(wo, w, sw, dx, geom.pad_w[0]);
-                for ot in t0..t1 {
-                    let it = ot * st + dt - geom.pad_t;
-                    for oy in y0..y1 {
-                        let iy = oy * sh + dy - geom.pad_h[0];
-                        let src_row = &row[(ot * ho + oy) * wo..(ot * ho + oy + 1) * wo];
-                        let dst_row = &mut plane[(it * h + iy) * w..(it * h + iy + 1) * w];
-                        for ox in x0..x1 {
-                            dst_row[ox * sw + dx - geom.pad_w[0]] += src_row[ox];
-                        }
-                    }
+/// Unfolds output rows `rows` (flattened `(To, Ho)` indices) of one sample `(C, T, H, W)` into
+/// `cols` `(K, rows·Wo)`, row `k = ((c·kt + dt)·kh + dy)·kw + dx`; padding reads as zero.
+fn gather_rows<T: WithDType>(
+    src: &[T],
+    dims: [usize; 4],
+    out: [usize; 3],
+    geom: &Conv3dGeometry,
+    rows: std::ops::Range<usize>,
+    cols: &mut [T],
+) {
+    let [_, t, h, w] = dims;
+    let wo = out[2];
+    let width = rows.len() * wo;
+    let sw = geom.stride[2];
+    for_each_tap(dims, out, geom, |ci, krow, tap| {
+        let plane = &src[ci * t * h * w..(ci + 1) * t * h * w];
+        let dst = &mut cols[krow * width..(krow + 1) * width];
+        let [x0, x1] = tap.x;
+        tap.for_rows(rows.clone(), |j, start| {
+            let seg = &mut dst[j * wo..(j + 1) * wo];
+            let Some(start) = start else {
+                seg.fill(T::zero());
+                return;
+            };
+            seg[..x0].fill(T::zero());
+            seg[x1..].fill(T::zero());
+            let src_row = &plane[start + tap.ix0..];
+            if sw == 1 {
+                seg[x0..x1].copy_from_slice(&src_row[..x1 - x0]);
+            } else {
+                for (v, &x) in seg[x0..x1].iter_mut().zip(src_row.iter().step_by(sw)) {
+                    *v = x;
                 }
             }
         });
-    Ok(dst)
+    });
+}
+
+/// The adjoint of [`gather_rows`]: adds `cols` `(K, rows·Wo)` back onto the sample `dst`
+/// `(C, T, H, W)` at the positions the gather read.
+fn scatter_rows<T: WithDType>(
+    cols: &[T],
+    dims: [usize; 4],
+    out: [usize; 3],
+    geom: &Conv3dGeometry,
+    rows: std::ops::Range<usize>,
+    dst: &mut [T],
+) {
+    let [_, t, h, w] = dims;
+    let wo = out[2];
+    let width = rows.len() * wo;
+    let sw = geom.stride[2];
+    for_each_tap(dims, out, geom, |ci, krow, tap| {
+        let plane = &mut dst[ci * t * h * w..(ci + 1) * t * h * w];
+        let src = &cols[krow * width..(krow + 1) * width];
+        let [x0, x1] = tap.x;
+        tap.for_rows(rows.clone(), |j, start| {
+            let Some(start) = start else { return };
+            let seg = &src[j * wo + x0..j * wo + x1];
+            let dst_row = &mut plane[start + tap.ix0..];
+            if sw == 1 {
+                for (d, &v) in dst_row[..x1 - x0].iter_mut().zip(seg) {
+                    *d += v;
+                }
+            } else {
+                for (d, &v) in dst_row.iter_mut().step_by(sw).zip(seg) {
+                    *d += v;
+                }
+            }
+        });
+    });
+}
+
+/// Where one kernel tap `(dt, dy, dx)` reads: the output frames, rows and columns `[lo, hi)`
+/// whose input is inside the clip, and the input column of the first valid output column.
+struct Tap {
+    t: [usize; 2],
+    y: [usize; 2],
+    x: [usize; 2],
+    ix0: usize,
+    /// Input frame and row of output frame 0, row 0 (may be "negative": wrapping, never read).
+    it0: usize,
+    iy0: usize,
+    stride: [usize; 2],
+    dims: [usize; 3],
+    ho: usize,
+}
+
+impl Tap {
+    /// Calls `f(j, start)` for the `j`-th output row of `rows`: `start` is the offset of the
+    /// input row it reads in a `(T, H, W)` plane, `None` when the tap reads only padding there.
+    fn for_rows(&self, rows: std::ops::Range<usize>, mut f: impl FnMut(usize, Option<usize>)) {
+        let [_, h, w] = self.dims;
+        let (mut ot, mut oy) = (rows.start / self.ho, rows.start % self.ho);
+        for j in 0..rows.len() {
+            let inside = (self.t[0]..self.t[1]).contains(&ot)
+                && (self.y[0]..self.y[1]).contains(&oy)
+                && self.x[0] < self.x[1];
+            let it = self.it0.wrapping_add(ot * self.stride[0]);
+            let iy = self.iy0.wrapping_add(oy * self.stride[1]);
+            f(j, inside.then(|| (it * h + iy) * w));
+            oy += 1;
+            if oy == self.ho {
+                (ot, oy) = (ot + 1, 0);
+            }
+        }
+    }
+}
+
+/// Calls `f(channel, column-matrix row, tap)` for every channel and kernel tap.
+fn for_each_tap(
+    [c, t, h, w]: [usize; 4],
+    [to, ho, wo]: [usize; 3],
+    geom: &Conv3dGeometry,
+    mut f: impl FnMut(usize, usize, &Tap),
+) {
+    let [kt, kh, kw] = geom.kernel;
+    let [st, sh, sw] = geom.stride;
+    let range = |(lo, hi): (usize, usize)| [lo, hi];
+    for dt in 0..kt {
+        for dy in 0..kh {
+            for dx in 0..kw {
+                let x = range(valid_range(wo, w, sw, dx, geom.pad_w[0]));
+                let tap = Tap {
+                    t: range(valid_range(to, t, st, dt, geom.pad_t)),
+                    y: range(valid_range(ho, h, sh, dy, geom.pad_h[0])),
+                    x,
+                    ix0: (x[0] * sw + dx).saturating_sub(geom.pad_w[0]),
+                    it0: dt.wrapping_sub(geom.pad_t),
+                    iy0: dy.wrapping_sub(geom.pad_h[0]),
+                    stride: [st, sh],
+                    dims: [t, h, w],
+                    ho,
+                };
+                for ci in 0..c {
+                    f(ci, ((ci * kt + dt) * kh + dy) * kw + dx, &tap);
+                }
+            }
+        }
+    }
 }
 
 fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
@@ -160,56 +227,31 @@ fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&
     }
 }
 
-/// The whole convolution as one autograd node, `(x, W (O, K)) → (B, O, To·Ho·Wo)`. Its backward
-/// recomputes each sample's columns and returns `dW = Σ dY·colsᵀ` and `dX = col2im(Wᵀ·dY)`
-/// directly. Built from separate candle ops (unfold, per-sample matmul, stack), the `(K, N)` column
-/// gradient was zero-filled, accumulated and re-stacked for every sample: most of a VAE training
-/// step was that memory traffic rather than the GEMMs.
-struct Conv3dOp {
+/// Target size of one column tile, in elements (~512 KiB of f32): it stays in L2 while the GEMMs
+/// that fill and read it run.
+const TILE_ELEMS: usize = 128 * 1024;
+
+/// The whole convolution as one autograd node, `(x, W (O, K)) → (B, O, To·Ho·Wo)`, in column
+/// tiles both ways (module docs). Also the inference kernel's core (`kernels::conv3d`).
+pub(crate) struct Conv3dOp {
     geom: Conv3dGeometry,
     in_dims: [usize; 5],
     out_channels: usize,
-}
-
-/// `dst (m, n) = a (m, k) · b (k, n)` (+ `dst` when `accumulate`), each operand given by its
-/// (column stride, row stride) so transposes are free.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into<T: WithDType>(
-    [m, n, k]: [usize; 3],
-    dst: &mut [T],
-    accumulate: bool,
-    a: &[T],
-    [a_cs, a_rs]: [isize; 2],
-    b: &[T],
-    [b_cs, b_rs]: [isize; 2],
-) {
-    // SAFETY: the callers size `dst`, `a` and `b` for these shapes and strides.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.as_ptr(),
-            a_cs,
-            a_rs,
-            b.as_ptr(),
-            b_cs,
-            b_rs,
-            T::one(),
-            T::one(),
-            false,
-            false,
-            false,
-            gemm::Parallelism::Rayon(0),
-        )
-    }
+    /// Column-tile size in elements: [`TILE_ELEMS`]; the tests shrink it to cross tiles.
+    tile: usize,
 }
 
 impl Conv3dOp {
+    pub(crate) fn new(geom: Conv3dGeometry, in_dims: [usize; 5], out_channels: usize) -> Self {
+        Self {
+            geom,
+            in_dims,
+            out_channels,
+            tile: TILE_ELEMS,
+        }
+    }
+
+    /// `(sample size, K, N, O)`.
     fn sizes(&self) -> Result<(usize, usize, usize, usize)> {
         let [_, c, t, h, w] = self.in_dims;
         let [to, ho, wo] = self.geom.out_dims(t, h, w)?;
@@ -221,69 +263,194 @@ impl Conv3dOp {
         ))
     }
 
-    fn sample_dims(&self) -> [usize; 5] {
-        let [_, c, t, h, w] = self.in_dims;
-        [1, c, t, h, w]
-    }
-
-    /// One sample's `(K, N)` columns; a pointwise convolution's input already is its own.
-    fn columns<'a, T: WithDType>(&self, xb: &'a [T]) -> Result<std::borrow::Cow<'a, [T]>> {
+    /// A pointwise convolution's input already is its own column matrix.
+    fn pointwise(&self) -> bool {
         let g = &self.geom;
-        let pointwise = g.kernel == [1, 1, 1]
+        g.kernel == [1, 1, 1]
             && g.stride == [1, 1, 1]
             && g.pad_t == 0
             && g.pad_h == [0, 0]
-            && g.pad_w == [0, 0];
-        Ok(if pointwise {
-            std::borrow::Cow::Borrowed(xb)
-        } else {
-            std::borrow::Cow::Owned(im2col(xb, g, self.sample_dims())?)
-        })
+            && g.pad_w == [0, 0]
     }
 
-    fn forward<T: WithDType>(&self, x: &[T], wm: &[T]) -> Result<Vec<T>> {
+    /// `(dims, out_dims, rows per tile, tiles per sample)`; a tile is whole output rows (runs of
+    /// `Wo` columns), so the gather copies row segments.
+    fn tiling(&self) -> Result<([usize; 4], [usize; 3], usize, usize)> {
+        let [_, c, t, h, w] = self.in_dims;
+        let out @ [to, ho, wo] = self.geom.out_dims(t, h, w)?;
+        let k = c * self.geom.k();
+        let out_rows = to * ho;
+        let rows = (self.tile / (k * wo).max(1)).clamp(1, out_rows.max(1));
+        Ok(([c, t, h, w], out, rows, out_rows.div_ceil(rows)))
+    }
+
+    /// `W (O, K) · x` per sample, plus `bias` (O) when given.
+    pub(crate) fn forward<T: WithDType>(
+        &self,
+        x: &[T],
+        wm: &[T],
+        bias: Option<&[T]>,
+    ) -> Result<Vec<T>> {
         let (xs, k, n, o) = self.sizes()?;
-        let mut y = vec![T::zero(); self.in_dims[0] * o * n];
-        for (xb, yb) in x.chunks(xs).zip(y.chunks_mut(o * n)) {
-            let cols = self.columns(xb)?;
-            gemm_into(
-                [o, n, k],
-                yb,
-                false,
-                wm,
-                [1, k as isize],
-                &cols,
-                [1, n as isize],
-            );
+        let b = self.in_dims[0];
+        let mut y = vec![T::zero(); b * o * n];
+        if n == 0 || o == 0 {
+            return Ok(y);
         }
+        if self.pointwise() {
+            let w_rows = Mat::rows(wm.as_ptr(), k);
+            for (xb, yb) in x.chunks(xs).zip(y.chunks_mut(o * n)) {
+                let par = gemm::Parallelism::Rayon(0);
+                // SAFETY: yb is (O, N), W (O, K) and xb (K, N), all row-major.
+                unsafe {
+                    let xm = Mat::rows(xb.as_ptr(), n);
+                    gemm_into(
+                        [o, n, k],
+                        yb.as_mut_ptr(),
+                        n,
+                        false,
+                        w_rows,
+                        xm,
+                        T::one(),
+                        par,
+                    )
+                };
+            }
+            if let Some(bias) = bias {
+                y.par_chunks_mut(n)
+                    .enumerate()
+                    .for_each(|(row, v)| v.iter_mut().for_each(|v| *v += bias[row % o]));
+            }
+            return Ok(y);
+        }
+        let (dims, out, rows, tiles) = self.tiling()?;
+        let out_rows = out[0] * out[1];
+        let wo = out[2];
+        let dst = SharedMut(y.as_mut_ptr());
+        (0..b * tiles)
+            .into_par_iter()
+            .for_each_init(Vec::new, |cols, job| {
+                let (bi, r0) = (job / tiles, job % tiles * rows);
+                let r1 = (r0 + rows).min(out_rows);
+                let width = (r1 - r0) * wo;
+                cols.resize(k * width, T::zero());
+                let sample = &x[bi * xs..(bi + 1) * xs];
+                gather_rows(
+                    sample,
+                    dims,
+                    out,
+                    &self.geom,
+                    r0..r1,
+                    &mut cols[..k * width],
+                );
+                let (d, w_rows) = (dst, Mat::rows(wm.as_ptr(), k)); // the whole Copy wrapper
+                                                                    // SAFETY: this task owns columns r0·wo..r1·wo of every output row of sample `bi`;
+                                                                    // no other task touches them, and `y` outlives the parallel loop.
+                unsafe {
+                    let base = d.0.add(bi * o * n + r0 * wo);
+                    let cm = Mat::rows(cols.as_ptr(), width);
+                    let par = gemm::Parallelism::None;
+                    gemm_into([o, width, k], base, n, false, w_rows, cm, T::one(), par);
+                    for (oi, &bv) in bias.into_iter().flatten().enumerate() {
+                        let row = std::slice::from_raw_parts_mut(base.add(oi * n), width);
+                        row.iter_mut().for_each(|v| *v += bv);
+                    }
+                }
+            });
         Ok(y)
     }
 
     /// `(dX, dW)` for the output gradient `dy`.
     fn backward<T: WithDType>(&self, x: &[T], wm: &[T], dy: &[T]) -> Result<(Vec<T>, Vec<T>)> {
         let (xs, k, n, o) = self.sizes()?;
-        let mut dx = Vec::with_capacity(x.len());
-        let mut dw = vec![T::zero(); o * k];
-        let mut dcols = vec![T::zero(); k * n];
-        for (bi, (xb, dyb)) in x.chunks(xs).zip(dy.chunks(o * n)).enumerate() {
-            let cols = self.columns(xb)?;
-            // dW (O, K) += dY (O, N) · colsᵀ (N, K)
-            let cols_t = [n as isize, 1];
-            gemm_into(
-                [o, k, n],
-                &mut dw,
-                bi > 0,
-                dyb,
-                [1, n as isize],
-                &cols,
-                cols_t,
-            );
-            // dcols (K, N) = Wᵀ (K, O) · dY (O, N)
-            let w_t = [k as isize, 1];
-            gemm_into([k, n, o], &mut dcols, false, wm, w_t, dyb, [1, n as isize]);
-            dx.extend(col2im(&dcols, &self.geom, self.sample_dims())?);
+        let b = self.in_dims[0];
+        if self.pointwise() {
+            let w_rows = Mat::rows(wm.as_ptr(), k);
+            let (mut dx, mut dw) = (vec![T::zero(); x.len()], vec![T::zero(); o * k]);
+            let par = gemm::Parallelism::Rayon(0);
+            for (bi, (xb, dyb)) in x.chunks(xs).zip(dy.chunks(o * n)).enumerate() {
+                let (xm, dym) = (Mat::rows(xb.as_ptr(), n), Mat::rows(dyb.as_ptr(), n));
+                let dxb = dx[bi * xs..].as_mut_ptr();
+                // SAFETY: dW (O, K) += dY (O, N)·xᵀ; dX (K, N) = Wᵀ (K, O)·dY, all row-major.
+                unsafe {
+                    gemm_into(
+                        [o, k, n],
+                        dw.as_mut_ptr(),
+                        k,
+                        bi > 0,
+                        dym,
+                        xm.t(),
+                        T::one(),
+                        par,
+                    );
+                    gemm_into([k, n, o], dxb, n, false, w_rows.t(), dym, T::one(), par);
+                }
+            }
+            return Ok((dx, dw));
         }
-        Ok((dx, dw))
+        let (dims, out, rows, tiles) = self.tiling()?;
+        let out_rows = out[0] * out[1];
+        let wo = out[2];
+        let jobs = b * tiles;
+        // A few splits per thread, each with its own dX and dW (summed at the end): tiles of
+        // neighbouring rows read overlapping inputs, so their gradients cannot share a buffer.
+        let per_split = jobs.div_ceil(2 * rayon::current_num_threads().max(1));
+        let zeros = || (vec![T::zero(); x.len()], vec![T::zero(); o * k]);
+        let sum = (0..jobs)
+            .into_par_iter()
+            .with_min_len(per_split)
+            .fold(
+                || (zeros(), Vec::new(), Vec::new()),
+                |((mut dx, mut dw), mut cols, mut dcols), job| {
+                    let (bi, r0) = (job / tiles, job % tiles * rows);
+                    let r1 = (r0 + rows).min(out_rows);
+                    let width = (r1 - r0) * wo;
+                    cols.resize(k * width, T::zero());
+                    dcols.resize(k * width, T::zero());
+                    let sample = bi * xs..(bi + 1) * xs;
+                    let cols_t = &mut cols[..k * width];
+                    gather_rows(&x[sample.clone()], dims, out, &self.geom, r0..r1, cols_t);
+                    let dym = Mat::rows(dy[bi * o * n + r0 * wo..].as_ptr(), n);
+                    let w_rows = Mat::rows(wm.as_ptr(), k);
+                    let par = gemm::Parallelism::None;
+                    // SAFETY: dW (O, K) += dY_tile (O, width)·colsᵀ; dcols (K, width) =
+                    // Wᵀ (K, O)·dY_tile; dY's tile rows are `n` apart, the rest row-major.
+                    unsafe {
+                        let cm = Mat::rows(cols.as_ptr(), width);
+                        gemm_into(
+                            [o, k, width],
+                            dw.as_mut_ptr(),
+                            k,
+                            true,
+                            dym,
+                            cm.t(),
+                            T::one(),
+                            par,
+                        );
+                        let dc = dcols.as_mut_ptr();
+                        gemm_into(
+                            [k, width, o],
+                            dc,
+                            width,
+                            false,
+                            w_rows.t(),
+                            dym,
+                            T::one(),
+                            par,
+                        );
+                    }
+                    let dxs = &mut dx[sample];
+                    scatter_rows(&dcols[..k * width], dims, out, &self.geom, r0..r1, dxs);
+                    ((dx, dw), cols, dcols)
+                },
+            )
+            .map(|(grads, _, _)| grads)
+            .reduce_with(|(mut dx, mut dw), (dx2, dw2)| {
+                dx.iter_mut().zip(dx2).for_each(|(a, b)| *a += b);
+                dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
+                (dx, dw)
+            });
+        Ok(sum.unwrap_or_else(zeros))
     }
 }
 
@@ -305,10 +472,12 @@ impl CustomOp2 for Conv3dOp {
             (CpuStorage::F32(x), CpuStorage::F32(w)) => CpuStorage::F32(self.forward(
                 contiguous_slice(x, xl, "conv3d")?,
                 contiguous_slice(w, wl, "conv3d")?,
+                None,
             )?),
             (CpuStorage::F64(x), CpuStorage::F64(w)) => CpuStorage::F64(self.forward(
                 contiguous_slice(x, xl, "conv3d")?,
                 contiguous_slice(w, wl, "conv3d")?,
+                None,
             )?),
             _ => candle_core::bail!(
                 "conv3d: input {:?} and weight {:?} must both be f32 or both f64",
@@ -376,11 +545,7 @@ pub fn conv3d(
         return Ok(y); // inference: tiled unfold + GEMM, no whole-clip column matrix
     }
     let w2 = weight.reshape((o, c * kt * kh * kw))?.contiguous()?;
-    let op = Conv3dOp {
-        geom: *geom,
-        in_dims: [b, c, t, h, w],
-        out_channels: o,
-    };
+    let op = Conv3dOp::new(*geom, [b, c, t, h, w], o);
     let mut y = x.contiguous()?.apply_op2(&w2, op)?; // (B, O, To·Ho·Wo)
     if let Some(bias) = bias {
         y = y.broadcast_add(&bias.reshape((1, o, 1))?)?;
@@ -595,21 +760,64 @@ mod tests {
         Ok(())
     }
 
-    /// `col2im` must be the exact adjoint of `im2col`: <im2col(x), c> == <x, col2im(c)>.
+    /// `scatter_rows` must be the exact adjoint of `gather_rows`:
+    /// <gather(x), c> == <x, scatter(c)>, for a tile of rows inside the output.
     #[test]
-    fn col2im_is_adjoint_of_im2col() -> Result<()> {
+    fn scatter_is_adjoint_of_gather() -> Result<()> {
         let dev = Device::Cpu;
-        let dims = [1, 3, 5, 6, 7];
+        let dims = [3, 5, 6, 7];
         for g in vae_geometries() {
+            let out @ [to, ho, wo] = g.out_dims(5, 6, 7)?;
+            let rows = 1..(to * ho).min(4);
+            let len = g.k() * 3 * rows.len() * wo;
             let x: Vec<f64> = Tensor::randn(0f64, 1.0, 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
-            let cols = im2col(&x, &g, dims)?;
-            let c: Vec<f64> = Tensor::randn(0f64, 1.0, cols.len(), &dev)?.to_vec1()?;
-            let back = col2im(&c, &g, dims)?;
+            let mut cols = vec![f64::NAN; len]; // every element must be written
+            gather_rows(&x, dims, out, &g, rows.clone(), &mut cols);
+            let c: Vec<f64> = Tensor::randn(0f64, 1.0, len, &dev)?.to_vec1()?;
+            let mut back = vec![0f64; x.len()];
+            scatter_rows(&c, dims, out, &g, rows, &mut back);
             let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
             let (lhs, rhs) = (dot(&cols, &c), dot(&x, &back));
             assert!(
                 (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
-                "{lhs} vs {rhs}"
+                "{g:?}: {lhs} vs {rhs}"
+            );
+        }
+        Ok(())
+    }
+
+    /// One output row per tile (many tiles, per-task gradient buffers summed) gives what one
+    /// tile per sample gives, forward and backward.
+    #[test]
+    fn tiling_does_not_change_values_or_gradients() -> Result<()> {
+        let dev = Device::Cpu;
+        let (in_dims, o) = ([2, 3, 5, 6, 7], 4);
+        for g in vae_geometries() {
+            let x: Vec<f64> = Tensor::randn(0f64, 1.0, 2 * 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
+            let wm: Vec<f64> = Tensor::randn(0f64, 1.0, o * 3 * g.k(), &dev)?.to_vec1()?;
+            let whole = Conv3dOp::new(g, in_dims, o);
+            let tiny = Conv3dOp {
+                tile: 1,
+                ..Conv3dOp::new(g, in_dims, o)
+            };
+            assert!(
+                g == vae_geometries()[1] || tiny.tiling()?.3 > 1,
+                "{g:?}: one tile"
+            );
+            let y = whole.forward(&x, &wm, None)?;
+            let dy: Vec<f64> = Tensor::randn(0f64, 1.0, y.len(), &dev)?.to_vec1()?;
+            let max_diff = |a: &[f64], b: &[f64]| {
+                a.iter()
+                    .zip(b)
+                    .map(|(p, q)| (p - q).abs())
+                    .fold(0.0, f64::max)
+            };
+            assert!(max_diff(&y, &tiny.forward(&x, &wm, None)?) < 1e-12, "{g:?}");
+            let (dx, dw) = whole.backward(&x, &wm, &dy)?;
+            let (dx2, dw2) = tiny.backward(&x, &wm, &dy)?;
+            assert!(
+                max_diff(&dx, &dx2) < 1e-12 && max_diff(&dw, &dw2) < 1e-12,
+                "{g:?}"
             );
         }
         Ok(())

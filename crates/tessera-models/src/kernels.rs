@@ -17,7 +17,7 @@
 use candle_core::{DType, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::conv3d::{valid_range, Conv3dGeometry};
+use crate::conv3d::{Conv3dGeometry, Conv3dOp};
 
 /// Call at the start of `main`, before any tensor op: runs candle's own elementwise ops on the
 /// calling thread (`CANDLE_NUM_THREADS=1`) unless the user chose a count. Candle splits them
@@ -39,9 +39,6 @@ pub fn prefer_rayon_over_candle_pool() {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
     }
 }
-
-/// Target size of one unfolded column tile, in floats (~512 KiB: stays in L2 with the weights).
-const TILE_FLOATS: usize = 128 * 1024;
 
 /// Whether a tensor can take the inference path: f32 on the CPU and outside any autograd graph.
 fn inference_f32(t: &Tensor) -> bool {
@@ -68,11 +65,83 @@ pub(crate) fn with_slice<T: WithDType, R>(
 }
 
 /// A pointer shared by tasks that write disjoint elements.
-#[derive(Clone, Copy)]
-struct SharedMut(*mut f32);
+pub(crate) struct SharedMut<T>(pub(crate) *mut T);
+impl<T> Clone for SharedMut<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for SharedMut<T> {}
 // SAFETY: every task writes a disjoint set of indices (argued at each use).
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
+unsafe impl<T> Send for SharedMut<T> {}
+unsafe impl<T> Sync for SharedMut<T> {}
+
+/// A GEMM operand: a pointer and its column and row strides (a transpose is a stride swap).
+pub(crate) struct Mat<T> {
+    pub(crate) ptr: *const T,
+    pub(crate) cs: usize,
+    pub(crate) rs: usize,
+}
+impl<T> Clone for Mat<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Mat<T> {}
+
+impl<T> Mat<T> {
+    /// Row-major rows `rs` elements apart.
+    pub(crate) fn rows(ptr: *const T, rs: usize) -> Self {
+        Self { ptr, cs: 1, rs }
+    }
+
+    pub(crate) fn t(self) -> Self {
+        Self {
+            ptr: self.ptr,
+            cs: self.rs,
+            rs: self.cs,
+        }
+    }
+}
+
+/// `dst (m×n, rows dst_rs apart) = [dst +] beta·a·b` through the `gemm` crate (candle's own).
+///
+/// # Safety
+/// `dst` must be valid for writes and `a` (`m×k`), `b` (`k×n`) for reads at every index their
+/// strides reach, and `dst` must not overlap `a` or `b`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_into<T: WithDType>(
+    [m, n, k]: [usize; 3],
+    dst: *mut T,
+    dst_rs: usize,
+    accumulate: bool,
+    a: Mat<T>,
+    b: Mat<T>,
+    beta: T,
+    parallelism: gemm::Parallelism,
+) {
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        a.ptr,
+        a.cs as isize,
+        a.rs as isize,
+        b.ptr,
+        b.cs as isize,
+        b.rs as isize,
+        T::one(),
+        beta,
+        false,
+        false,
+        false,
+        parallelism,
+    )
+}
 
 /// `x (…, K) · Wᵀ + b` with `W` `(N, K)`, same semantics as [`crate::layers::Linear`]; `None` when
 /// the inference path does not apply. The output starts as the bias rows and the GEMM adds into
@@ -98,27 +167,9 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
                 // SAFETY: `out` is (m, n) row-major, `xs` (m, k) row-major and `ws` (n, k)
                 // row-major read as its transpose (k, n) through the strides.
                 unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        out.as_mut_ptr(),
-                        1,
-                        n as isize,
-                        true,
-                        xs.as_ptr(),
-                        1,
-                        k as isize,
-                        ws.as_ptr(),
-                        k as isize,
-                        1,
-                        1f32,
-                        1f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::Rayon(0),
-                    )
+                    let (xm, wm) = (Mat::rows(xs.as_ptr(), k), Mat::rows(ws.as_ptr(), k));
+                    let par = gemm::Parallelism::Rayon(0);
+                    gemm_into([m, n, k], out.as_mut_ptr(), n, true, xm, wm.t(), 1f32, par)
                 };
                 Ok(())
             })
@@ -129,7 +180,8 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: Option<&Tensor>) -> Result<Opti
 }
 
 /// 3D convolution `(B, C, T, H, W)` with weight `(O, C, kt, kh, kw)` → `(B, O, To, Ho, Wo)`, same
-/// semantics as [`crate::conv3d::conv3d`]; `None` when the inference path does not apply.
+/// semantics as [`crate::conv3d::conv3d`]; `None` when the inference path does not apply. The
+/// same tiled unfold + GEMM as the training op, with the bias added while each tile is in cache.
 pub fn conv3d(
     x: &Tensor,
     weight: &Tensor,
@@ -145,118 +197,11 @@ pub fn conv3d(
         return Ok(None); // the reference path reports the mismatch
     }
     let [to, ho, wo] = geom.out_dims(t, h, w)?;
-    let n = to * ho * wo;
-    let k = c * kt * kh * kw;
     let wmat = f32_data(weight)?; // (O, K)
     let bias = bias.map(f32_data).transpose()?;
-    let mut out = vec![0f32; b * o * n];
-    if n == 0 || o == 0 {
-        return Ok(Some(Tensor::from_vec(out, (b, o, to, ho, wo), x.device())?));
-    }
-    // Tiles of whole output rows (runs of `wo` columns), so the gather copies row segments.
-    let out_rows = to * ho;
-    let rows_per_tile = (TILE_FLOATS / (k * wo).max(1)).clamp(1, out_rows);
-    let tiles = out_rows.div_ceil(rows_per_tile);
-    let dst = SharedMut(out.as_mut_ptr());
-    with_slice(x, |src: &[f32]| {
-        (0..b * tiles)
-            .into_par_iter()
-            .for_each_init(Vec::new, |cols, job| {
-                let (bi, tile) = (job / tiles, job % tiles);
-                let r0 = tile * rows_per_tile;
-                let r1 = (r0 + rows_per_tile).min(out_rows);
-                let width = (r1 - r0) * wo;
-                cols.clear();
-                cols.resize(k * width, 0f32);
-                let sample = &src[bi * c * t * h * w..(bi + 1) * c * t * h * w];
-                gather_tile(sample, [c, t, h, w], [to, ho, wo], geom, r0..r1, cols);
-                let d = dst; // capture the whole Copy wrapper, not its raw-pointer field
-                             // SAFETY: this task owns columns r0·wo..r1·wo of every output row of sample `bi`;
-                             // no other task touches them, and the buffer outlives the parallel loop.
-                unsafe {
-                    let base = d.0.add(bi * o * n + r0 * wo);
-                    gemm::gemm(
-                        o,
-                        width,
-                        k,
-                        base,
-                        1,
-                        n as isize,
-                        false,
-                        wmat.as_ptr(),
-                        1,
-                        k as isize,
-                        cols.as_ptr(),
-                        1,
-                        width as isize,
-                        0f32,
-                        1f32,
-                        false,
-                        false,
-                        false,
-                        gemm::Parallelism::None,
-                    );
-                    if let Some(bias) = &bias {
-                        for (oi, &bv) in bias.iter().enumerate() {
-                            let row = std::slice::from_raw_parts_mut(base.add(oi * n), width);
-                            row.iter_mut().for_each(|v| *v += bv);
-                        }
-                    }
-                }
-            });
-        Ok(())
-    })?;
+    let op = Conv3dOp::new(*geom, [b, c, t, h, w], o);
+    let out = with_slice(x, |src: &[f32]| op.forward(src, &wmat, bias.as_deref()))?;
     Ok(Some(Tensor::from_vec(out, (b, o, to, ho, wo), x.device())?))
-}
-
-/// Unfolds output rows `rows` (flattened `(To, Ho)` indices) of one sample `(C, T, H, W)` into
-/// `cols` `(K, rows·Wo)`, row `k = ((c·kt + dt)·kh + dy)·kw + dx`; padding reads as zero.
-fn gather_tile(
-    src: &[f32],
-    [c, t, h, w]: [usize; 4],
-    [to, ho, wo]: [usize; 3],
-    geom: &Conv3dGeometry,
-    rows: std::ops::Range<usize>,
-    cols: &mut [f32],
-) {
-    let [kt, kh, kw] = geom.kernel;
-    let [st, sh, sw] = geom.stride;
-    let width = rows.len() * wo;
-    for ci in 0..c {
-        let plane = &src[ci * t * h * w..(ci + 1) * t * h * w];
-        for dt in 0..kt {
-            let (t0, t1) = valid_range(to, t, st, dt, geom.pad_t);
-            for dy in 0..kh {
-                let (y0, y1) = valid_range(ho, h, sh, dy, geom.pad_h[0]);
-                for dx in 0..kw {
-                    let (x0, x1) = valid_range(wo, w, sw, dx, geom.pad_w[0]);
-                    let krow = ((ci * kt + dt) * kh + dy) * kw + dx;
-                    let dst = &mut cols[krow * width..(krow + 1) * width];
-                    for (j, r) in rows.clone().enumerate() {
-                        let (ot, oy) = (r / ho, r % ho);
-                        let seg = &mut dst[j * wo..(j + 1) * wo];
-                        if ot < t0 || ot >= t1 || oy < y0 || oy >= y1 || x0 >= x1 {
-                            seg.fill(0.0);
-                            continue;
-                        }
-                        let it = ot * st + dt - geom.pad_t;
-                        let iy = oy * sh + dy - geom.pad_h[0];
-                        let src_row = &plane[(it * h + iy) * w..(it * h + iy + 1) * w];
-                        seg[..x0].fill(0.0);
-                        seg[x1..].fill(0.0);
-                        if sw == 1 {
-                            let ix0 = x0 + dx - geom.pad_w[0];
-                            seg[x0..x1].copy_from_slice(&src_row[ix0..ix0 + (x1 - x0)]);
-                        } else {
-                            for (ox, v) in seg[x0..x1].iter_mut().enumerate() {
-                                *v = src_row[(x0 + ox) * sw + dx - geom.pad_w[0]];
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
 }
 
 /// Wan's channel RMS norm of `(B, C, S…)` with gain `gamma` (`C` elements, any shape):
