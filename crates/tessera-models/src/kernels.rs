@@ -9,7 +9,8 @@
 //!   is still in L2 and adds the bias in place.
 //! - [`channel_rms_norm`]: Wan's `F.normalize(x, dim=1)·√C·γ` (optionally followed by SiLU) in
 //!   one pass over channel-first data, instead of candle's strided reduction plus five
-//!   elementwise passes (each a fresh 100+ MB tensor at 256×256).
+//!   elementwise passes (each a fresh 100+ MB tensor at 256×256). Unlike the others it is also
+//!   an autograd op with its own backward (two passes), so VAE training uses it too.
 //!
 //! Both use rayon (work stealing) rather than candle's spinning barrier pool, which stalls when
 //! the machine is shared.
@@ -205,60 +206,184 @@ pub fn conv3d(
 }
 
 /// Wan's channel RMS norm of `(B, C, S…)` with gain `gamma` (`C` elements, any shape):
-/// `x / √(mean_c(x²) + eps) · γ`, then SiLU when `silu`. `None` when the inference path does not
-/// apply.
+/// `x / √(mean_c(x²) + eps) · γ`, then SiLU when `silu`, as one autograd op with its own
+/// backward. `None` off the CPU or for other dtypes than f32 (the caller composes candle ops).
 pub fn channel_rms_norm(
     x: &Tensor,
     gamma: &Tensor,
     eps: f64,
     silu: bool,
 ) -> Result<Option<Tensor>> {
-    if !inference_f32(x) || !inference_f32(gamma) || x.rank() < 2 {
+    let f32_cpu = |t: &Tensor| t.device().is_cpu() && t.dtype() == DType::F32;
+    if !f32_cpu(x) || !f32_cpu(gamma) || x.rank() < 2 || gamma.elem_count() != x.dim(1)? {
         return Ok(None);
     }
-    let dims = x.dims().to_vec();
-    let (b, c) = (dims[0], dims[1]);
-    let s: usize = dims[2..].iter().product();
-    if gamma.elem_count() != c {
-        return Ok(None);
+    let op = ChannelRmsNorm {
+        eps: eps as f32,
+        silu,
+    };
+    Ok(Some(x.contiguous()?.apply_op2(&gamma.contiguous()?, op)?))
+}
+
+struct ChannelRmsNorm {
+    eps: f32,
+    silu: bool,
+}
+
+/// Positions per task: each task reads `C` strided rows of this many floats.
+const NORM_BLOCK: usize = 1024;
+
+impl ChannelRmsNorm {
+    /// `(B, C, S)` from a `(B, C, S…)` shape.
+    fn dims(shape: &candle_core::Shape) -> (usize, usize, usize) {
+        let d = shape.dims();
+        (d[0], d[1], d[2..].iter().product())
     }
-    let g = f32_data(gamma)?;
-    let mut out = vec![0f32; b * c * s];
-    // Column blocks of positions: each task reads C strided rows of `blk` floats.
-    const BLK: usize = 1024;
-    let blocks = s.div_ceil(BLK);
-    let dst = SharedMut(out.as_mut_ptr());
-    with_slice(x, |src: &[f32]| {
+
+    /// `1/√(mean_c(x²) + eps)` of positions `p0..p0+r.len()` of sample `bi`, into `r`.
+    fn inv_rms(&self, x: &[f32], (bi, c, s): (usize, usize, usize), p0: usize, r: &mut [f32]) {
+        r.fill(0.0);
+        for ci in 0..c {
+            let row = &x[(bi * c + ci) * s + p0..][..r.len()];
+            r.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v);
+        }
+        let inv_c = 1.0 / c as f32;
+        r.iter_mut()
+            .for_each(|a| *a = 1.0 / (*a * inv_c + self.eps).sqrt());
+    }
+}
+
+fn sigmoid(y: f32) -> f32 {
+    1.0 / (1.0 + (-y).exp())
+}
+
+impl candle_core::CustomOp2 for ChannelRmsNorm {
+    fn name(&self) -> &'static str {
+        "channel-rms-norm"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &candle_core::CpuStorage,
+        xl: &candle_core::Layout,
+        gs: &candle_core::CpuStorage,
+        gl: &candle_core::Layout,
+    ) -> Result<(candle_core::CpuStorage, candle_core::Shape)> {
+        let (x, g) = (cpu_f32(xs, xl)?, cpu_f32(gs, gl)?);
+        let (b, c, s) = Self::dims(xl.shape());
+        let mut out = vec![0f32; x.len()];
+        let blocks = s.div_ceil(NORM_BLOCK);
+        let dst = SharedMut(out.as_mut_ptr());
         (0..b * blocks)
             .into_par_iter()
-            .for_each_init(Vec::new, |acc: &mut Vec<f32>, job| {
-                let (bi, blk) = (job / blocks, job % blocks);
-                let p0 = blk * BLK;
-                let len = (s - p0).min(BLK);
-                acc.clear();
-                acc.resize(len, 0.0);
-                for ci in 0..c {
-                    let row = &src[(bi * c + ci) * s + p0..(bi * c + ci) * s + p0 + len];
-                    acc.iter_mut().zip(row).for_each(|(a, &v)| *a += v * v);
-                }
-                let inv_c = 1.0 / c as f32;
-                acc.iter_mut()
-                    .for_each(|a| *a = 1.0 / (*a * inv_c + eps as f32).sqrt());
+            .for_each_init(Vec::new, |r: &mut Vec<f32>, job| {
+                let (bi, p0) = (job / blocks, job % blocks * NORM_BLOCK);
+                r.resize((s - p0).min(NORM_BLOCK), 0.0);
+                self.inv_rms(x, (bi, c, s), p0, r);
                 let d = dst;
                 for (ci, &gv) in g.iter().enumerate() {
                     let off = (bi * c + ci) * s + p0;
-                    let row = &src[off..off + len];
                     // SAFETY: positions p0..p0+len of sample `bi` belong to this task alone.
-                    let out = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
-                    for ((o, &v), &r) in out.iter_mut().zip(row).zip(acc.iter()) {
-                        let y = v * r * gv;
-                        *o = if silu { y / (1.0 + (-y).exp()) } else { y };
+                    let out = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), r.len()) };
+                    for ((o, &v), &ri) in out.iter_mut().zip(&x[off..]).zip(r.iter()) {
+                        let y = v * ri * gv;
+                        *o = if self.silu { y * sigmoid(y) } else { y };
                     }
                 }
             });
-        Ok(())
-    })?;
-    Ok(Some(Tensor::from_vec(out, dims, x.device())?))
+        Ok((candle_core::CpuStorage::F32(out), xl.shape().clone()))
+    }
+
+    /// With `y = x·r·γ` (`r` the inverse RMS over channels) and `gy` the gradient at `y` (through
+    /// SiLU when fused): `dγ_c = Σ gy·x·r`, `dx = r·γ·gy − x·r³·Σ_c(γ·gy·x)/C`.
+    fn bwd(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (b, c, s) = Self::dims(x.shape());
+        let blocks = s.div_ceil(NORM_BLOCK);
+        let mut dx = vec![0f32; b * c * s];
+        let dst = SharedMut(dx.as_mut_ptr());
+        let dg = with_slice(x, |x: &[f32]| {
+            with_slice(gamma, |g: &[f32]| {
+                with_slice(grad, |dy: &[f32]| {
+                    let per_block = |(mut dg, mut r, mut dot): (Vec<f32>, Vec<f32>, Vec<f32>),
+                                     job: usize| {
+                        let (bi, p0) = (job / blocks, job % blocks * NORM_BLOCK);
+                        let len = (s - p0).min(NORM_BLOCK);
+                        r.resize(len, 0.0);
+                        self.inv_rms(x, (bi, c, s), p0, &mut r);
+                        dot.clear();
+                        dot.resize(len, 0.0);
+                        let d = dst;
+                        // gy into dx's rows first, then the full gradient in place.
+                        for (ci, &gv) in g.iter().enumerate() {
+                            let off = (bi * c + ci) * s + p0;
+                            // SAFETY: positions p0..p0+len of sample `bi` are this task's.
+                            let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
+                            let mut dgc = 0f32;
+                            for (((gyi, &v), &ri), (&dyi, di)) in gy
+                                .iter_mut()
+                                .zip(&x[off..])
+                                .zip(r.iter())
+                                .zip(dy[off..].iter().zip(dot.iter_mut()))
+                            {
+                                let xr = v * ri;
+                                let mut gi = dyi;
+                                if self.silu {
+                                    let y = xr * gv;
+                                    let sg = sigmoid(y);
+                                    gi *= sg * (1.0 + y * (1.0 - sg));
+                                }
+                                *gyi = gi;
+                                dgc += gi * xr;
+                                *di += gv * gi * v;
+                            }
+                            dg[ci] += dgc;
+                        }
+                        let inv_c = 1.0 / c as f32;
+                        for (ci, &gv) in g.iter().enumerate() {
+                            let off = (bi * c + ci) * s + p0;
+                            // SAFETY: as above.
+                            let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
+                            for (((o, &v), &ri), &dt) in
+                                gy.iter_mut().zip(&x[off..]).zip(r.iter()).zip(dot.iter())
+                            {
+                                *o = ri * gv * *o - v * ri * ri * ri * dt * inv_c;
+                            }
+                        }
+                        (dg, r, dot)
+                    };
+                    let per_split = (b * blocks).div_ceil(2 * rayon::current_num_threads().max(1));
+                    Ok((0..b * blocks)
+                        .into_par_iter()
+                        .with_min_len(per_split)
+                        .fold(|| (vec![0f32; c], Vec::new(), Vec::new()), per_block)
+                        .map(|(dg, _, _)| dg)
+                        .reduce_with(|mut a, b| {
+                            a.iter_mut().zip(b).for_each(|(p, q)| *p += q);
+                            a
+                        })
+                        .unwrap_or_else(|| vec![0f32; c]))
+                })
+            })
+        })?;
+        Ok((
+            Some(Tensor::from_vec(dx, x.shape(), x.device())?),
+            Some(Tensor::from_vec(dg, gamma.shape(), gamma.device())?),
+        ))
+    }
+}
+
+/// The contiguous f32 data of a CPU storage.
+fn cpu_f32<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'a [f32]> {
+    match (s, l.contiguous_offsets()) {
+        (candle_core::CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
+        _ => candle_core::bail!("channel rms norm: expects contiguous f32"),
+    }
 }
 
 #[cfg(test)]
@@ -317,13 +442,6 @@ mod tests {
             None
         )?
         .is_none());
-        assert!(channel_rms_norm(
-            x.as_tensor(),
-            &Tensor::ones(2, DType::F32, &dev)?,
-            1e-6,
-            false
-        )?
-        .is_none());
         Ok(())
     }
 
@@ -364,6 +482,37 @@ mod tests {
         assert!(max_diff(&got, &want) < 1e-5);
         let got = channel_rms_norm(&x, &gamma, eps, true)?.expect("applies");
         assert!(max_diff(&got, &want.silu()?) < 1e-5);
+        Ok(())
+    }
+
+    /// The op's own backward (several position blocks, split `dγ` sums) against candle's
+    /// autograd through the composed ops, with and without the fused SiLU.
+    #[test]
+    fn channel_norm_gradients_match_composed_ops() -> Result<()> {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 2.0, (2, 5, 3, 7, 130), &dev)?;
+        let gamma = Var::randn(1f32, 0.2, (5, 1, 1, 1), &dev)?;
+        let r = Tensor::randn(0f32, 1.0, x.shape(), &dev)?;
+        let eps = 1e-12;
+        for silu in [false, true] {
+            let ms = x.sqr()?.mean_keepdim(1)?;
+            let want = x
+                .broadcast_div(&(ms + eps)?.sqrt()?)?
+                .broadcast_mul(&gamma.reshape((1, 5, 1, 1, 1))?)?;
+            let want = if silu { want.silu()? } else { want };
+            let got = channel_rms_norm(&x, &gamma, eps, silu)?.expect("applies");
+            let gw = (want * &r)?.sum_all()?.backward()?;
+            let gg = (got * &r)?.sum_all()?.backward()?;
+            for v in [&x, &gamma] {
+                let (a, b) = (gg.get(v).expect("grad"), gw.get(v).expect("grad"));
+                let scale = b.abs()?.max_keepdim(0)?.max_all()?.to_scalar::<f32>()?;
+                let e = max_diff(a, b);
+                assert!(
+                    e < 1e-5 * scale.max(1.0),
+                    "silu {silu}: {e} (scale {scale})"
+                );
+            }
+        }
         Ok(())
     }
 }
