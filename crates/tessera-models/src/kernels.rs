@@ -1,18 +1,18 @@
-//! Inference kernels for the CPU (f32): the VAE's convolution and channel norm without their
-//! memory traffic. Each returns `None` when it does not apply (another device or dtype, or an
-//! input that needs gradients), and the caller then runs the differentiable candle path, which is
-//! also the reference the tests compare against.
+//! CPU kernels (f32) for the VAE and the DiT, and the GEMM helper they share. Each entry point
+//! returns `None` when it does not apply (another device or dtype; for `conv3d` and `linear` also
+//! an input that needs gradients), and the caller then composes candle ops, which is also the
+//! reference the tests compare against.
 //!
-//! - [`conv3d`]: im2col + GEMM in column tiles. The whole-clip im2col of `conv3d.rs` builds a
-//!   `(C·27, T·H·W)` matrix (3.7 GB for 16 channels at 33×256×256) that goes through DRAM twice;
-//!   here each rayon task unfolds ~0.5 MB of columns into a reused buffer, multiplies it while it
-//!   is still in L2 and adds the bias in place.
+//! - [`conv3d`]: inference entry to the tiled unfold + GEMM of `conv3d.rs` (each rayon task
+//!   unfolds ~0.5 MB of columns into a reused buffer and multiplies it while it is in L2), with
+//!   the bias added in place.
+//! - [`linear`]: `x·Wᵀ + b` accumulated by one GEMM into bias-prefilled rows.
 //! - [`channel_rms_norm`]: Wan's `F.normalize(x, dim=1)·√C·γ` (optionally followed by SiLU) in
 //!   one pass over channel-first data, instead of candle's strided reduction plus five
-//!   elementwise passes (each a fresh 100+ MB tensor at 256×256). Unlike the others it is also
-//!   an autograd op with its own backward (two passes), so VAE training uses it too.
+//!   elementwise passes (each a fresh 100+ MB tensor at 256×256); an autograd op with its own
+//!   backward (two passes), so VAE training uses it too.
 //!
-//! Both use rayon (work stealing) rather than candle's spinning barrier pool, which stalls when
+//! All use rayon (work stealing) rather than candle's spinning barrier pool, which stalls when
 //! the machine is shared.
 
 use candle_core::{DType, Result, Tensor, WithDType};
