@@ -59,6 +59,12 @@ pub struct VaeTrainOptions {
     /// already has the backdrop toward the objects (and PSNR is an MSE).
     #[serde(default)]
     pub mse_weight: f64,
+    /// Weight of a cycle term, `L1(E(D(z)), z)` on posterior means: the decoder's output must
+    /// encode back to the latent it came from. Loops and long videos re-encode decoded frames,
+    /// so a decoder that breaks this round trip shows seams. Through a frozen encoder
+    /// (`train_encoder = false`) only the decoder learns from it.
+    #[serde(default)]
+    pub cycle_weight: f64,
     pub checkpoint_every: usize,
     /// 0 = never.
     pub eval_every: usize,
@@ -99,6 +105,7 @@ impl VaeTrainOptions {
             grad_weight: 0.5,
             kl_weight: 1e-6,
             mse_weight: 0.0,
+            cycle_weight: 0.0,
             checkpoint_every: 100,
             eval_every: 500,
             eval_clips: 8,
@@ -142,6 +149,7 @@ impl VaeTrainOptions {
             ("grad_weight", self.grad_weight),
             ("kl_weight", self.kl_weight),
             ("mse_weight", self.mse_weight),
+            ("cycle_weight", self.cycle_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} {w} must be zero or positive"));
@@ -302,6 +310,11 @@ fn losses(
     let mut total = ((&l1 + ((gx + gy)? * opts.grad_weight)?)? + (&kl * opts.kl_weight)?)?;
     if opts.mse_weight > 0.0 {
         total = (total + ((&y - x)?.sqr()?.mean_all()? * opts.mse_weight)?)?;
+    }
+    if opts.cycle_weight > 0.0 {
+        let back = vae.encode(&y)?.mean;
+        let cycle = (back - z.detach())?.abs()?.mean_all()?;
+        total = (total + (cycle * opts.cycle_weight)?)?;
     }
     let mse = (y.detach().clamp(-1f32, 1f32)? - x)?
         .sqr()?

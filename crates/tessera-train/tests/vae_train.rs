@@ -246,3 +246,37 @@ fn mse_term_adds_weighted_mse_and_old_options_load() {
     let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
     assert_eq!(back.mse_weight, 0.0);
 }
+
+/// `cycle_weight` adds `w · L1(E(D(z)), z)`: a positive term, linear in its weight (the first
+/// step's forward is the same run); options saved before the term existed load with it off.
+#[test]
+fn cycle_term_is_positive_linear_in_its_weight_and_old_options_load() {
+    let first = |w: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        let o = VaeTrainOptions {
+            cycle_weight: w,
+            ..opts(dir.path())
+        };
+        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
+        let mut loss = None;
+        train_vae_with(&o, &mut src, &[], |r: &StepReport| {
+            loss = Some(r.loss);
+            Flow::Stop
+        })
+        .unwrap();
+        loss.unwrap()
+    };
+    let (plain, one, three) = (first(0.0), first(1.0), first(3.0));
+    let term = one - plain;
+    assert!(term > 1e-4, "cycle term {term}");
+    assert!(
+        ((three - plain) - 3.0 * term).abs() < 1e-3 * term,
+        "not linear: {} vs 3 × {term}",
+        three - plain
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = serde_json::to_value(opts(dir.path())).unwrap();
+    old.as_object_mut().unwrap().remove("cycle_weight");
+    let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.cycle_weight, 0.0);
+}

@@ -73,6 +73,10 @@ pub struct VaeArgs {
     /// L1 alone gained nothing (TRAINING.md).
     #[arg(long, default_value_t = 0.0)]
     mse_weight: f64,
+    /// Weight of a cycle term (0 = off): the decoder's output must encode back to its latent,
+    /// as loops and long videos need when they re-encode decoded frames (TRAINING.md, session 6).
+    #[arg(long, default_value_t = 0.0)]
+    cycle_weight: f64,
 }
 
 #[derive(Args)]
@@ -112,6 +116,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.init_from = a.init_from;
             o.train_encoder = !a.decoder_only;
             o.mse_weight = a.mse_weight;
+            o.cycle_weight = a.cycle_weight;
             let bar = super::progress(o.steps as u64, "vae", c.json);
             let summary = train_vae(&o, |r| {
                 if c.json {
