@@ -3,8 +3,9 @@
 //! Two implementations of one function, `softmax(q·kᵀ/√d + mask)·v`:
 //! - [`AttentionImpl::Tiled`]: a CPU kernel in the style of FlashAttention (Dao et al. 2022,
 //!   <https://arxiv.org/abs/2205.14135>): query and key blocks with an online softmax, so the
-//!   `L×L` score matrix never exists and memory stays `O(L·d)`. Its backward pass (exact,
-//!   materialising the scores per batch·head) makes it usable for training too.
+//!   `L×L` score matrix never exists; the block products `Q·Kᵀ` and `P·V` are GEMMs (the `gemm`
+//!   crate), the softmax is ours. Its exact backward recomputes the probabilities of 64 query
+//!   rows at a time (memory `O(64·Lk)` per task), so training uses it too.
 //! - [`AttentionImpl::Naive`]: matmul + an exp/sum softmax built from differentiable candle ops;
 //!   the reference the kernel is tested against and the path on non-CPU devices.
 //!
