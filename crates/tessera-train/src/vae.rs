@@ -59,10 +59,10 @@ pub struct VaeTrainOptions {
     /// already has the backdrop toward the objects (and PSNR is an MSE).
     #[serde(default)]
     pub mse_weight: f64,
-    /// Weight of a cycle term, `L1(E(D(z)), z)` on posterior means: the decoder's output must
-    /// encode back to the latent it came from. Loops and long videos re-encode decoded frames,
-    /// so a decoder that breaks this round trip shows seams. Through a frozen encoder
-    /// (`train_encoder = false`) only the decoder learns from it.
+    /// Weight of a cycle term, `L1(D(E(tail)), tail)` with `tail` the last 5 decoded frames
+    /// encoded as a clip of their own: long videos and loops condition later windows on decoded
+    /// frames re-encoded that way, so a decoder that breaks this round trip shows seams. With a
+    /// frozen encoder (`train_encoder = false`) only the decoder learns from it.
     #[serde(default)]
     pub cycle_weight: f64,
     pub checkpoint_every: usize,
@@ -312,8 +312,12 @@ fn losses(
         total = (total + ((&y - x)?.sqr()?.mean_all()? * opts.mse_weight)?)?;
     }
     if opts.cycle_weight > 0.0 {
-        let back = vae.encode(&y)?.mean;
-        let cycle = (back - z.detach())?.abs()?.mean_all()?;
+        // What the next long-video window is conditioned on: the last 4·1+1 decoded frames,
+        // encoded as a clip of their own (first frame alone) and decoded again.
+        let t = y.dim(2)?;
+        let tail = y.narrow(2, t - t.min(5), t.min(5))?;
+        let again = vae.decode_unclamped(&vae.encode(&tail)?.mean)?;
+        let cycle = (again - tail.detach())?.abs()?.mean_all()?;
         total = (total + (cycle * opts.cycle_weight)?)?;
     }
     let mse = (y.detach().clamp(-1f32, 1f32)? - x)?

@@ -247,7 +247,7 @@ fn mse_term_adds_weighted_mse_and_old_options_load() {
     assert_eq!(back.mse_weight, 0.0);
 }
 
-/// `cycle_weight` adds `w · L1(E(D(z)), z)`: a positive term, linear in its weight (the first
+/// `cycle_weight` adds `w · L1(D(E(tail)), tail)`: a positive term, linear in its weight (the first
 /// step's forward is the same run); options saved before the term existed load with it off.
 #[test]
 fn cycle_term_is_positive_linear_in_its_weight_and_old_options_load() {

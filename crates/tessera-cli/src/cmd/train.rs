@@ -73,8 +73,8 @@ pub struct VaeArgs {
     /// L1 alone gained nothing (TRAINING.md).
     #[arg(long, default_value_t = 0.0)]
     mse_weight: f64,
-    /// Weight of a cycle term (0 = off): the decoder's output must encode back to its latent,
-    /// as loops and long videos need when they re-encode decoded frames (TRAINING.md, session 6).
+    /// Weight of a cycle term (0 = off): the last decoded frames, encoded again as a clip and
+    /// decoded, must come back unchanged, as long videos and loops need (TRAINING.md, session 6).
     #[arg(long, default_value_t = 0.0)]
     cycle_weight: f64,
 }
