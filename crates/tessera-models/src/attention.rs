@@ -153,16 +153,19 @@ impl<'a> Strided<'a> {
         })
     }
 
+    fn index(&self, b: usize, h: usize, l: usize) -> usize {
+        self.start + b * self.stride[0] + h * self.stride[1] + l * self.stride[2]
+    }
+
     /// Row `l` of head `h` in batch `b`, `len` floats.
     fn row_slice(&self, b: usize, h: usize, l: usize, len: usize) -> &'a [f32] {
-        let i = self.start + b * self.stride[0] + h * self.stride[1] + l * self.stride[2];
+        let i = self.index(b, h, l);
         &self.data[i..i + len]
     }
 
     /// Pointer to row `l` of head `h` in batch `b`.
     fn row(&self, b: usize, h: usize, l: usize) -> *const f32 {
-        let i = self.start + b * self.stride[0] + h * self.stride[1] + l * self.stride[2];
-        self.data[i..].as_ptr()
+        self.data[self.index(b, h, l)..].as_ptr()
     }
 }
 
@@ -318,10 +321,7 @@ fn tiled_forward(
                     );
                 }
             }
-            for (row, &l) in o.chunks_exact_mut(d).zip(&state.sum) {
-                let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-                row.iter_mut().for_each(|x| *x *= inv);
-            }
+            state.normalise(o, d);
         });
     out
 }
@@ -354,6 +354,15 @@ impl RowState {
         }
         // FMA is baseline on aarch64; elsewhere mul_add would be a libm call.
         self.update_with::<{ cfg!(target_arch = "aarch64") }>(s, kn, valid)
+    }
+
+    /// Divides each row of `rows` (`width` wide) by its running sum; rows that saw no valid key
+    /// become zero.
+    fn normalise(&self, rows: &mut [f32], width: usize) {
+        for (row, &l) in rows.chunks_exact_mut(width).zip(&self.sum) {
+            let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
+            row.iter_mut().for_each(|x| *x *= inv);
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -436,10 +445,7 @@ fn tiled_backward(
                 };
                 let mut state = RowState::new(r);
                 state.update(p, lk, valid);
-                for (row, &l) in p.chunks_exact_mut(lk).zip(&state.sum) {
-                    let inv = if l > 0.0 { 1.0 / l } else { 0.0 };
-                    row.iter_mut().for_each(|x| *x *= inv);
-                }
+                state.normalise(p, lk);
                 // SAFETY: as above.
                 unsafe {
                     let pm = Mat::rows(p.as_ptr(), lk);

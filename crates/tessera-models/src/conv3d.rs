@@ -14,7 +14,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::kernels::{gemm_into, with_slice, Mat, SharedMut};
+use crate::kernels::{gemm_into, sum_over_splits, with_slice, Mat, SharedMut};
 
 /// Kernel, stride and zero padding of a 3D convolution. Time is padded only at the front (causal);
 /// height and width have separate before/after padding so Wan's `ZeroPad2d((0, 1, 0, 1))` fits.
@@ -220,7 +220,7 @@ fn for_each_tap(
     }
 }
 
-fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
+pub(crate) fn contiguous_slice<'a, T>(data: &'a [T], layout: &Layout, op: &str) -> Result<&'a [T]> {
     match layout.contiguous_offsets() {
         Some((start, end)) => Ok(&data[start..end]),
         None => candle_core::bail!("{op}: input must be contiguous"),
@@ -273,15 +273,20 @@ impl Conv3dOp {
             && g.pad_w == [0, 0]
     }
 
-    /// `(dims, out_dims, rows per tile, tiles per sample)`; a tile is whole output rows (runs of
-    /// `Wo` columns), so the gather copies row segments.
-    fn tiling(&self) -> Result<([usize; 4], [usize; 3], usize, usize)> {
+    /// How output rows are cut into tiles: whole output rows (runs of `Wo` columns), so the
+    /// gather copies row segments.
+    fn tiling(&self) -> Result<Tiling> {
         let [_, c, t, h, w] = self.in_dims;
         let out @ [to, ho, wo] = self.geom.out_dims(t, h, w)?;
         let k = c * self.geom.k();
         let out_rows = to * ho;
         let rows = (self.tile / (k * wo).max(1)).clamp(1, out_rows.max(1));
-        Ok(([c, t, h, w], out, rows, out_rows.div_ceil(rows)))
+        Ok(Tiling {
+            dims: [c, t, h, w],
+            out,
+            rows,
+            tiles: out_rows.div_ceil(rows),
+        })
     }
 
     /// `W (O, K) · x` per sample, plus `bias` (O) when given.
@@ -323,31 +328,30 @@ impl Conv3dOp {
             }
             return Ok(y);
         }
-        let (dims, out, rows, tiles) = self.tiling()?;
-        let out_rows = out[0] * out[1];
-        let wo = out[2];
+        let tiling = self.tiling()?;
+        let wo = tiling.out[2];
         let dst = SharedMut(y.as_mut_ptr());
-        (0..b * tiles)
+        (0..b * tiling.tiles)
             .into_par_iter()
             .for_each_init(Vec::new, |cols, job| {
-                let (bi, r0) = (job / tiles, job % tiles * rows);
-                let r1 = (r0 + rows).min(out_rows);
-                let width = (r1 - r0) * wo;
+                let (bi, rows) = tiling.job(job);
+                let width = rows.len() * wo;
                 cols.resize(k * width, T::zero());
                 let sample = &x[bi * xs..(bi + 1) * xs];
+                let cols = &mut cols[..k * width];
                 gather_rows(
                     sample,
-                    dims,
-                    out,
+                    tiling.dims,
+                    tiling.out,
                     &self.geom,
-                    r0..r1,
-                    &mut cols[..k * width],
+                    rows.clone(),
+                    cols,
                 );
-                let (d, w_rows) = (dst, Mat::rows(wm.as_ptr(), k)); // the whole Copy wrapper
-                                                                    // SAFETY: this task owns columns r0·wo..r1·wo of every output row of sample `bi`;
-                                                                    // no other task touches them, and `y` outlives the parallel loop.
+                let (d, w_rows) = (dst, Mat::rows(wm.as_ptr(), k)); // d: the whole Copy wrapper
+                                                                    // SAFETY: this task owns columns rows·wo of every output row of sample `bi`; no
+                                                                    // other task touches them, and `y` outlives the parallel loop.
                 unsafe {
-                    let base = d.0.add(bi * o * n + r0 * wo);
+                    let base = d.0.add(bi * o * n + rows.start * wo);
                     let cm = Mat::rows(cols.as_ptr(), width);
                     let par = gemm::Parallelism::None;
                     gemm_into([o, width, k], base, n, false, w_rows, cm, T::one(), par);
@@ -388,69 +392,84 @@ impl Conv3dOp {
             }
             return Ok((dx, dw));
         }
-        let (dims, out, rows, tiles) = self.tiling()?;
-        let out_rows = out[0] * out[1];
-        let wo = out[2];
-        let jobs = b * tiles;
-        // A few splits per thread, each with its own dX and dW (summed at the end): tiles of
-        // neighbouring rows read overlapping inputs, so their gradients cannot share a buffer.
-        let per_split = jobs.div_ceil(2 * rayon::current_num_threads().max(1));
-        let zeros = || (vec![T::zero(); x.len()], vec![T::zero(); o * k]);
-        let sum = (0..jobs)
-            .into_par_iter()
-            .with_min_len(per_split)
-            .fold(
-                || (zeros(), Vec::new(), Vec::new()),
-                |((mut dx, mut dw), mut cols, mut dcols), job| {
-                    let (bi, r0) = (job / tiles, job % tiles * rows);
-                    let r1 = (r0 + rows).min(out_rows);
-                    let width = (r1 - r0) * wo;
-                    cols.resize(k * width, T::zero());
-                    dcols.resize(k * width, T::zero());
-                    let sample = bi * xs..(bi + 1) * xs;
-                    let cols_t = &mut cols[..k * width];
-                    gather_rows(&x[sample.clone()], dims, out, &self.geom, r0..r1, cols_t);
-                    let dym = Mat::rows(dy[bi * o * n + r0 * wo..].as_ptr(), n);
-                    let w_rows = Mat::rows(wm.as_ptr(), k);
-                    let par = gemm::Parallelism::None;
-                    // SAFETY: dW (O, K) += dY_tile (O, width)·colsᵀ; dcols (K, width) =
-                    // Wᵀ (K, O)·dY_tile; dY's tile rows are `n` apart, the rest row-major.
-                    unsafe {
-                        let cm = Mat::rows(cols.as_ptr(), width);
-                        gemm_into(
-                            [o, k, width],
-                            dw.as_mut_ptr(),
-                            k,
-                            true,
-                            dym,
-                            cm.t(),
-                            T::one(),
-                            par,
-                        );
-                        let dc = dcols.as_mut_ptr();
-                        gemm_into(
-                            [k, width, o],
-                            dc,
-                            width,
-                            false,
-                            w_rows.t(),
-                            dym,
-                            T::one(),
-                            par,
-                        );
-                    }
-                    let dxs = &mut dx[sample];
-                    scatter_rows(&dcols[..k * width], dims, out, &self.geom, r0..r1, dxs);
-                    ((dx, dw), cols, dcols)
-                },
-            )
-            .map(|(grads, _, _)| grads)
-            .reduce_with(|(mut dx, mut dw), (dx2, dw2)| {
+        let tiling = self.tiling()?;
+        let wo = tiling.out[2];
+        // Each split has its own dX and dW: tiles of neighbouring rows read overlapping inputs,
+        // so their gradients cannot share a buffer.
+        let (dx, dw) = sum_over_splits(
+            b * tiling.tiles,
+            || (vec![T::zero(); x.len()], vec![T::zero(); o * k]),
+            |(dx, dw): &mut (Vec<T>, Vec<T>), (cols, dcols): &mut (Vec<T>, Vec<T>), job| {
+                let (bi, rows) = tiling.job(job);
+                let width = rows.len() * wo;
+                cols.resize(k * width, T::zero());
+                dcols.resize(k * width, T::zero());
+                let sample = bi * xs..(bi + 1) * xs;
+                let (geom, dims, out) = (&self.geom, tiling.dims, tiling.out);
+                gather_rows(
+                    &x[sample.clone()],
+                    dims,
+                    out,
+                    geom,
+                    rows.clone(),
+                    &mut cols[..k * width],
+                );
+                let dym = Mat::rows(dy[bi * o * n + rows.start * wo..].as_ptr(), n);
+                let w_rows = Mat::rows(wm.as_ptr(), k);
+                let par = gemm::Parallelism::None;
+                // SAFETY: dW (O, K) += dY_tile (O, width)·colsᵀ; dcols (K, width) =
+                // Wᵀ (K, O)·dY_tile; dY's tile rows are `n` apart, the rest row-major.
+                unsafe {
+                    let cm = Mat::rows(cols.as_ptr(), width);
+                    gemm_into(
+                        [o, k, width],
+                        dw.as_mut_ptr(),
+                        k,
+                        true,
+                        dym,
+                        cm.t(),
+                        T::one(),
+                        par,
+                    );
+                    let dc = dcols.as_mut_ptr();
+                    gemm_into(
+                        [k, width, o],
+                        dc,
+                        width,
+                        false,
+                        w_rows.t(),
+                        dym,
+                        T::one(),
+                        par,
+                    );
+                }
+                scatter_rows(&dcols[..k * width], dims, out, geom, rows, &mut dx[sample]);
+            },
+            |(dx, dw), (dx2, dw2)| {
                 dx.iter_mut().zip(dx2).for_each(|(a, b)| *a += b);
                 dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
-                (dx, dw)
-            });
-        Ok(sum.unwrap_or_else(zeros))
+            },
+        );
+        Ok((dx, dw))
+    }
+}
+
+/// Output rows in tiles of `rows` (`tiles` per sample); a job is one tile of one sample.
+struct Tiling {
+    /// Sample `(C, T, H, W)`.
+    dims: [usize; 4],
+    /// `(To, Ho, Wo)`.
+    out: [usize; 3],
+    rows: usize,
+    tiles: usize,
+}
+
+impl Tiling {
+    /// Sample index and output-row range of `job`.
+    fn job(&self, job: usize) -> (usize, std::ops::Range<usize>) {
+        let r0 = job % self.tiles * self.rows;
+        let r1 = (r0 + self.rows).min(self.out[0] * self.out[1]);
+        (job / self.tiles, r0..r1)
     }
 }
 
@@ -801,7 +820,7 @@ mod tests {
                 ..Conv3dOp::new(g, in_dims, o)
             };
             assert!(
-                g == vae_geometries()[1] || tiny.tiling()?.3 > 1,
+                g == vae_geometries()[1] || tiny.tiling()?.tiles > 1,
                 "{g:?}: one tile"
             );
             let y = whole.forward(&x, &wm, None)?;

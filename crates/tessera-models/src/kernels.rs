@@ -18,7 +18,7 @@
 use candle_core::{DType, Result, Tensor, WithDType};
 use rayon::prelude::*;
 
-use crate::conv3d::{Conv3dGeometry, Conv3dOp};
+use crate::conv3d::{contiguous_slice, Conv3dGeometry, Conv3dOp};
 
 /// Call at the start of `main`, before any tensor op: runs candle's own elementwise ops on the
 /// calling thread (`CANDLE_NUM_THREADS=1`) unless the user chose a count. Candle splits them
@@ -49,6 +49,34 @@ fn inference_f32(t: &Tensor) -> bool {
 /// Contiguous f32 data of `t` (copied only when strided).
 fn f32_data(t: &Tensor) -> Result<Vec<f32>> {
     t.contiguous()?.flatten_all()?.to_vec1::<f32>()
+}
+
+/// Runs `f(accumulator, scratch, job)` for every job in `0..jobs`, in a few splits per thread
+/// that each own an accumulator from `zero()` (and reusable scratch), and returns the splits'
+/// sum under `add`. For gradients that overlapping jobs add into, so cannot share one buffer.
+pub(crate) fn sum_over_splits<A: Send, S: Default + Send>(
+    jobs: usize,
+    zero: impl Fn() -> A + Sync + Send,
+    f: impl Fn(&mut A, &mut S, usize) + Sync + Send,
+    add: impl Fn(&mut A, A) + Sync + Send,
+) -> A {
+    let per_split = jobs.div_ceil(2 * rayon::current_num_threads().max(1));
+    (0..jobs)
+        .into_par_iter()
+        .with_min_len(per_split.max(1))
+        .fold(
+            || (zero(), S::default()),
+            |(mut acc, mut scratch), job| {
+                f(&mut acc, &mut scratch, job);
+                (acc, scratch)
+            },
+        )
+        .map(|(acc, _)| acc)
+        .reduce_with(|mut a, b| {
+            add(&mut a, b);
+            a
+        })
+        .unwrap_or_else(&zero)
 }
 
 /// Runs `f` on the contiguous CPU slice of `t` without copying it out of the tensor (a strided
@@ -303,72 +331,10 @@ impl candle_core::CustomOp2 for ChannelRmsNorm {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (b, c, s) = Self::dims(x.shape());
-        let blocks = s.div_ceil(NORM_BLOCK);
-        let mut dx = vec![0f32; b * c * s];
-        let dst = SharedMut(dx.as_mut_ptr());
-        let dg = with_slice(x, |x: &[f32]| {
+        let dims = Self::dims(x.shape());
+        let (dx, dg) = with_slice(x, |x: &[f32]| {
             with_slice(gamma, |g: &[f32]| {
-                with_slice(grad, |dy: &[f32]| {
-                    let per_block = |(mut dg, mut r, mut dot): (Vec<f32>, Vec<f32>, Vec<f32>),
-                                     job: usize| {
-                        let (bi, p0) = (job / blocks, job % blocks * NORM_BLOCK);
-                        let len = (s - p0).min(NORM_BLOCK);
-                        r.resize(len, 0.0);
-                        self.inv_rms(x, (bi, c, s), p0, &mut r);
-                        dot.clear();
-                        dot.resize(len, 0.0);
-                        let d = dst;
-                        // gy into dx's rows first, then the full gradient in place.
-                        for (ci, &gv) in g.iter().enumerate() {
-                            let off = (bi * c + ci) * s + p0;
-                            // SAFETY: positions p0..p0+len of sample `bi` are this task's.
-                            let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
-                            let mut dgc = 0f32;
-                            for (((gyi, &v), &ri), (&dyi, di)) in gy
-                                .iter_mut()
-                                .zip(&x[off..])
-                                .zip(r.iter())
-                                .zip(dy[off..].iter().zip(dot.iter_mut()))
-                            {
-                                let xr = v * ri;
-                                let mut gi = dyi;
-                                if self.silu {
-                                    let y = xr * gv;
-                                    let sg = sigmoid(y);
-                                    gi *= sg * (1.0 + y * (1.0 - sg));
-                                }
-                                *gyi = gi;
-                                dgc += gi * xr;
-                                *di += gv * gi * v;
-                            }
-                            dg[ci] += dgc;
-                        }
-                        let inv_c = 1.0 / c as f32;
-                        for (ci, &gv) in g.iter().enumerate() {
-                            let off = (bi * c + ci) * s + p0;
-                            // SAFETY: as above.
-                            let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
-                            for (((o, &v), &ri), &dt) in
-                                gy.iter_mut().zip(&x[off..]).zip(r.iter()).zip(dot.iter())
-                            {
-                                *o = ri * gv * *o - v * ri * ri * ri * dt * inv_c;
-                            }
-                        }
-                        (dg, r, dot)
-                    };
-                    let per_split = (b * blocks).div_ceil(2 * rayon::current_num_threads().max(1));
-                    Ok((0..b * blocks)
-                        .into_par_iter()
-                        .with_min_len(per_split)
-                        .fold(|| (vec![0f32; c], Vec::new(), Vec::new()), per_block)
-                        .map(|(dg, _, _)| dg)
-                        .reduce_with(|mut a, b| {
-                            a.iter_mut().zip(b).for_each(|(p, q)| *p += q);
-                            a
-                        })
-                        .unwrap_or_else(|| vec![0f32; c]))
-                })
+                with_slice(grad, |dy: &[f32]| Ok(self.backward(x, g, dy, dims)))
             })
         })?;
         Ok((
@@ -378,11 +344,78 @@ impl candle_core::CustomOp2 for ChannelRmsNorm {
     }
 }
 
+impl ChannelRmsNorm {
+    /// `(dx, dγ)` for the output gradient `dy`, position blocks in parallel (`dγ` summed over
+    /// the splits).
+    fn backward(
+        &self,
+        x: &[f32],
+        g: &[f32],
+        dy: &[f32],
+        (b, c, s): (usize, usize, usize),
+    ) -> (Vec<f32>, Vec<f32>) {
+        let blocks = s.div_ceil(NORM_BLOCK);
+        let mut dx = vec![0f32; b * c * s];
+        let dst = SharedMut(dx.as_mut_ptr());
+        let dg = sum_over_splits(
+            b * blocks,
+            || vec![0f32; c],
+            |dg: &mut Vec<f32>, (r, dot): &mut (Vec<f32>, Vec<f32>), job| {
+                let (bi, p0) = (job / blocks, job % blocks * NORM_BLOCK);
+                let len = (s - p0).min(NORM_BLOCK);
+                r.resize(len, 0.0);
+                self.inv_rms(x, (bi, c, s), p0, r);
+                dot.clear();
+                dot.resize(len, 0.0);
+                let d = dst;
+                // gy into dx's rows first, then the full gradient in place.
+                for (ci, &gv) in g.iter().enumerate() {
+                    let off = (bi * c + ci) * s + p0;
+                    // SAFETY: positions p0..p0+len of sample `bi` are this task's.
+                    let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
+                    let mut dgc = 0f32;
+                    for (((gyi, &v), &ri), (&dyi, di)) in gy
+                        .iter_mut()
+                        .zip(&x[off..])
+                        .zip(r.iter())
+                        .zip(dy[off..].iter().zip(dot.iter_mut()))
+                    {
+                        let xr = v * ri;
+                        let mut gi = dyi;
+                        if self.silu {
+                            let y = xr * gv;
+                            let sg = sigmoid(y);
+                            gi *= sg * (1.0 + y * (1.0 - sg));
+                        }
+                        *gyi = gi;
+                        dgc += gi * xr;
+                        *di += gv * gi * v;
+                    }
+                    dg[ci] += dgc;
+                }
+                let inv_c = 1.0 / c as f32;
+                for (ci, &gv) in g.iter().enumerate() {
+                    let off = (bi * c + ci) * s + p0;
+                    // SAFETY: as above.
+                    let gy = unsafe { std::slice::from_raw_parts_mut(d.0.add(off), len) };
+                    for (((o, &v), &ri), &dt) in
+                        gy.iter_mut().zip(&x[off..]).zip(r.iter()).zip(dot.iter())
+                    {
+                        *o = ri * gv * *o - v * ri * ri * ri * dt * inv_c;
+                    }
+                }
+            },
+            |a, b| a.iter_mut().zip(b).for_each(|(p, q)| *p += q),
+        );
+        (dx, dg)
+    }
+}
+
 /// The contiguous f32 data of a CPU storage.
 fn cpu_f32<'a>(s: &'a candle_core::CpuStorage, l: &candle_core::Layout) -> Result<&'a [f32]> {
-    match (s, l.contiguous_offsets()) {
-        (candle_core::CpuStorage::F32(d), Some((a, b))) => Ok(&d[a..b]),
-        _ => candle_core::bail!("channel rms norm: expects contiguous f32"),
+    match s {
+        candle_core::CpuStorage::F32(d) => contiguous_slice(d, l, "channel rms norm"),
+        _ => candle_core::bail!("channel rms norm: expects f32"),
     }
 }
 
