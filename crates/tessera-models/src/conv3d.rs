@@ -8,7 +8,10 @@
 //! a per-task `dX`. A whole-clip unfold would be a `(C·27, T·H·W)` matrix (30 MB for a 16-channel
 //! 17×32×32 training crop, 3.7 GB at 33×256×256) written and read back through DRAM.
 //!
-//! Causality lives in the padding: `Conv3dGeometry::pad_t` pads only the past.
+//! Causality lives in the padding: `Conv3dGeometry::pad_t` pads only the past. The column
+//! matrix is ordered tap-major (`k = ((dt·C + c)·kh + dy)·kw + dx`, the weight permuted to
+//! match), so the temporal taps that read only padding for a whole tile — two of three for an
+//! image or a clip's first frame — are a prefix of `K` that the tile leaves out of its GEMMs.
 
 use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp2, Layout, Result, Shape, Tensor, WithDType};
@@ -79,20 +82,21 @@ pub(crate) fn valid_range(
 }
 
 /// Unfolds output rows `rows` (flattened `(To, Ho)` indices) of one sample `(C, T, H, W)` into
-/// `cols` `(K, rows·Wo)`, row `k = ((c·kt + dt)·kh + dy)·kw + dx`; padding reads as zero.
+/// `cols` `(K', rows·Wo)`, row `((dt − skip)·C + c)·kh·kw + dy·kw + dx` for the temporal taps
+/// `dt ≥ skip`; padding reads as zero.
 fn gather_rows<T: WithDType>(
     src: &[T],
     dims: [usize; 4],
     out: [usize; 3],
     geom: &Conv3dGeometry,
-    rows: std::ops::Range<usize>,
+    (rows, skip): (std::ops::Range<usize>, usize),
     cols: &mut [T],
 ) {
     let [_, t, h, w] = dims;
     let wo = out[2];
     let width = rows.len() * wo;
     let sw = geom.stride[2];
-    for_each_tap(dims, out, geom, |ci, krow, tap| {
+    for_each_tap(dims, out, geom, skip, |ci, krow, tap| {
         let plane = &src[ci * t * h * w..(ci + 1) * t * h * w];
         let dst = &mut cols[krow * width..(krow + 1) * width];
         let [x0, x1] = tap.x;
@@ -123,14 +127,14 @@ fn scatter_rows<T: WithDType>(
     dims: [usize; 4],
     out: [usize; 3],
     geom: &Conv3dGeometry,
-    rows: std::ops::Range<usize>,
+    (rows, skip): (std::ops::Range<usize>, usize),
     dst: &mut [T],
 ) {
     let [_, t, h, w] = dims;
     let wo = out[2];
     let width = rows.len() * wo;
     let sw = geom.stride[2];
-    for_each_tap(dims, out, geom, |ci, krow, tap| {
+    for_each_tap(dims, out, geom, skip, |ci, krow, tap| {
         let plane = &mut dst[ci * t * h * w..(ci + 1) * t * h * w];
         let src = &cols[krow * width..(krow + 1) * width];
         let [x0, x1] = tap.x;
@@ -187,17 +191,18 @@ impl Tap {
     }
 }
 
-/// Calls `f(channel, column-matrix row, tap)` for every channel and kernel tap.
+/// Calls `f(channel, column-matrix row, tap)` for every channel and kernel tap with `dt ≥ skip`.
 fn for_each_tap(
     [c, t, h, w]: [usize; 4],
     [to, ho, wo]: [usize; 3],
     geom: &Conv3dGeometry,
+    skip: usize,
     mut f: impl FnMut(usize, usize, &Tap),
 ) {
     let [kt, kh, kw] = geom.kernel;
     let [st, sh, sw] = geom.stride;
     let range = |(lo, hi): (usize, usize)| [lo, hi];
-    for dt in 0..kt {
+    for dt in skip..kt {
         for dy in 0..kh {
             for dx in 0..kw {
                 let x = range(valid_range(wo, w, sw, dx, geom.pad_w[0]));
@@ -213,7 +218,7 @@ fn for_each_tap(
                     ho,
                 };
                 for ci in 0..c {
-                    f(ci, ((ci * kt + dt) * kh + dy) * kw + dx, &tap);
+                    f(ci, (((dt - skip) * c + ci) * kh + dy) * kw + dx, &tap);
                 }
             }
         }
@@ -274,18 +279,34 @@ impl Conv3dOp {
     }
 
     /// How output rows are cut into tiles: whole output rows (runs of `Wo` columns), so the
-    /// gather copies row segments.
+    /// gather copies row segments. Output frames that some temporal tap sees only as padding
+    /// (the first `pad_t` of a causal convolution) get tiles of their own, which leave those
+    /// taps out.
     fn tiling(&self) -> Result<Tiling> {
+        let g = &self.geom;
         let [_, c, t, h, w] = self.in_dims;
-        let out @ [to, ho, wo] = self.geom.out_dims(t, h, w)?;
-        let k = c * self.geom.k();
-        let out_rows = to * ho;
-        let rows = (self.tile / (k * wo).max(1)).clamp(1, out_rows.max(1));
+        let out @ [to, ho, wo] = g.out_dims(t, h, w)?;
+        let kt = g.kernel[0];
+        let rows = (self.tile / (c * g.k() * wo).max(1)).clamp(1, (to * ho).max(1));
+        // First output frame whose input each temporal tap finds inside the clip.
+        let first: Vec<usize> = (0..kt)
+            .map(|dt| valid_range(to, t, g.stride[0], dt, g.pad_t).0)
+            .collect();
+        let full = first.iter().copied().max().unwrap_or(0).min(to);
+        let mut tiles = Vec::new();
+        for frames in (0..full).map(|f| f..f + 1).chain(std::iter::once(full..to)) {
+            let end = frames.end * ho;
+            for r0 in (frames.start * ho..end).step_by(rows) {
+                let r1 = (r0 + rows).min(end);
+                let last = (r1 - 1) / ho;
+                let skip = first.iter().take_while(|&&f| f > last).count();
+                tiles.push((r0..r1, skip.min(kt - 1)));
+            }
+        }
         Ok(Tiling {
             dims: [c, t, h, w],
             out,
-            rows,
-            tiles: out_rows.div_ceil(rows),
+            tiles,
         })
     }
 
@@ -330,31 +351,31 @@ impl Conv3dOp {
         }
         let tiling = self.tiling()?;
         let wo = tiling.out[2];
+        let wt = self.tap_major(wm);
         let dst = SharedMut(y.as_mut_ptr());
-        (0..b * tiling.tiles)
+        (0..tiling.jobs(b))
             .into_par_iter()
             .for_each_init(Vec::new, |cols, job| {
-                let (bi, rows) = tiling.job(job);
-                let width = rows.len() * wo;
-                cols.resize(k * width, T::zero());
+                let (bi, rows, skip) = tiling.job(job);
+                let (width, off) = (rows.len() * wo, skip * k / self.geom.kernel[0]);
+                let kk = k - off;
+                cols.resize(kk * width, T::zero());
                 let sample = &x[bi * xs..(bi + 1) * xs];
-                let cols = &mut cols[..k * width];
-                gather_rows(
-                    sample,
-                    tiling.dims,
-                    tiling.out,
-                    &self.geom,
-                    rows.clone(),
-                    cols,
-                );
-                let (d, w_rows) = (dst, Mat::rows(wm.as_ptr(), k)); // d: the whole Copy wrapper
-                                                                    // SAFETY: this task owns columns rows·wo of every output row of sample `bi`; no
-                                                                    // other task touches them, and `y` outlives the parallel loop.
+                let cols = &mut cols[..kk * width];
+                let (dims, out) = (tiling.dims, tiling.out);
+                gather_rows(sample, dims, out, &self.geom, (rows.clone(), skip), cols);
+                let d = dst; // the whole Copy wrapper, not its pointer field
+                             // SAFETY: this task owns columns rows·wo of every output row of sample `bi`; no
+                             // other task touches them, and `y` outlives the parallel loop. The weight's
+                             // columns from `off` on are the taps this tile reads.
                 unsafe {
                     let base = d.0.add(bi * o * n + rows.start * wo);
-                    let cm = Mat::rows(cols.as_ptr(), width);
+                    let (w_rows, cm) = (
+                        Mat::rows(wt.as_ptr().add(off), k),
+                        Mat::rows(cols.as_ptr(), width),
+                    );
                     let par = gemm::Parallelism::None;
-                    gemm_into([o, width, k], base, n, false, w_rows, cm, T::one(), par);
+                    gemm_into([o, width, kk], base, n, false, w_rows, cm, T::one(), par);
                     for (oi, &bv) in bias.into_iter().flatten().enumerate() {
                         let row = std::slice::from_raw_parts_mut(base.add(oi * n), width);
                         row.iter_mut().for_each(|v| *v += bv);
@@ -394,46 +415,44 @@ impl Conv3dOp {
         }
         let tiling = self.tiling()?;
         let wo = tiling.out[2];
+        let wt = self.tap_major(wm);
         // Each split has its own dX and dW: tiles of neighbouring rows read overlapping inputs,
         // so their gradients cannot share a buffer.
         let (dx, dw) = sum_over_splits(
-            b * tiling.tiles,
+            tiling.jobs(b),
             || (vec![T::zero(); x.len()], vec![T::zero(); o * k]),
             |(dx, dw): &mut (Vec<T>, Vec<T>), (cols, dcols): &mut (Vec<T>, Vec<T>), job| {
-                let (bi, rows) = tiling.job(job);
-                let width = rows.len() * wo;
-                cols.resize(k * width, T::zero());
-                dcols.resize(k * width, T::zero());
+                let (bi, rows, skip) = tiling.job(job);
+                let (width, off) = (rows.len() * wo, skip * k / self.geom.kernel[0]);
+                let kk = k - off;
+                cols.resize(kk * width, T::zero());
+                dcols.resize(kk * width, T::zero());
                 let sample = bi * xs..(bi + 1) * xs;
                 let (geom, dims, out) = (&self.geom, tiling.dims, tiling.out);
+                let tile = (rows.clone(), skip);
                 gather_rows(
                     &x[sample.clone()],
                     dims,
                     out,
                     geom,
-                    rows.clone(),
-                    &mut cols[..k * width],
+                    tile.clone(),
+                    &mut cols[..kk * width],
                 );
                 let dym = Mat::rows(dy[bi * o * n + rows.start * wo..].as_ptr(), n);
-                let w_rows = Mat::rows(wm.as_ptr(), k);
                 let par = gemm::Parallelism::None;
-                // SAFETY: dW (O, K) += dY_tile (O, width)·colsᵀ; dcols (K, width) =
-                // Wᵀ (K, O)·dY_tile; dY's tile rows are `n` apart, the rest row-major.
+                // SAFETY: dW[:, off..] (O, K') += dY_tile (O, width)·colsᵀ; dcols (K', width) =
+                // W[:, off..]ᵀ·dY_tile; dW, W and dY rows are `k` and `n` apart, the rest
+                // row-major.
                 unsafe {
-                    let cm = Mat::rows(cols.as_ptr(), width);
-                    gemm_into(
-                        [o, k, width],
-                        dw.as_mut_ptr(),
-                        k,
-                        true,
-                        dym,
-                        cm.t(),
-                        T::one(),
-                        par,
+                    let (w_rows, cm) = (
+                        Mat::rows(wt.as_ptr().add(off), k),
+                        Mat::rows(cols.as_ptr(), width),
                     );
+                    let dwp = dw.as_mut_ptr().add(off);
+                    gemm_into([o, kk, width], dwp, k, true, dym, cm.t(), T::one(), par);
                     let dc = dcols.as_mut_ptr();
                     gemm_into(
-                        [k, width, o],
+                        [kk, width, o],
                         dc,
                         width,
                         false,
@@ -443,34 +462,59 @@ impl Conv3dOp {
                         par,
                     );
                 }
-                scatter_rows(&dcols[..k * width], dims, out, geom, rows, &mut dx[sample]);
+                scatter_rows(&dcols[..kk * width], dims, out, geom, tile, &mut dx[sample]);
             },
             |(dx, dw), (dx2, dw2)| {
                 dx.iter_mut().zip(dx2).for_each(|(a, b)| *a += b);
                 dw.iter_mut().zip(dw2).for_each(|(a, b)| *a += b);
             },
         );
-        Ok((dx, dw))
+        let [kt, kh, kw] = self.geom.kernel;
+        Ok((dx, swap_middle(&dw, [o, kt, self.in_dims[1], kh * kw])))
+    }
+
+    /// The `(O, C, kt, kh·kw)` weight in the column matrix's tap-major order.
+    fn tap_major<T: Copy>(&self, wm: &[T]) -> Vec<T> {
+        let [kt, kh, kw] = self.geom.kernel;
+        swap_middle(wm, [self.out_channels, self.in_dims[1], kt, kh * kw])
     }
 }
 
-/// Output rows in tiles of `rows` (`tiles` per sample); a job is one tile of one sample.
+/// Output rows in tiles, the same for every sample; a job is one tile of one sample.
 struct Tiling {
     /// Sample `(C, T, H, W)`.
     dims: [usize; 4],
     /// `(To, Ho, Wo)`.
     out: [usize; 3],
-    rows: usize,
-    tiles: usize,
+    /// Output-row range of each tile and how many leading temporal taps it leaves out.
+    tiles: Vec<(std::ops::Range<usize>, usize)>,
 }
 
 impl Tiling {
-    /// Sample index and output-row range of `job`.
-    fn job(&self, job: usize) -> (usize, std::ops::Range<usize>) {
-        let r0 = job % self.tiles * self.rows;
-        let r1 = (r0 + self.rows).min(self.out[0] * self.out[1]);
-        (job / self.tiles, r0..r1)
+    fn jobs(&self, batch: usize) -> usize {
+        batch * self.tiles.len()
     }
+
+    /// Sample index, output-row range and skipped taps of `job`.
+    fn job(&self, job: usize) -> (usize, std::ops::Range<usize>, usize) {
+        let (rows, skip) = &self.tiles[job % self.tiles.len()];
+        (job / self.tiles.len(), rows.clone(), *skip)
+    }
+}
+
+/// `(O, a, b, S)` → `(O, b, a, S)`: the weight between its `(O, C, kt, kh·kw)` layout and the
+/// tap-major one of the column matrix (module docs), either way.
+fn swap_middle<T: Copy>(w: &[T], [o, a, b, s]: [usize; 4]) -> Vec<T> {
+    let mut out = Vec::with_capacity(w.len());
+    for oi in 0..o {
+        for j in 0..b {
+            for i in 0..a {
+                let src = ((oi * a + i) * b + j) * s;
+                out.extend_from_slice(&w[src..src + s]);
+            }
+        }
+    }
+    out
 }
 
 impl CustomOp2 for Conv3dOp {
@@ -710,8 +754,15 @@ mod tests {
     #[test]
     fn matches_naive_convolution() -> Result<()> {
         let dev = Device::Cpu;
-        for g in vae_geometries() {
-            let dims = [2, 3, 5, 6, 7];
+        // One and two frames: every output frame of a causal 3×3×3 skips padding-only taps.
+        for (g, t) in vae_geometries()
+            .into_iter()
+            .flat_map(|g| [(g, 1), (g, 2), (g, 5)])
+        {
+            if g.out_dims(t, 6, 7).is_err() {
+                continue; // the temporal downsample needs 3 frames
+            }
+            let dims = [2, 3, t, 6, 7];
             let o = 4;
             let x = Tensor::randn(0f64, 1.0, dims.to_vec(), &dev)?;
             let wt = Tensor::randn(
@@ -788,19 +839,21 @@ mod tests {
         for g in vae_geometries() {
             let out @ [to, ho, wo] = g.out_dims(5, 6, 7)?;
             let rows = 1..(to * ho).min(4);
-            let len = g.k() * 3 * rows.len() * wo;
-            let x: Vec<f64> = Tensor::randn(0f64, 1.0, 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
-            let mut cols = vec![f64::NAN; len]; // every element must be written
-            gather_rows(&x, dims, out, &g, rows.clone(), &mut cols);
-            let c: Vec<f64> = Tensor::randn(0f64, 1.0, len, &dev)?.to_vec1()?;
-            let mut back = vec![0f64; x.len()];
-            scatter_rows(&c, dims, out, &g, rows, &mut back);
-            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
-            let (lhs, rhs) = (dot(&cols, &c), dot(&x, &back));
-            assert!(
-                (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
-                "{g:?}: {lhs} vs {rhs}"
-            );
+            for skip in 0..g.kernel[0] {
+                let len = g.k() / g.kernel[0] * (g.kernel[0] - skip) * 3 * rows.len() * wo;
+                let x: Vec<f64> = Tensor::randn(0f64, 1.0, 3 * 5 * 6 * 7, &dev)?.to_vec1()?;
+                let mut cols = vec![f64::NAN; len]; // every element must be written
+                gather_rows(&x, dims, out, &g, (rows.clone(), skip), &mut cols);
+                let c: Vec<f64> = Tensor::randn(0f64, 1.0, len, &dev)?.to_vec1()?;
+                let mut back = vec![0f64; x.len()];
+                scatter_rows(&c, dims, out, &g, (rows.clone(), skip), &mut back);
+                let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(p, q)| p * q).sum::<f64>();
+                let (lhs, rhs) = (dot(&cols, &c), dot(&x, &back));
+                assert!(
+                    (lhs - rhs).abs() < 1e-9 * lhs.abs().max(1.0),
+                    "{g:?}, skip {skip}: {lhs} vs {rhs}"
+                );
+            }
         }
         Ok(())
     }
@@ -820,7 +873,7 @@ mod tests {
                 ..Conv3dOp::new(g, in_dims, o)
             };
             assert!(
-                g == vae_geometries()[1] || tiny.tiling()?.tiles > 1,
+                g == vae_geometries()[1] || tiny.tiling()?.tiles.len() > 1,
                 "{g:?}: one tile"
             );
             let y = whole.forward(&x, &wm, None)?;
@@ -846,8 +899,11 @@ mod tests {
     #[test]
     fn gradients_match_finite_differences() -> Result<()> {
         let dev = Device::Cpu;
-        for g in vae_geometries() {
-            let (x, w, b) = conv_vars(&g, (2, 2, 5, 5, 6), 3)?;
+        for (g, t) in vae_geometries().into_iter().flat_map(|g| [(g, 1), (g, 5)]) {
+            if g.out_dims(t, 5, 6).is_err() {
+                continue;
+            }
+            let (x, w, b) = conv_vars(&g, (2, 2, t, 5, 6), 3)?;
             let y0 = conv3d(&x, &w, Some(&b), &g)?;
             let r = Tensor::randn(0f64, 1.0, y0.shape(), &dev)?;
             let f = |x: &Tensor, w: &Tensor, b: &Tensor| -> Result<f64> {
