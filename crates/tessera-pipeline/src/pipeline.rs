@@ -20,8 +20,11 @@
 //! context and are never kept. Given frames are written as given, not as their VAE round trip.
 //!
 //! Long videos run in windows: each later window is a forward extension of the frames written
-//! so far, conditioned on their last `4(c−1)+1` frames. Decoding streams one latent frame at a
-//! time into the writer, so memory does not grow with the length.
+//! so far, conditioned on their last `4(c−1)+1` frames. Those frames are held back from the
+//! writer until the next window has decoded its own version of them, and written as a crossfade
+//! from one to the other: a VAE round trip is not exact, so a hard cut there would show as a
+//! jump. Decoding streams one latent frame at a time into the writer, so memory does not grow
+//! with the length.
 
 use std::collections::VecDeque;
 use std::ops::ControlFlow;
@@ -198,7 +201,7 @@ pub fn generate(
             run.planned_windows = windows_for_continuation(req.frames, req.window_frames);
             let tail = last_frames(&v.frames, HEAD_CONTEXT_FRAMES);
             sink.push_all(&v.frames, &mut run)?;
-            run.continue_forward(&mut sink, tail, req.frames)?;
+            run.continue_forward(&mut sink, tail, Vec::new(), req.frames)?;
         }
         (Mode::Extend { backward: true, .. }, Inputs::One(v)) => run.backward(&mut sink, &v)?,
         (Mode::Connect { .. }, Inputs::Two(a, b)) => {
@@ -453,6 +456,33 @@ struct Emit {
     keep_tail: usize,
     /// Keep this many of the first written frames (a loop's joint needs the base's start).
     keep_head: usize,
+    /// The previous window's held-back frames, re-created by the last of the `skip` dropped
+    /// frames: each is written as a crossfade from the held frame to this window's.
+    blend: Frames,
+    /// Hold back (return instead of writing) the last `hold` taken frames for the next window.
+    hold: usize,
+}
+
+impl Emit {
+    /// Writes `take` frames after `skip` dropped ones, nothing kept.
+    fn plain(skip: usize, take: usize) -> Self {
+        Self {
+            skip,
+            take,
+            keep_tail: 0,
+            keep_head: 0,
+            blend: Vec::new(),
+            hold: 0,
+        }
+    }
+}
+
+/// `(1 − α)·a + α·b` per RGB8 value.
+fn crossfade(a: &[u8], b: &[u8], alpha: f32) -> Vec<u8> {
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| ((1.0 - alpha) * x as f32 + alpha * y as f32).round() as u8)
+        .collect()
 }
 
 impl Run<'_> {
@@ -552,13 +582,14 @@ impl Run<'_> {
     }
 
     /// Phases 6–8: decodes normalised latents one latent frame at a time, writing the frames
-    /// `emit` selects; returns the kept (head, tail) frames.
-    fn decode(&mut self, z: &Tensor, sink: &mut Sink, emit: Emit) -> Result<(Frames, Frames)> {
+    /// `emit` selects; returns the kept (head, tail) frames and the held-back ones.
+    fn decode(&mut self, z: &Tensor, sink: &mut Sink, emit: Emit) -> Result<[Frames; 3]> {
         let t0 = Instant::now();
         let vae = &self.model.vae;
         let z = vae.denormalize_latents(z)?;
         let mut stream = DecodeStream::new(vae, Some(Tiling::wan_default()));
-        let (mut head, mut tail) = (Vec::new(), VecDeque::new());
+        let (mut head, mut tail, mut held) = (Vec::new(), VecDeque::new(), Vec::new());
+        let blend_from = emit.skip.saturating_sub(emit.blend.len());
         let mut index = 0usize;
         let mut written = 0usize;
         for i in 0..z.dim(2)? {
@@ -567,6 +598,11 @@ impl Run<'_> {
             for f in video.frames {
                 let keep = index >= emit.skip && written < emit.take;
                 index += 1;
+                if (blend_from..emit.skip).contains(&(index - 1)) {
+                    let j = index - 1 - blend_from;
+                    let alpha = (j + 1) as f32 / (emit.blend.len() + 1) as f32;
+                    sink.push(crossfade(&emit.blend[j], &f, alpha), self)?;
+                }
                 if !keep {
                     continue;
                 }
@@ -579,12 +615,16 @@ impl Run<'_> {
                     }
                     tail.push_back(f.clone());
                 }
-                sink.push(f, self)?;
                 written += 1;
+                if written > emit.take - emit.hold.min(emit.take) {
+                    held.push(f);
+                } else {
+                    sink.push(f, self)?;
+                }
             }
         }
         self.timings.decode_s += t0.elapsed().as_secs_f64();
-        Ok((head, tail.into()))
+        Ok([head, tail.into(), held])
     }
 
     /// Text or image → video of `frames` frames, in windows when longer than one.
@@ -615,26 +655,28 @@ impl Run<'_> {
             None => None,
         };
         let z = self.sample(latents, known.as_ref(), None)?;
-        let (head, tail) = self.decode(
+        let [head, tail, held] = self.decode(
             &z,
             sink,
             Emit {
-                skip: 0,
-                take: first,
                 keep_tail: TAIL_CONTEXT_FRAMES,
                 keep_head,
+                hold: if rest > 0 { HEAD_CONTEXT_FRAMES } else { 0 },
+                ..Emit::plain(0, first)
             },
         )?;
-        let tail = self.continue_forward(sink, tail, rest)?;
+        let tail = self.continue_forward(sink, tail, held, rest)?;
         Ok((head, tail))
     }
 
-    /// Adds `new` frames (a multiple of 4) after `tail` (the last written frames) by forward
-    /// extension windows; returns the new last [`TAIL_CONTEXT_FRAMES`] frames.
+    /// Adds `new` frames (a multiple of 4) after `tail` (the last frames so far; `held`, the
+    /// last of them, not written yet) by forward extension windows; returns the new last
+    /// [`TAIL_CONTEXT_FRAMES`] frames.
     fn continue_forward(
         &mut self,
         sink: &mut Sink,
         mut tail: Vec<Vec<u8>>,
+        mut held: Vec<Vec<u8>>,
         mut new: usize,
     ) -> Result<Vec<Vec<u8>>> {
         let window_latents = (self.req.window_frames - 1) / 4 + 1;
@@ -645,21 +687,24 @@ impl Run<'_> {
             let flags = (0..latents).map(|i| i < CONTEXT_LATENTS).collect();
             let known = self.known(&clip, flags)?;
             let z = self.sample(latents, Some(&known), None)?;
-            let (_, t) = self.decode(
+            let more = new > 4 * added;
+            let [_, t, h] = self.decode(
                 &z,
                 sink,
                 Emit {
-                    skip: HEAD_CONTEXT_FRAMES,
-                    take: 4 * added,
                     keep_tail: TAIL_CONTEXT_FRAMES,
-                    keep_head: 0,
+                    blend: std::mem::take(&mut held),
+                    hold: if more { HEAD_CONTEXT_FRAMES } else { 0 },
+                    ..Emit::plain(HEAD_CONTEXT_FRAMES, 4 * added)
                 },
             )?;
+            held = h;
             // Short windows leave fewer fresh frames than the context: keep the older ones.
             tail.extend(t);
             tail = last_frames(&tail, TAIL_CONTEXT_FRAMES);
             new -= 4 * added;
         }
+        sink.push_all(&held, self)?; // none unless `new` was 0: a held frame is never lost
         Ok(tail)
     }
 
@@ -683,16 +728,7 @@ impl Run<'_> {
             .collect();
         let known = self.known(&clip, flags)?;
         let z = self.sample(latents, Some(&known), None)?;
-        self.decode(
-            &z,
-            sink,
-            Emit {
-                skip: HEAD_CONTEXT_FRAMES,
-                take: new,
-                keep_tail: 0,
-                keep_head: 0,
-            },
-        )?;
+        self.decode(&z, sink, Emit::plain(HEAD_CONTEXT_FRAMES, new))?;
         Ok(())
     }
 
@@ -728,16 +764,7 @@ impl Run<'_> {
             .collect();
         let known = self.known(&clip, flags)?;
         let z = self.sample(latents, Some(&known), None)?;
-        self.decode(
-            &z,
-            sink,
-            Emit {
-                skip: 1,
-                take: new,
-                keep_tail: 0,
-                keep_head: 0,
-            },
-        )?;
+        self.decode(&z, sink, Emit::plain(1, new))?;
         sink.push_all(&input.frames, self)
     }
 
@@ -750,16 +777,7 @@ impl Run<'_> {
         let x0 = self.encode(&input.frames)?;
         let latents = x0.dim(2)?;
         let z = self.sample(latents, None, Some((&x0, strength)))?;
-        self.decode(
-            &z,
-            sink,
-            Emit {
-                skip: 0,
-                take: input.frames.len(),
-                keep_tail: 0,
-                keep_head: 0,
-            },
-        )?;
+        self.decode(&z, sink, Emit::plain(0, input.frames.len()))?;
         Ok(())
     }
 }
