@@ -364,10 +364,11 @@ impl Conv3dOp {
                 let cols = &mut cols[..kk * width];
                 let (dims, out) = (tiling.dims, tiling.out);
                 gather_rows(sample, dims, out, &self.geom, (rows.clone(), skip), cols);
-                let d = dst; // the whole Copy wrapper, not its pointer field
-                             // SAFETY: this task owns columns rows·wo of every output row of sample `bi`; no
-                             // other task touches them, and `y` outlives the parallel loop. The weight's
-                             // columns from `off` on are the taps this tile reads.
+                // The whole Copy wrapper, not its pointer field, moves into the closure.
+                let d = dst;
+                // SAFETY: this task owns columns rows·wo of every output row of sample `bi`; no
+                // other task touches them, and `y` outlives the parallel loop. The weight's
+                // columns from `off` on are the taps this tile reads.
                 unsafe {
                     let base = d.0.add(bi * o * n + rows.start * wo);
                     let (w_rows, cm) = (

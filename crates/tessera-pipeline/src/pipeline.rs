@@ -596,14 +596,14 @@ impl Run<'_> {
             let frames = stream.push(&z.narrow(2, i, 1)?)?;
             let video = tensor_to_video(&frames.to_dtype(DType::F32)?, self.req.fps)?;
             for f in video.frames {
-                let keep = index >= emit.skip && written < emit.take;
+                let at = index;
                 index += 1;
-                if (blend_from..emit.skip).contains(&(index - 1)) {
-                    let j = index - 1 - blend_from;
+                if (blend_from..emit.skip).contains(&at) {
+                    let j = at - blend_from;
                     let alpha = (j + 1) as f32 / (emit.blend.len() + 1) as f32;
                     sink.push(crossfade(&emit.blend[j], &f, alpha), self)?;
                 }
-                if !keep {
+                if at < emit.skip || written >= emit.take {
                     continue;
                 }
                 if head.len() < emit.keep_head {
