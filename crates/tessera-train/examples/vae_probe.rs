@@ -1,0 +1,81 @@
+//! Where a VAE loses: PSNR of `val` clips (33×64×64) by frame group (the first frame, which the
+//! causal VAE encodes alone; frames 1–4; the rest) and region (above the floor's horizon, the
+//! floor), per clip and from the MSE over all clips, plus a contact sheet (originals left,
+//! reconstructions right, every 6th frame): `vae_probe MODEL_VAE_DIR [CLIPS] [SHEET.png]`.
+use candle_core::{DType, Device, Tensor};
+use tessera_models::vae::{video_to_tensor, AutoencoderKLWan, Config};
+use tessera_train::data::WorldSource;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let dir = std::path::PathBuf::from(
+        args.first()
+            .ok_or("usage: vae_probe MODEL_VAE_DIR [CLIPS] [SHEET.png]")?,
+    );
+    let n: u64 = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(8);
+    let sheet_path = args
+        .get(2)
+        .cloned()
+        .unwrap_or_else(|| "vae_probe.png".into());
+    let cfg: Config = serde_json::from_str(&std::fs::read_to_string(dir.join("config.json"))?)?;
+    let w = tessera_models::find_weights(&dir).ok_or("no VAE weights in that folder")?;
+    let vae = AutoencoderKLWan::load(&cfg, &[w], DType::F32, &Device::Cpu)?;
+    let src = WorldSource::new(64, 0, tessera_world::Split::Val);
+    let psnr = |m: f64| 10.0 * (4.0 / m).log10();
+    let mut tot = [0f64; 6];
+    let (cols, side) = (6usize, 64usize);
+    let mut sheet =
+        tessera_media::Video::new((cols * side * 2) as u32, (n as usize * side) as u32, 1.0);
+    let mut img = vec![0u8; cols * side * 2 * n as usize * side * 3];
+    for i in 0..n {
+        let v = src.clip(i, 33)?;
+        let x = video_to_tensor(&v, &Device::Cpu)?;
+        let post = vae.encode_chunked(&x)?;
+        let y = vae.decode(&post.mean)?.clamp(-1f32, 1f32)?;
+        let out = tessera_models::vae::tensor_to_video(&y, v.fps)?;
+        for c in 0..cols * 2 {
+            let f = if c < cols {
+                &v.frames[c * 6]
+            } else {
+                &out.frames[(c - cols) * 6]
+            };
+            for r in 0..side {
+                let dst = ((i as usize * side + r) * cols * 2 * side + c * side) * 3;
+                img[dst..dst + side * 3].copy_from_slice(&f[r * side * 3..(r + 1) * side * 3]);
+            }
+        }
+        let e = (y - &x)?.sqr()?; // (1,3,T,H,W)
+        let m = |t: &Tensor| -> f64 { t.mean_all().unwrap().to_scalar::<f32>().unwrap() as f64 };
+        let f0 = m(&e.narrow(2, 0, 1)?);
+        let f14 = m(&e.narrow(2, 1, 4)?);
+        let rest = m(&e.narrow(2, 5, 28)?);
+        // The world's horizon sits at 0.7 of the height (row 44.8 of 64): above it, the floor.
+        let sky = m(&e.narrow(3, 0, 44)?);
+        let floor = m(&e.narrow(3, 45, 19)?);
+        let all = m(&e);
+        for (k, val) in [all, f0, f14, rest, sky, floor].iter().enumerate() {
+            tot[k] += val / n as f64;
+        }
+        println!(
+            "clip {i}: all {:.2} f0 {:.2} f1-4 {:.2} f5+ {:.2} sky {:.2} floor {:.2}",
+            psnr(all),
+            psnr(f0),
+            psnr(f14),
+            psnr(rest),
+            psnr(sky),
+            psnr(floor)
+        );
+    }
+    sheet.frames.push(img);
+    tessera_media::write_video(&sheet_path, &sheet)?;
+    println!(
+        "mean-MSE: all {:.2} f0 {:.2} f1-4 {:.2} f5+ {:.2} sky {:.2} floor {:.2}",
+        psnr(tot[0]),
+        psnr(tot[1]),
+        psnr(tot[2]),
+        psnr(tot[3]),
+        psnr(tot[4]),
+        psnr(tot[5])
+    );
+    Ok(())
+}
