@@ -6,6 +6,7 @@
 
 use candle_core::{DType, Device, Tensor};
 use rand::Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::error::{DiffusionError, Result};
 
@@ -77,7 +78,7 @@ impl ConditionMask {
 }
 
 /// Relative weights of the mask kinds drawn in training (normalised by their sum).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct MaskProbs {
     pub none: f64,
     pub first: f64,
@@ -99,6 +100,58 @@ impl Default for MaskProbs {
             first_last: 0.1,
             random: 0.1,
         }
+    }
+}
+
+impl MaskProbs {
+    const NAMES: [&'static str; 6] = ["none", "first", "first_k", "last_k", "first_last", "random"];
+
+    fn weights_mut(&mut self) -> [&mut f64; 6] {
+        [
+            &mut self.none,
+            &mut self.first,
+            &mut self.first_k,
+            &mut self.last_k,
+            &mut self.first_last,
+            &mut self.random,
+        ]
+    }
+}
+
+/// `none=0.2,first_k=0.5,…`: a fine-tune can weight the task it needs (long-video windows
+/// continue two known frames: `first_k`). Kinds not named get weight 0.
+impl std::str::FromStr for MaskProbs {
+    type Err = DiffusionError;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let mut probs = Self {
+            none: 0.0,
+            first: 0.0,
+            first_k: 0.0,
+            last_k: 0.0,
+            first_last: 0.0,
+            random: 0.0,
+        };
+        let bad = |reason: String| DiffusionError::InvalidProbabilities { reason };
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let (name, value) = part
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{part}` is not NAME=WEIGHT")))?;
+            let i = Self::NAMES
+                .iter()
+                .position(|n| *n == name.trim())
+                .ok_or_else(|| {
+                    bad(format!(
+                        "unknown mask kind `{name}` (kinds: {})",
+                        Self::NAMES.join(", ")
+                    ))
+                })?;
+            *probs.weights_mut()[i] = value
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{value}` is not a number")))?;
+        }
+        Ok(probs)
     }
 }
 
@@ -223,6 +276,29 @@ mod tests {
     use super::*;
     use rand::SeedableRng;
     use rand_chacha::ChaCha8Rng;
+
+    #[test]
+    fn mask_weights_parse_by_name() {
+        let p: MaskProbs = "none=0.25, first_k=0.5,first_last=0.25".parse().unwrap();
+        assert_eq!(
+            p,
+            MaskProbs {
+                none: 0.25,
+                first: 0.0,
+                first_k: 0.5,
+                last_k: 0.0,
+                first_last: 0.25,
+                random: 0.0,
+            }
+        );
+        for bad in ["first_k", "middle=1", "none=x"] {
+            let err = bad.parse::<MaskProbs>().unwrap_err();
+            assert!(matches!(err, DiffusionError::InvalidProbabilities { .. }), "{bad}");
+        }
+        // Parsing accepts all-zero weights; the sampler is what refuses them.
+        let zero: MaskProbs = "none=0".parse().unwrap();
+        assert!(MaskSampler::new(zero, 0.3).is_err());
+    }
 
     #[test]
     fn each_kind_marks_the_right_frames() {

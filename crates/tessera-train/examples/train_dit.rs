@@ -1,7 +1,7 @@
 //! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
 //! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N] [--align-grid G]
-//! [--init-from MODEL_DIR] [--train-text] [--resume]`
+//! [--init-from MODEL_DIR] [--masks none=W,first=W,first_k=W,…] [--train-text] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -93,6 +93,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.text_align_grid = v.parse()?;
     }
     opts.init_from = get("--init-from").map(PathBuf::from);
+    if let Some(v) = get("--masks") {
+        opts.masks = v.parse()?;
+    }
     if let Some(v) = get("--dropout") {
         opts.caption_dropout = v.parse()?;
     }

@@ -127,6 +127,9 @@ pub struct DitTrainOptions {
     /// the text encoder is still built, and aligned, from the run's seed).
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// How often each conditioning task is drawn (older checkpoints: the default mix).
+    #[serde(default)]
+    pub masks: MaskProbs,
     pub checkpoint_every: usize,
     /// Write sample clips from held-out captions every this many steps (0 = never).
     pub sample_every: usize,
@@ -194,6 +197,7 @@ impl DitTrainOptions {
             text_align_steps: 600,
             text_align_grid: 2,
             init_from: None,
+            masks: MaskProbs::default(),
             checkpoint_every: 250,
             sample_every: 500,
             sample_prompts: 2,
@@ -867,7 +871,7 @@ pub fn train_dit(
         floor: opts.lr_floor,
     };
     let ts = opts.timesteps.sampler();
-    let masks = MaskSampler::new(MaskProbs::default(), 0.3)?;
+    let masks = MaskSampler::new(opts.masks, 0.3)?;
     let save = |step: usize,
                 opt: &AdamW,
                 ema: &Ema,
