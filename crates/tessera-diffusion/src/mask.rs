@@ -293,7 +293,10 @@ mod tests {
         );
         for bad in ["first_k", "middle=1", "none=x"] {
             let err = bad.parse::<MaskProbs>().unwrap_err();
-            assert!(matches!(err, DiffusionError::InvalidProbabilities { .. }), "{bad}");
+            assert!(
+                matches!(err, DiffusionError::InvalidProbabilities { .. }),
+                "{bad}"
+            );
         }
         // Parsing accepts all-zero weights; the sampler is what refuses them.
         let zero: MaskProbs = "none=0".parse().unwrap();
