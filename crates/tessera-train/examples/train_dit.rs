@@ -1,4 +1,4 @@
-//! Trains the default model's DiT + text encoder until `tessera train dit` is wired:
+//! Runs the DiT trainer (what `tessera train dit` calls) with every option exposed:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
 //! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N] [--align-grid G]
 //! [--init-from MODEL_DIR] [--masks none=W,first=W,first_k=W,…] [--train-text] [--resume]`
