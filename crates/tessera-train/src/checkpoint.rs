@@ -27,7 +27,7 @@ pub fn save(
     std::fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
     for (stem, tensors) in files {
         let p = tmp.join(format!("{stem}.safetensors"));
-        candle_core::safetensors::save(tensors, &p)?;
+        crate::save_safetensors(tensors, &p)?;
     }
     let meta_path = tmp.join("state.json");
     let text = serde_json::to_string_pretty(meta).map_err(|source| TrainError::Json {

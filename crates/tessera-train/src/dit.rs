@@ -39,6 +39,7 @@ use crate::log::JsonlLog;
 use crate::optim::{AdamW, AdamWParams};
 use crate::rng::{randn, step_rng};
 use crate::schedule::WarmupCosine;
+use crate::write_f16_atomic;
 use crate::{checkpoint, io_err, Result, TrainError};
 
 // ---------------------------------------------------------------------------------------------
@@ -1181,16 +1182,6 @@ fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
     })?;
     let tmp = path.with_extension("json.tmp");
     std::fs::write(&tmp, text + "\n").map_err(io_err(&tmp))?;
-    std::fs::rename(&tmp, path).map_err(io_err(path))
-}
-
-fn write_f16_atomic(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    let half: HashMap<String, Tensor> = tensors
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F16)?)))
-        .collect::<candle_core::Result<_>>()?;
-    let tmp = path.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&half, &tmp)?;
     std::fs::rename(&tmp, path).map_err(io_err(path))
 }
 

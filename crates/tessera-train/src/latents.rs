@@ -263,7 +263,7 @@ pub fn load_or_encode(
     std::fs::write(&jtmp, json).map_err(io_err(&jtmp))?;
     std::fs::rename(&jtmp, &jpath).map_err(io_err(&jpath))?;
     let ttmp = stem.with_extension("safetensors.tmp");
-    candle_core::safetensors::save(&tensors, &ttmp)?;
+    crate::save_safetensors(&tensors, &ttmp)?;
     std::fs::rename(&ttmp, &tpath).map_err(io_err(&tpath))?;
     Ok((LatentSet::new(items)?, tpath))
 }

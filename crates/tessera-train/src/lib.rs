@@ -80,3 +80,34 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) ->
     let path = path.into();
     move |source| TrainError::Io { path, source }
 }
+
+/// `candle_core::safetensors::save`, but readable like any other file the user writes:
+/// safetensors writes through a private (0600) temp file, which left exported models unreadable
+/// to other users.
+pub(crate) fn save_safetensors(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    path: &std::path::Path,
+) -> Result<()> {
+    candle_core::safetensors::save(tensors, path)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
+            .map_err(io_err(path))?;
+    }
+    Ok(())
+}
+
+/// Writes `tensors` as fp16 safetensors at `path` through a temp file and a rename (exports).
+pub(crate) fn write_f16_atomic(
+    path: &std::path::Path,
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> Result<()> {
+    let half = tensors
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), v.to_dtype(candle_core::DType::F16)?)))
+        .collect::<candle_core::Result<_>>()?;
+    let tmp = path.with_extension("safetensors.tmp");
+    save_safetensors(&half, &tmp)?;
+    std::fs::rename(&tmp, path).map_err(io_err(path))
+}

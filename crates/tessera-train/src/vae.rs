@@ -597,14 +597,7 @@ pub fn export_vae(
             .collect();
     }
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
-    let half: HashMap<String, Tensor> = weights
-        .iter()
-        .map(|(k, v)| Ok((k.clone(), v.to_dtype(DType::F16)?)))
-        .collect::<candle_core::Result<_>>()?;
-    let wpath = dir.join("diffusion_pytorch_model.safetensors");
-    let wtmp = dir.join("diffusion_pytorch_model.safetensors.tmp");
-    candle_core::safetensors::save(&half, &wtmp)?;
-    std::fs::rename(&wtmp, &wpath).map_err(io_err(&wpath))?;
+    crate::write_f16_atomic(&dir.join("diffusion_pytorch_model.safetensors"), weights)?;
     let mut json = serde_json::to_value(&out_cfg).map_err(|source| TrainError::Json {
         path: dir.join("config.json"),
         source,

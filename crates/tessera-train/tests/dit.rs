@@ -331,6 +331,13 @@ fn export_round_trip() {
     let weights = candle_core::safetensors::load(model.join("text/model.safetensors"), &dev)
         .expect("text weights");
     assert!(weights.values().all(|t| t.dtype() == DType::F16));
+    // Exported weights are ordinary files, not the private temp file safetensors writes through.
+    #[cfg(unix)]
+    for part in ["dit", "text"] {
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(model.join(part).join("model.safetensors")).expect("meta");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{part}");
+    }
     let text = SmallTextEncoder::new(
         &tcfg,
         tok,
