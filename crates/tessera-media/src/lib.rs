@@ -31,4 +31,4 @@ pub use read::{
 };
 pub use transform::{center_crop, fit, resample_fps, resize};
 pub use video::{check_fps, check_size, Video, MAX_DIM, MAX_FPS};
-pub use write::{encode_mp4, write_video, OutputKind, VideoWriter};
+pub use write::{encode_mp4, temp_file_beside, write_video, OutputKind, VideoWriter};

@@ -101,10 +101,10 @@ enum Sink {
     },
 }
 
-fn temp_beside(path: &Path) -> Result<NamedTempFile> {
-    let dir = parent_dir(path);
+/// A temp file beside `path` for an atomic write (write it, then `persist(path)`). Temp files
+/// are private (0600) by default; this one is 0644, so the renamed output is a normal user file.
+pub fn temp_file_beside(path: &Path) -> std::io::Result<NamedTempFile> {
     let mut builder = tempfile::Builder::new();
-    // Temp files are private (0600) by default; the renamed output is a normal user file.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -113,8 +113,12 @@ fn temp_beside(path: &Path) -> Result<NamedTempFile> {
     builder
         .prefix(".tessera-")
         .suffix(".part")
-        .tempfile_in(dir)
-        .map_err(|e| MediaError::io(dir, "creating a temporary file in", e))
+        .tempfile_in(parent_dir(path))
+}
+
+fn temp_beside(path: &Path) -> Result<NamedTempFile> {
+    temp_file_beside(path)
+        .map_err(|e| MediaError::io(parent_dir(path), "creating a temporary file in", e))
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -296,7 +296,7 @@ fn io_err<'a>(
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), WorldError> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let mut tmp =
-        tempfile::NamedTempFile::new_in(dir).map_err(io_err(dir, "create a temporary file in"))?;
+        tessera_media::temp_file_beside(path).map_err(io_err(dir, "create a temporary file in"))?;
     tmp.write_all(bytes)
         .map_err(io_err(path, "write a temporary file for"))?;
     tmp.persist(path)

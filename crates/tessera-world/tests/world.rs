@@ -77,6 +77,17 @@ fn dataset_files_are_byte_identical_across_runs() {
     assert_eq!(captions.lines().count(), 6);
     assert_eq!(read(&d1, "captions.jsonl"), read(&d2, "captions.jsonl"));
     assert_eq!(read(&d1, "tracks.jsonl"), read(&d2, "tracks.jsonl"));
+    // Written through temp files, but left as ordinary files (not the temp files' 0600).
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |rel: &str| {
+            let meta = std::fs::metadata(d1.path().join(rel)).expect(rel);
+            meta.permissions().mode() & 0o777
+        };
+        assert_eq!(mode("captions.jsonl"), 0o644);
+        assert_eq!(mode("tracks.jsonl"), 0o644);
+    }
     for line in captions.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("json");
         let video = v["video"].as_str().expect("video field");
