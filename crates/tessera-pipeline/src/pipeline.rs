@@ -145,12 +145,13 @@ pub fn generate(
 
     // 2. Prompt extension.
     let t = Instant::now();
+    let frames_given = !matches!(req.mode, Mode::Text | Mode::Loop);
     let prompt_used = if !req.extend_prompt {
         keep_prompt(&req.prompt)
     } else if let Some(url) = &req.prompt_endpoint {
-        extend_prompt_via(&req.prompt, req.seed, url)
+        extend_prompt_via(&req.prompt, req.seed, url, frames_given)
     } else {
-        extend_prompt(&req.prompt, req.seed)
+        extend_prompt(&req.prompt, req.seed, frames_given)
     };
     if let Some(reason) = &prompt_used.fallback_reason {
         notes.push(format!(

@@ -17,7 +17,9 @@ use tessera_world::caption::{
     Background, BackgroundKind, BgColour, Camera, Colour, Direction, Event, EventKind, MotionKind,
     ObjectSpec, ParsedEvent, ParsedPrompt, Region, Shape, Size, Speed, Turn,
 };
-use tessera_world::{dense_caption, parse_prompt, SceneDescription};
+use tessera_world::{
+    dense_caption, parse_prompt, scene_caption_without_background, SceneDescription,
+};
 
 use crate::noise;
 
@@ -51,15 +53,24 @@ pub struct ExtendedPrompt {
 }
 
 /// Rule-based extension: deterministic in `(prompt, seed)`. A prompt naming no object the
-/// grammar knows is returned unchanged (inventing objects would ignore the user).
-pub fn extend_prompt(prompt: &str, seed: u64) -> ExtendedPrompt {
+/// grammar knows is returned unchanged (inventing objects would ignore the user). With
+/// `frames_given` (image→video, extend, connect, edit) a background the prompt does not name is
+/// left out, not invented: the given frames show it, and an invented one made the model repaint
+/// them (an image's beige sky turned slate from the second latent frame on).
+pub fn extend_prompt(prompt: &str, seed: u64, frames_given: bool) -> ExtendedPrompt {
     let parsed = parse_prompt(prompt);
     report_unknown(&parsed.unknown_words);
     let (text, source) = if parsed.objects.is_empty() {
         (prompt.to_string(), PromptSource::Original)
     } else {
         let mut rng = noise::rng(seed, PROMPT_STREAM);
-        (dense_caption(&fill(&parsed, &mut rng)), PromptSource::Rules)
+        let scene = fill(&parsed, &mut rng);
+        let text = if frames_given && parsed.background.is_none() {
+            scene_caption_without_background(&scene)
+        } else {
+            dense_caption(&scene)
+        };
+        (text, PromptSource::Rules)
     };
     ExtendedPrompt {
         text,
@@ -84,7 +95,7 @@ pub fn keep_prompt(prompt: &str) -> ExtendedPrompt {
 /// Extension by an OpenAI-compatible chat endpoint (`URL` is the full `.../chat/completions`
 /// address or its API base, e.g. `http://127.0.0.1:8080/v1`). Any failure (unreachable, HTTP
 /// error, malformed reply) logs a warning and falls back to [`extend_prompt`].
-pub fn extend_prompt_via(prompt: &str, seed: u64, url: &str) -> ExtendedPrompt {
+pub fn extend_prompt_via(prompt: &str, seed: u64, url: &str, frames_given: bool) -> ExtendedPrompt {
     match ask_endpoint(prompt, seed, url) {
         Ok(text) => {
             let mut out = keep_prompt(prompt);
@@ -94,7 +105,7 @@ pub fn extend_prompt_via(prompt: &str, seed: u64, url: &str) -> ExtendedPrompt {
         }
         Err(reason) => {
             tracing::warn!(%url, %reason, "prompt endpoint failed; using the built-in expander");
-            let mut out = extend_prompt(prompt, seed);
+            let mut out = extend_prompt(prompt, seed, frames_given);
             out.fallback_reason = Some(reason);
             out
         }
@@ -283,7 +294,7 @@ mod tests {
 
     #[test]
     fn short_prompt_expands_keeping_what_it_says() {
-        let e = extend_prompt("a crimson ball drops", 3);
+        let e = extend_prompt("a crimson ball drops", 3, false);
         assert_eq!(e.source, PromptSource::Rules);
         assert!(e.text.contains("red circle"), "{}", e.text);
         assert!(e.text.contains("falls"), "{}", e.text);
@@ -296,11 +307,36 @@ mod tests {
     }
 
     #[test]
+    fn given_frames_keep_their_background_unless_the_prompt_names_one() {
+        let bare = extend_prompt("a crimson ball drops", 3, true);
+        assert_eq!(bare.source, PromptSource::Rules);
+        let full = extend_prompt("a crimson ball drops", 3, false);
+        // The same scene, minus the invented first sentence.
+        assert!(
+            full.text.ends_with(&bare.text),
+            "{} / {}",
+            full.text,
+            bare.text
+        );
+        assert!(bare.text.starts_with("A ") && bare.text.contains("red circle"));
+        assert!(
+            parse_prompt(&bare.text).background.is_none(),
+            "{}",
+            bare.text
+        );
+        let named = extend_prompt("a red ball drops on a plain slate background", 3, true);
+        let bg = parse_prompt(&named.text)
+            .background
+            .expect("background kept");
+        assert_eq!(bg.colours.first(), Some(&BgColour::Slate), "{}", named.text);
+    }
+
+    #[test]
     fn extension_is_deterministic_in_the_seed() {
         let p = "two blue squares";
-        assert_eq!(extend_prompt(p, 1), extend_prompt(p, 1));
+        assert_eq!(extend_prompt(p, 1, false), extend_prompt(p, 1, false));
         let texts: std::collections::HashSet<String> =
-            (0..8).map(|s| extend_prompt(p, s).text).collect();
+            (0..8).map(|s| extend_prompt(p, s, false).text).collect();
         assert!(texts.len() > 1, "the seed should fill open attributes");
         for t in &texts {
             assert!(t.contains("Two") && t.contains("blue squares"), "{t}");
@@ -309,9 +345,9 @@ mod tests {
 
     #[test]
     fn unknown_words_are_kept_and_reported() {
-        let e = extend_prompt("a red circle next to a zebra", 0);
+        let e = extend_prompt("a red circle next to a zebra", 0, false);
         assert!(e.unknown_words.contains(&"zebra".to_string()), "{e:?}");
-        let none = extend_prompt("hello world", 0);
+        let none = extend_prompt("hello world", 0, false);
         assert_eq!(none.source, PromptSource::Original);
         assert_eq!(none.text, "hello world");
         assert!(keep_prompt("a zebra")
@@ -365,7 +401,7 @@ mod tests {
         let (url, server) = fake_server(
             r#"{"choices":[{"message":{"role":"assistant","content":" The background is plain sky. A large green star spins clockwise quickly in place. "}}]}"#,
         );
-        let e = extend_prompt_via("a green star spins", 0, &url);
+        let e = extend_prompt_via("a green star spins", 0, &url, false);
         let request = server.join().unwrap();
         assert!(
             request.starts_with("POST /v1/chat/completions"),
@@ -387,12 +423,17 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let e = extend_prompt_via("a red circle", 2, &format!("http://127.0.0.1:{port}/v1"));
+        let e = extend_prompt_via(
+            "a red circle",
+            2,
+            &format!("http://127.0.0.1:{port}/v1"),
+            false,
+        );
         assert_eq!(e.source, PromptSource::Rules);
-        assert_eq!(e.text, extend_prompt("a red circle", 2).text);
+        assert_eq!(e.text, extend_prompt("a red circle", 2, false).text);
         assert!(e.fallback_reason.is_some());
         let (url, server) = fake_server(r#"{"error":"no"}"#);
-        let e = extend_prompt_via("a red circle", 2, &url);
+        let e = extend_prompt_via("a red circle", 2, &url, false);
         server.join().unwrap();
         assert_eq!(e.source, PromptSource::Rules);
         assert!(e.fallback_reason.unwrap().contains("choices"));

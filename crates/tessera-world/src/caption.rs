@@ -611,7 +611,17 @@ fn event_phrase(scene: &SceneDescription, kind: &EventKind) -> Option<String> {
 /// colour, shape, start region, motion with speed and direction), the camera, then one sentence
 /// per object listing its events in order. A collision is told once, by the lower-indexed object.
 pub fn dense_caption(scene: &SceneDescription) -> String {
-    let mut sentences = vec![background_sentence(&scene.background)];
+    let background = background_sentence(&scene.background);
+    match scene_caption_without_background(scene) {
+        rest if rest.is_empty() => background,
+        rest => format!("{background} {rest}"),
+    }
+}
+
+/// [`dense_caption`] without its first sentence, the background: for prompts whose backdrop is
+/// already fixed by given frames (image→video, extend, connect, edit).
+pub fn scene_caption_without_background(scene: &SceneDescription) -> String {
+    let mut sentences = Vec::new();
     for spec in &scene.objects {
         let mut s = capitalise(&noun_phrase(spec, true));
         if let Some(region) = spec.region {

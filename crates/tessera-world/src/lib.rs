@@ -31,7 +31,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-pub use caption::{dense_caption, parse_prompt, short_caption, Event, SceneDescription};
+pub use caption::{
+    dense_caption, parse_prompt, scene_caption_without_background, short_caption, Event,
+    SceneDescription,
+};
 pub use sample::{
     generate_clip, render_clips, sample_dataset, sample_scene, CaptionRecord, Clip, ObjectInfo,
     Summary, TrackPoint, TrackRecord,
