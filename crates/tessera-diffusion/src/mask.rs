@@ -104,17 +104,29 @@ impl Default for MaskProbs {
 }
 
 impl MaskProbs {
+    /// Kind names in the order of [`Self::weights`] (and of [`MaskSampler::sample`]'s draw).
     const NAMES: [&'static str; 6] = ["none", "first", "first_k", "last_k", "first_last", "random"];
 
-    fn weights_mut(&mut self) -> [&mut f64; 6] {
+    fn weights(&self) -> [f64; 6] {
         [
-            &mut self.none,
-            &mut self.first,
-            &mut self.first_k,
-            &mut self.last_k,
-            &mut self.first_last,
-            &mut self.random,
+            self.none,
+            self.first,
+            self.first_k,
+            self.last_k,
+            self.first_last,
+            self.random,
         ]
+    }
+
+    fn from_weights([none, first, first_k, last_k, first_last, random]: [f64; 6]) -> Self {
+        Self {
+            none,
+            first,
+            first_k,
+            last_k,
+            first_last,
+            random,
+        }
     }
 }
 
@@ -124,14 +136,7 @@ impl std::str::FromStr for MaskProbs {
     type Err = DiffusionError;
 
     fn from_str(s: &str) -> Result<Self> {
-        let mut probs = Self {
-            none: 0.0,
-            first: 0.0,
-            first_k: 0.0,
-            last_k: 0.0,
-            first_last: 0.0,
-            random: 0.0,
-        };
+        let mut weights = [0.0; 6];
         let bad = |reason: String| DiffusionError::InvalidProbabilities { reason };
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
             let (name, value) = part
@@ -146,12 +151,12 @@ impl std::str::FromStr for MaskProbs {
                         Self::NAMES.join(", ")
                     ))
                 })?;
-            *probs.weights_mut()[i] = value
+            weights[i] = value
                 .trim()
                 .parse()
                 .map_err(|_| bad(format!("`{value}` is not a number")))?;
         }
-        Ok(probs)
+        Ok(Self::from_weights(weights))
     }
 }
 
@@ -166,14 +171,7 @@ pub struct MaskSampler {
 impl MaskSampler {
     /// `random_known` is the per-frame chance of being known for random masks, in `[0, 1]`.
     pub fn new(probs: MaskProbs, random_known: f64) -> Result<Self> {
-        let p = [
-            probs.none,
-            probs.first,
-            probs.first_k,
-            probs.last_k,
-            probs.first_last,
-            probs.random,
-        ];
+        let p = probs.weights();
         let bad = |reason: String| Err(DiffusionError::InvalidProbabilities { reason });
         if p.iter().any(|x| !x.is_finite() || *x < 0.0) {
             return bad(format!("mask weights {probs:?}"));

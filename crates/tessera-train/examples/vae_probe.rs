@@ -22,6 +22,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vae = AutoencoderKLWan::load(&cfg, &[w], DType::F32, &Device::Cpu)?;
     let src = WorldSource::new(64, 0, tessera_world::Split::Val);
     let psnr = |m: f64| 10.0 * (4.0 / m).log10();
+    let line = |mse: [f64; 6]| {
+        let names = ["all", "f0", "f1-4", "f5+", "sky", "floor"];
+        let parts: Vec<String> = (0..6)
+            .map(|k| format!("{} {:.2}", names[k], psnr(mse[k])))
+            .collect();
+        parts.join(" ")
+    };
     let mut tot = [0f64; 6];
     let (cols, side) = (6usize, 64usize);
     let mut sheet =
@@ -56,26 +63,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for (k, val) in [all, f0, f14, rest, sky, floor].iter().enumerate() {
             tot[k] += val / n as f64;
         }
-        println!(
-            "clip {i}: all {:.2} f0 {:.2} f1-4 {:.2} f5+ {:.2} sky {:.2} floor {:.2}",
-            psnr(all),
-            psnr(f0),
-            psnr(f14),
-            psnr(rest),
-            psnr(sky),
-            psnr(floor)
-        );
+        println!("clip {i}: {}", line([all, f0, f14, rest, sky, floor]));
     }
     sheet.frames.push(img);
     tessera_media::write_video(&sheet_path, &sheet)?;
-    println!(
-        "mean-MSE: all {:.2} f0 {:.2} f1-4 {:.2} f5+ {:.2} sky {:.2} floor {:.2}",
-        psnr(tot[0]),
-        psnr(tot[1]),
-        psnr(tot[2]),
-        psnr(tot[3]),
-        psnr(tot[4]),
-        psnr(tot[5])
-    );
+    println!("mean-MSE: {}", line(tot));
     Ok(())
 }
