@@ -196,6 +196,36 @@ impl Config {
         }
     }
 
+    /// `tiny` with Wan's two residual blocks per level: more depth for ~1.6× the work per
+    /// step; a run can start from a trained `tiny` (`--init-from` grows it).
+    pub fn small() -> Self {
+        Self {
+            num_res_blocks: 2,
+            ..Self::tiny()
+        }
+    }
+
+    /// The encoder's `down_blocks` in order: per level, `num_res_blocks` residual blocks (each
+    /// followed by attention on the levels in `attn_scales`), then a downsample on all but the
+    /// last level.
+    pub fn encoder_down_blocks(&self) -> Vec<DownBlock> {
+        let mut out = Vec::new();
+        let levels = self.dim_mult.len();
+        for level in 0..levels {
+            let scale = 0.5f64.powi(level as i32);
+            for block in 0..self.num_res_blocks {
+                out.push(DownBlock::Res { level, block });
+                if self.attn_scales.contains(&scale) {
+                    out.push(DownBlock::Attn { level, block });
+                }
+            }
+            if level + 1 != levels {
+                out.push(DownBlock::Resample { level });
+            }
+        }
+        out
+    }
+
     /// Reads a diffusers `config.json` (unknown keys such as `_class_name` are ignored).
     pub fn from_diffusers_json(path: &Path) -> VaeResult<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| VaeError::Io {
@@ -782,6 +812,15 @@ impl Resample {
 // Encoder and decoder
 // ---------------------------------------------------------------------------------------------
 
+/// One entry of the encoder's flat `down_blocks` list (Wan numbers them across levels, so the
+/// index of a block depends on the config; growing a model deeper renames them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownBlock {
+    Res { level: usize, block: usize },
+    Attn { level: usize, block: usize },
+    Resample { level: usize },
+}
+
 #[derive(Debug, Clone)]
 enum DownLayer {
     Res(ResidualBlock),
@@ -815,38 +854,30 @@ impl Encoder {
             .map(|m| m * cfg.base_dim)
             .collect();
         let conv_in = CausalConv3d::k3(cfg.in_channels, dims[0], vb.pp("conv_in"))?;
-        let mut down = Vec::new();
-        let mut scale = 1.0;
         let vd = vb.pp("down_blocks");
-        for i in 0..cfg.dim_mult.len() {
-            let (mut cin, cout) = (dims[i], dims[i + 1]);
-            for _ in 0..cfg.num_res_blocks {
-                down.push(DownLayer::Res(ResidualBlock::new(
-                    cin,
-                    cout,
-                    vd.pp(down.len()),
-                )?));
-                if cfg.attn_scales.contains(&scale) {
-                    down.push(DownLayer::Attn(AttentionBlock::new(
-                        cout,
-                        vd.pp(down.len()),
-                    )?));
+        let mut down = Vec::new();
+        for (k, entry) in cfg.encoder_down_blocks().into_iter().enumerate() {
+            down.push(match entry {
+                DownBlock::Res { level, block } => {
+                    let cin = if block == 0 {
+                        dims[level]
+                    } else {
+                        dims[level + 1]
+                    };
+                    DownLayer::Res(ResidualBlock::new(cin, dims[level + 1], vd.pp(k))?)
                 }
-                cin = cout;
-            }
-            if i != cfg.dim_mult.len() - 1 {
-                let mode = if cfg.temperal_downsample[i] {
-                    ResampleMode::Down3d
-                } else {
-                    ResampleMode::Down2d
-                };
-                down.push(DownLayer::Resample(Resample::new(
-                    cout,
-                    mode,
-                    vd.pp(down.len()),
-                )?));
-                scale /= 2.0;
-            }
+                DownBlock::Attn { level, .. } => {
+                    DownLayer::Attn(AttentionBlock::new(dims[level + 1], vd.pp(k))?)
+                }
+                DownBlock::Resample { level } => {
+                    let mode = if cfg.temperal_downsample[level] {
+                        ResampleMode::Down3d
+                    } else {
+                        ResampleMode::Down2d
+                    };
+                    DownLayer::Resample(Resample::new(dims[level + 1], mode, vd.pp(k))?)
+                }
+            });
         }
         let top = dims[dims.len() - 1];
         Ok(Self {

@@ -29,7 +29,7 @@ pub struct VaeTrainOptions {
     pub data: Option<PathBuf>,
     /// Held-out folder evaluated (EMA weights, 33-frame clips) every `eval_every` steps.
     pub val_data: Option<PathBuf>,
-    /// `tiny` or `wan2.1`.
+    /// `tiny`, `small` or `wan2.1`.
     pub config: String,
     /// Run directory: `log.jsonl`, `checkpoints/`, `export/`.
     pub out: PathBuf,
@@ -159,13 +159,14 @@ impl VaeTrainOptions {
     }
 }
 
-/// `tiny` or `wan2.1`.
+/// `tiny`, `small` or `wan2.1`.
 pub fn config_by_name(name: &str) -> Result<Config> {
     match name {
         "tiny" => Ok(Config::tiny()),
+        "small" => Ok(Config::small()),
         "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
         other => Err(TrainError::Options(format!(
-            "unknown VAE config `{other}`; use tiny or wan2.1"
+            "unknown VAE config `{other}`; use tiny, small or wan2.1"
         ))),
     }
 }
@@ -236,7 +237,10 @@ fn is_decoder_param(name: &str) -> bool {
 }
 
 /// Sets every parameter from an exported model folder, naming any missing or misshapen tensor.
-fn load_init(all: &[(String, Var)], dir: &Path) -> Result<()> {
+/// A folder whose config has fewer residual blocks per level (else the same) grows into this
+/// one: its tensors move to their blocks' new indices and each added block starts as an
+/// identity (its last convolution zero), so the run starts from the smaller model's function.
+fn load_init(all: &[(String, Var)], cfg: &Config, dir: &Path) -> Result<()> {
     let path = tessera_models::find_weights(dir).ok_or_else(|| {
         TrainError::Data(format!(
             "{}: no weights ({:?}); --init-from needs an exported VAE folder",
@@ -244,7 +248,73 @@ fn load_init(all: &[(String, Var)], dir: &Path) -> Result<()> {
             tessera_models::WEIGHT_FILES
         ))
     })?;
-    crate::checkpoint::init_vars_from(all, "", &path)
+    let from = Config::from_diffusers_json(&dir.join("config.json"))
+        .map_err(|e| TrainError::Data(format!("{}: {e}", dir.display())))?;
+    let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    if from.num_res_blocks >= cfg.num_res_blocks {
+        return checkpoint::set_vars(all, "", &tensors, &path);
+    }
+    let same_but_depth = Config {
+        num_res_blocks: cfg.num_res_blocks,
+        latents_mean: cfg.latents_mean.clone(),
+        latents_std: cfg.latents_std.clone(),
+        ..from.clone()
+    };
+    if &same_but_depth != cfg {
+        return Err(TrainError::CheckpointMismatch {
+            path,
+            what: "has fewer residual blocks and also differs in another field; a model only \
+                   grows deeper"
+                .into(),
+        });
+    }
+    let grown = grow_deeper(&from, cfg, tensors);
+    let (old, new): (Vec<_>, Vec<_>) = all
+        .iter()
+        .cloned()
+        .partition(|(n, _)| grown.contains_key(n));
+    checkpoint::set_vars(&old, "", &grown, &path)?;
+    for (name, var) in new {
+        // The residual branch's last layer (a block's `conv2`, an attention's `proj`).
+        let last = [".conv2.weight", ".conv2.bias", ".proj.weight", ".proj.bias"];
+        if last.iter().any(|s| name.ends_with(s)) {
+            var.set(&var.as_tensor().zeros_like()?)?;
+        }
+    }
+    Ok(())
+}
+
+/// Renames a model's tensors for the same model with more residual blocks per level: the
+/// encoder's flat `down_blocks` indices shift; the decoder's new blocks come last in each level,
+/// so its names stay.
+fn grow_deeper(
+    from: &Config,
+    to: &Config,
+    tensors: HashMap<String, Tensor>,
+) -> HashMap<String, Tensor> {
+    let to_blocks = to.encoder_down_blocks();
+    let moved: HashMap<String, String> = from
+        .encoder_down_blocks()
+        .iter()
+        .enumerate()
+        .filter_map(|(k, b)| {
+            let k2 = to_blocks.iter().position(|c| c == b)?;
+            Some((
+                format!("encoder.down_blocks.{k}."),
+                format!("encoder.down_blocks.{k2}."),
+            ))
+        })
+        .collect();
+    tensors
+        .into_iter()
+        .map(|(name, t)| {
+            let renamed = moved.iter().find_map(|(a, b)| {
+                name.strip_prefix(a.as_str())
+                    .map(|rest| format!("{b}{rest}"))
+            });
+            (renamed.unwrap_or(name), t)
+        })
+        .collect()
 }
 
 fn named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
@@ -356,7 +426,7 @@ pub fn train_vae_with(
     let varmap = init_varmap(&cfg, opts.seed, &dev)?;
     let all = named_vars(&varmap)?;
     if let Some(dir) = &opts.init_from {
-        load_init(&all, dir)?;
+        load_init(&all, &cfg, dir)?;
     }
     let vae = AutoencoderKLWan::new(&cfg, VarBuilder::from_varmap(&varmap, DType::F32, &dev))?;
     let named: Vec<(String, Var)> = all

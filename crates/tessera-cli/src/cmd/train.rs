@@ -62,7 +62,9 @@ pub struct Common {
 pub struct VaeArgs {
     #[command(flatten)]
     common: Common,
-    /// Start from an exported VAE folder instead of random weights.
+    /// Start from an exported VAE folder instead of random weights. A folder with fewer
+    /// residual blocks per level grows into the preset (a `tiny` export into `--config small`),
+    /// its added blocks starting as identities.
     #[arg(long)]
     init_from: Option<PathBuf>,
     /// Train only the decoder (with --init-from): the latent space, and so any DiT trained on
