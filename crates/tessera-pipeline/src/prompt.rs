@@ -94,12 +94,18 @@ pub fn keep_prompt(prompt: &str) -> ExtendedPrompt {
 
 /// Extension by an OpenAI-compatible chat endpoint (`URL` is the full `.../chat/completions`
 /// address or its API base, e.g. `http://127.0.0.1:8080/v1`). Any failure (unreachable, HTTP
-/// error, malformed reply) logs a warning and falls back to [`extend_prompt`].
+/// error, malformed reply) logs a warning and falls back to [`extend_prompt`]. With
+/// `frames_given` the endpoint is told so, and a background sentence it adds anyway is dropped
+/// unless the prompt names one, as [`extend_prompt`] does.
 pub fn extend_prompt_via(prompt: &str, seed: u64, url: &str, frames_given: bool) -> ExtendedPrompt {
-    match ask_endpoint(prompt, seed, url) {
+    match ask_endpoint(prompt, seed, url, frames_given) {
         Ok(text) => {
             let mut out = keep_prompt(prompt);
-            out.text = text;
+            out.text = if frames_given && parse_prompt(prompt).background.is_none() {
+                without_background_sentence(&text)
+            } else {
+                text
+            };
             out.source = PromptSource::Endpoint;
             out
         }
@@ -130,6 +136,19 @@ colours red, orange, yellow, green, cyan, blue, purple, pink, white, black; the 
 medium, large; motions move, bounce, fall, orbit, spin, stay still. Keep every object, colour \
 and motion the user asked for.";
 
+/// Added to [`SYSTEM_PROMPT`] when the video continues given frames.
+const FRAMES_GIVEN_NOTE: &str = " The video starts from frames the user gives, which show the \
+background: leave the background sentence out unless the user names a background.";
+
+/// `text` without its sentences that start "The background is".
+fn without_background_sentence(text: &str) -> String {
+    text.split_inclusive('.')
+        .filter(|s| !s.trim_start().starts_with("The background is"))
+        .collect::<String>()
+        .trim()
+        .to_string()
+}
+
 fn chat_url(url: &str) -> String {
     let base = url.trim_end_matches('/');
     if base.ends_with("/chat/completions") {
@@ -139,17 +158,22 @@ fn chat_url(url: &str) -> String {
     }
 }
 
-fn ask_endpoint(prompt: &str, seed: u64, url: &str) -> Result<String, String> {
+fn ask_endpoint(prompt: &str, seed: u64, url: &str, frames_given: bool) -> Result<String, String> {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .timeout_global(Some(ENDPOINT_TIMEOUT))
         .build()
         .into();
+    let system = if frames_given {
+        format!("{SYSTEM_PROMPT}{FRAMES_GIVEN_NOTE}")
+    } else {
+        SYSTEM_PROMPT.to_string()
+    };
     let body = serde_json::json!({
         "model": "default",
         "temperature": 0,
         "seed": seed,
         "messages": [
-            {"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "system", "content": system},
             {"role": "user", "content": prompt},
         ],
     });
@@ -413,6 +437,34 @@ mod tests {
             e.text,
             "The background is plain sky. A large green star spins clockwise quickly in place."
         );
+    }
+
+    /// With frames given, the endpoint is told so and a background it invents is dropped; one
+    /// the prompt names is kept.
+    #[test]
+    fn endpoint_leaves_the_background_to_given_frames() {
+        const REPLY: &str = r#"{"choices":[{"message":{"content":"A large green star spins quickly in place. The background is plain slate."}}]}"#;
+        let (url, server) = fake_server(REPLY);
+        let e = extend_prompt_via("a green star spins", 0, &url, true);
+        let request = server.join().unwrap();
+        assert!(
+            request.contains("leave the background sentence out"),
+            "{request}"
+        );
+        assert_eq!(e.text, "A large green star spins quickly in place.");
+        let (url, server) = fake_server(REPLY);
+        let e = extend_prompt_via("a green star spins on a slate background", 0, &url, true);
+        server.join().unwrap();
+        assert!(
+            e.text.ends_with("The background is plain slate."),
+            "{}",
+            e.text
+        );
+        let (url, server) = fake_server(REPLY);
+        let e = extend_prompt_via("a green star spins", 0, &url, false);
+        let request = server.join().unwrap();
+        assert!(!request.contains("leave the background"));
+        assert!(e.text.contains("The background is"));
     }
 
     #[test]
