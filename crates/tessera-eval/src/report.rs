@@ -117,6 +117,16 @@ impl Report {
         s
     }
 
+    /// The mean of the prompt-following metrics (object count, colour, shape, direction) the
+    /// clips define: one number to rank checkpoints of a model by.
+    pub fn prompt_following(&self) -> Option<f64> {
+        let defined: Vec<f64> = ["object_count", "colour", "shape", "direction"]
+            .iter()
+            .filter_map(|m| self.mean(m))
+            .collect();
+        (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
+    }
+
     /// The mean of metric `name` (as in the summary), if any clip defines it.
     pub fn mean(&self, name: &str) -> Option<f64> {
         self.summary.iter().find(|m| m.metric == name)?.mean

@@ -63,6 +63,12 @@ fn real_clips_follow_their_prompts() {
         let v = report.mean(m).expect(m);
         assert!(v >= 0.95, "{m} = {v:.3} on real clips");
     }
+    let four: f64 = ["object_count", "colour", "shape", "direction"]
+        .iter()
+        .map(|m| report.mean(m).unwrap())
+        .sum();
+    let pf = report.prompt_following().unwrap();
+    assert!((pf - four / 4.0).abs() < 1e-12 && pf >= 0.95, "{pf}");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 }
 

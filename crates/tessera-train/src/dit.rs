@@ -1192,8 +1192,13 @@ pub fn export_dit(out: &Path, model_dir: &Path) -> Result<()> {
     let ck_dir = out.join("checkpoints");
     let ck =
         checkpoint::latest(&ck_dir)?.ok_or_else(|| TrainError::NoCheckpoint(ck_dir.clone()))?;
-    let meta = checkpoint::load_meta(&ck)?;
-    let ema = checkpoint::load_tensors(&ck, "ema")?;
+    export_dit_checkpoint(&ck, model_dir)
+}
+
+/// [`export_dit`] of one checkpoint folder (`out/checkpoints/step-N`).
+pub fn export_dit_checkpoint(ck: &Path, model_dir: &Path) -> Result<()> {
+    let meta = checkpoint::load_meta(ck)?;
+    let ema = checkpoint::load_tensors(ck, "ema")?;
     for (part, config, class) in [
         ("dit", meta["dit_config"].clone(), "WanTransformer3DModel"),
         ("text", meta["text_config"].clone(), "SmallTextEncoder"),

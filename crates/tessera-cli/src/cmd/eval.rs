@@ -1,5 +1,5 @@
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -93,20 +93,57 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let a = args.model;
     let out = a.out.context("--out REPORT_DIR is required")?;
-    std::fs::create_dir_all(out.join("videos"))?;
     let model = Model::load(&a.model.unwrap_or_else(Model::default_dir), &Device::Cpu)?;
+    let settings = Prompted {
+        split: a.split,
+        count: a.count,
+        seed: a.seed,
+        steps: a.steps,
+        cfg: a.cfg,
+        shift: a.shift,
+    };
+    let bar = super::progress(a.count as u64, "prompts", a.json);
+    let (report, ceiling) = eval_model(&model, &settings, &out, true, &mut || bar.inc(1))?;
+    bar.finish_and_clear();
+    if let Some(ceiling) = ceiling {
+        eprintln!(
+            "VAE ceiling (the same prompts' real clips through the model's VAE; report in {}):\n{}",
+            out.join("vae_ceiling").display(),
+            ceiling.summary_table()
+        );
+    }
+    print(&report, a.json)
+}
+
+/// How a model is prompted for evaluation: `count` held-out captions of `split`.
+pub struct Prompted {
+    pub split: Split,
+    pub count: usize,
+    pub seed: u64,
+    pub steps: usize,
+    pub cfg: f64,
+    pub shift: f64,
+}
+
+/// Generates from held-out captions and scores the clips (report in `out`); with `ceiling`
+/// also scores the real clips through the model's VAE, the best any DiT could do with it.
+pub fn eval_model(
+    model: &Model,
+    a: &Prompted,
+    out: &Path,
+    ceiling: bool,
+    done_one: &mut dyn FnMut(),
+) -> Result<(Report, Option<Report>)> {
+    std::fs::create_dir_all(out.join("videos"))?;
     let world = SampleOptions {
         seed: a.seed,
         split: a.split,
         ..SampleOptions::default()
     };
-    let bar = super::progress(a.count as u64, "prompts", a.json);
     let mut clips = Vec::with_capacity(a.count);
     let mut reference = Vec::with_capacity(a.count);
     let mut recon = Vec::with_capacity(a.count);
-    // The real clips through the model's VAE, scored like the generated ones: the best any DiT
-    // could score with this autoencoder.
-    let mut ceiling = Vec::with_capacity(a.count);
+    let mut through_vae = Vec::with_capacity(a.count);
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
@@ -128,33 +165,26 @@ pub fn run(args: EvalArgs) -> Result<()> {
             prompt_endpoint: None,
         })?;
         req.shift = a.shift;
-        generate(
-            &model,
-            &req,
-            &mut NoHook,
-            &mut |_| ControlFlow::Continue(()),
-        )?;
+        generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.
         let x = video_to_tensor(&clip.video, &model.device)?;
         let decoded = model.vae.decode_latents(&model.vae.encode_latents(&x)?)?;
         let decoded = tensor_to_video(&decoded, clip.video.fps)?;
         recon.push(tessera_eval::reconstruction(&clip.video, &decoded)?);
-        ceiling.push((decoded, clips[i].1.clone()));
+        through_vae.push((decoded, clips[i].1.clone()));
         reference.push(clip.video);
-        bar.inc(1);
+        done_one();
     }
-    bar.finish_and_clear();
     let opts = EvalOptions {
         vae_reconstruction: recon,
         ..EvalOptions::default()
     };
-    let report = eval_clips_with(&clips, &reference, &out, &opts)?;
-    let ceiling = eval_clips(&ceiling, &out.join("vae_ceiling"))?;
-    eprintln!(
-        "VAE ceiling (the same prompts' real clips through the model's VAE; report in {}):\n{}",
-        out.join("vae_ceiling").display(),
-        ceiling.summary_table()
-    );
-    print(&report, a.json)
+    let report = eval_clips_with(&clips, &reference, out, &opts)?;
+    let ceiling = if ceiling {
+        Some(eval_clips(&through_vae, &out.join("vae_ceiling"))?)
+    } else {
+        None
+    };
+    Ok((report, ceiling))
 }

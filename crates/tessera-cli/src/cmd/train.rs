@@ -1,12 +1,18 @@
+use std::io::Write;
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{bail, Context, Result};
+use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_diffusion::MaskProbs;
-use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions};
+use tessera_pipeline::Model;
+use tessera_train::dit::{export_dit, export_dit_checkpoint, train_dit, DitEvent, DitTrainOptions};
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
+use tessera_world::Split;
+
+use super::eval::{eval_model, Prompted};
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -108,6 +114,16 @@ pub struct DitArgs {
     /// 0.2 first, 0.1 each of the rest.
     #[arg(long)]
     masks: Option<MaskProbs>,
+    /// Every N steps (a multiple of the checkpoint interval, 250), export the checkpoint's EMA
+    /// weights with the VAE, generate from `--select-prompts` held-out captions and score prompt
+    /// following (`tessera eval`'s object count, colour, shape and direction, averaged); the
+    /// best so far is kept as RUN/best, a model folder, and every score goes to
+    /// RUN/select.jsonl. Later steps are not always better (TRAINING.md, session 8). 0 = off.
+    #[arg(long, default_value_t = 0)]
+    select_every: usize,
+    /// Held-out prompts per selection (`tessera eval --count`); more are slower and less noisy.
+    #[arg(long, default_value_t = 16)]
+    select_prompts: usize,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -156,6 +172,21 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.lr = c.lr.unwrap_or(o.lr);
             o.resume = c.resume;
             o.seed = c.seed;
+            let mut select = match a.select_every {
+                0 => None,
+                n if n % o.checkpoint_every != 0 => bail!(
+                    "--select-every {n} must be a multiple of the checkpoint interval {}",
+                    o.checkpoint_every
+                ),
+                n => Some(Selector::new(
+                    &o.out,
+                    o.vae_dir.clone().unwrap_or_default(),
+                    n,
+                    a.select_prompts,
+                    o.resume,
+                )?),
+            };
+            let mut select_error = None;
             let bar = super::progress(o.steps as u64, "dit", c.json);
             train_dit(&o, |e| {
                 match e {
@@ -187,11 +218,31 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                         "text encoder aligned to the latents: {} steps, held-out R² {:.2}",
                         r.steps, r.r2
                     )),
-                    DitEvent::Checkpoint { .. } => {}
+                    DitEvent::Checkpoint { step, path } => {
+                        if let Some(sel) = select.as_mut().filter(|s| step % s.every == 0) {
+                            bar.set_message(format!("step {step}: scoring"));
+                            match sel.consider(*step, path) {
+                                Ok(line) => bar.println(line),
+                                Err(e) => {
+                                    select_error = Some(e);
+                                    return ControlFlow::Break(());
+                                }
+                            }
+                        }
+                    }
                 }
                 ControlFlow::Continue(())
             })?;
             bar.finish_and_clear();
+            if let Some(e) = select_error {
+                return Err(e.context("checkpoint selection failed; the run's checkpoints are kept, resume with --resume"));
+            }
+            if let Some((step, score)) = select.and_then(|s| s.best) {
+                eprintln!(
+                    "best checkpoint: step {step} (prompt following {score:.3}) in {}",
+                    o.out.join("best").display()
+                );
+            }
         }
         TrainCommand::ExportVae { run, model } => {
             export_vae_run(&run, &model.join("vae"))?;
@@ -203,4 +254,159 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Checkpoint selection by prompt following (`train dit --select-every`).
+struct Selector {
+    run: PathBuf,
+    vae: PathBuf,
+    every: usize,
+    prompts: usize,
+    /// Step and score of RUN/best.
+    best: Option<(usize, f64)>,
+}
+
+impl Selector {
+    /// On resume the best so far is read back from RUN/select.jsonl.
+    fn new(run: &Path, vae: PathBuf, every: usize, prompts: usize, resume: bool) -> Result<Self> {
+        let mut best = None;
+        let log = run.join("select.jsonl");
+        if resume && log.exists() {
+            for line in std::fs::read_to_string(&log)?.lines() {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .with_context(|| format!("{}: bad line `{line}`", log.display()))?;
+                if let (Some(step), Some(score)) = (v["step"].as_u64(), v["score"].as_f64()) {
+                    if best.is_none_or(|(_, b)| score > b) {
+                        best = Some((step as usize, score));
+                    }
+                }
+            }
+        }
+        Ok(Self {
+            run: run.to_path_buf(),
+            vae,
+            every,
+            prompts,
+            best,
+        })
+    }
+
+    /// Exports and scores the checkpoint `ck` of `step`; a new best replaces RUN/best.
+    fn consider(&mut self, step: usize, ck: &Path) -> Result<String> {
+        let dir = self.run.join("select").join(format!("step-{step:08}"));
+        let model_dir = dir.join("model");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        export_dit_checkpoint(ck, &model_dir)?;
+        std::fs::create_dir_all(model_dir.join("vae"))?;
+        for entry in std::fs::read_dir(&self.vae)? {
+            let from = entry?.path();
+            if from.is_file() {
+                let name = from.file_name().context("VAE file without a name")?;
+                std::fs::copy(&from, model_dir.join("vae").join(name))?;
+            }
+        }
+        let model = Model::load(&model_dir, &Device::Cpu)?;
+        let settings = Prompted {
+            split: Split::Test,
+            count: self.prompts,
+            seed: 0,
+            steps: 20,
+            cfg: 5.0,
+            shift: tessera_pipeline::DEFAULT_SHIFT,
+        };
+        let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
+        let score = report.prompt_following().unwrap_or(0.0);
+        let mut line = serde_json::json!({"step": step, "score": score, "fvd": report.fvd});
+        for m in ["object_count", "colour", "shape", "direction"] {
+            line[m] = report.mean(m).into();
+        }
+        let mut log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.run.join("select.jsonl"))?;
+        writeln!(log, "{line}")?;
+        let better = self.best.is_none_or(|(_, b)| score > b);
+        if better {
+            let best = self.run.join("best");
+            if best.exists() {
+                std::fs::remove_dir_all(&best)?;
+            }
+            std::fs::rename(&model_dir, &best)?;
+            self.best = Some((step, score));
+        } else {
+            std::fs::remove_dir_all(&model_dir)?;
+        }
+        Ok(format!(
+            "step {step}: prompt following {score:.3}{} (report {})",
+            if better { ", the best so far" } else { "" },
+            dir.join("eval").display()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tessera_train::latents::BucketSpec;
+
+    /// Two checkpoints of a micro DiT scored on one prompt: both scores are logged, RUN/best is
+    /// the better one's model (the first on a tie) and loads, the other's export is removed,
+    /// and a resumed selector reads the best back.
+    #[test]
+    fn selection_keeps_the_best_checkpoint_as_a_model() {
+        let run = tempfile::tempdir().unwrap();
+        let vae = Model::default_dir().join("vae");
+        let o = DitTrainOptions {
+            config: "micro".into(),
+            size: 32,
+            buckets: vec![BucketSpec {
+                frames: 1,
+                count: 2,
+            }],
+            steps: 2,
+            batch: 2,
+            warmup: 1,
+            text_layers: 1,
+            text_max_len: 64,
+            checkpoint_every: 1,
+            sample_every: 0,
+            text_align_steps: 0,
+            vae_dir: Some(vae.clone()),
+            ..DitTrainOptions::tiny(run.path().to_path_buf())
+        };
+        let mut sel = Selector::new(run.path(), vae.clone(), 1, 1, false).unwrap();
+        let mut lines = Vec::new();
+        train_dit(&o, |e| {
+            if let DitEvent::Checkpoint { step, path } = e {
+                lines.push(sel.consider(*step, path).unwrap());
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        let logged: Vec<serde_json::Value> =
+            std::fs::read_to_string(run.path().join("select.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+        assert_eq!(logged.len(), 2);
+        let score = |i: usize| logged[i]["score"].as_f64().unwrap();
+        let best_step = if score(1) > score(0) { 2 } else { 1 };
+        assert_eq!(sel.best.map(|b| b.0), Some(best_step));
+        let dit_cfg: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(run.path().join("best/dit/config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(dit_cfg["_trained_steps"], best_step);
+        Model::load(&run.path().join("best"), &Device::Cpu).unwrap();
+        let other = 3 - best_step;
+        let other_dir = run.path().join(format!("select/step-{other:08}"));
+        assert!(!other_dir.join("model").exists());
+        assert!(other_dir.join("eval/report.json").exists());
+        let again = Selector::new(run.path(), vae, 1, 1, true).unwrap();
+        assert_eq!(again.best.map(|b| b.0), Some(best_step));
+    }
 }
