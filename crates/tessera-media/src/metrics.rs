@@ -117,7 +117,12 @@ fn filter_valid(img: &[f64], w: usize, h: usize, kernel: &[f64]) -> Vec<f64> {
     out
 }
 
-fn ssim_luma(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
+/// SSIM's stabilising constants as fractions of the value range: `C1 = (K1·L)²`, `C2 = (K2·L)²`.
+pub const SSIM_K: (f64, f64) = (0.01, 0.03);
+
+/// The normalised 1-D Gaussian window SSIM uses on a `w × h` frame (11 taps, σ = 1.5, fewer on
+/// frames smaller than that); a training loss built on the same window scores what this does.
+pub fn ssim_window(w: usize, h: usize) -> Vec<f64> {
     let k = 11.min(w).min(h);
     let sigma = 1.5f64;
     let c = (k as f64 - 1.0) / 2.0;
@@ -126,14 +131,18 @@ fn ssim_luma(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
         .collect();
     let s: f64 = kernel.iter().sum();
     kernel.iter_mut().for_each(|v| *v /= s);
+    kernel
+}
 
+fn ssim_luma(a: &[u8], b: &[u8], w: usize, h: usize) -> f64 {
+    let kernel = ssim_window(w, h);
     let (x, y) = (luma(a), luma(b));
     let xx: Vec<f64> = x.iter().map(|v| v * v).collect();
     let yy: Vec<f64> = y.iter().map(|v| v * v).collect();
     let xy: Vec<f64> = x.iter().zip(&y).map(|(p, q)| p * q).collect();
     let f = |img: &[f64]| filter_valid(img, w, h, &kernel);
     let (mx, my, sxx, syy, sxy) = (f(&x), f(&y), f(&xx), f(&yy), f(&xy));
-    let (c1, c2) = ((0.01f64 * 255.0).powi(2), (0.03f64 * 255.0).powi(2));
+    let (c1, c2) = ((SSIM_K.0 * 255.0).powi(2), (SSIM_K.1 * 255.0).powi(2));
     let n = mx.len();
     (0..n)
         .map(|i| {

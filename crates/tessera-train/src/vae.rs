@@ -1,4 +1,5 @@
-//! VAE training: `L1 + λ_grad·|∇y − ∇x| + λ_KL·KL` on mixed clip lengths (1…33 frames, so images
+//! VAE training: `L1 + λ_grad·|∇y − ∇x| + λ_KL·KL`, with optional MSE, `1 − SSIM` and cycle
+//! terms, on mixed clip lengths (1…33 frames, so images
 //! and videos share one latent), AdamW with warmup + cosine, gradient clipping, EMA, JSONL log,
 //! atomic checkpoints, exact resume. Also evaluation (PSNR/SSIM) and the fp16 export.
 
@@ -65,6 +66,11 @@ pub struct VaeTrainOptions {
     /// frozen encoder (`train_encoder = false`) only the decoder learns from it.
     #[serde(default)]
     pub cycle_weight: f64,
+    /// Weight of a `1 − SSIM` term on the luma, [`ssim_loss`]: the structure that PSNR-driven
+    /// terms blur away (checker floors, thin rings) and that SSIM, one of the VAE's targets,
+    /// scores.
+    #[serde(default)]
+    pub ssim_weight: f64,
     pub checkpoint_every: usize,
     /// 0 = never.
     pub eval_every: usize,
@@ -106,6 +112,7 @@ impl VaeTrainOptions {
             kl_weight: 1e-6,
             mse_weight: 0.0,
             cycle_weight: 0.0,
+            ssim_weight: 0.0,
             checkpoint_every: 100,
             eval_every: 500,
             eval_clips: 8,
@@ -150,6 +157,7 @@ impl VaeTrainOptions {
             ("kl_weight", self.kl_weight),
             ("mse_weight", self.mse_weight),
             ("cycle_weight", self.cycle_weight),
+            ("ssim_weight", self.ssim_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} {w} must be zero or positive"));
@@ -390,6 +398,9 @@ fn losses(
         let cycle = (again - tail.detach())?.abs()?.mean_all()?;
         total = (total + (cycle * opts.cycle_weight)?)?;
     }
+    if opts.ssim_weight > 0.0 {
+        total = (total + (ssim_loss(&y, x)? * opts.ssim_weight)?)?;
+    }
     let mse = (y.detach().clamp(-1f32, 1f32)? - x)?
         .sqr()?
         .mean_all()?
@@ -401,6 +412,37 @@ fn losses(
         // Range 2 ([-1, 1]) → peak² = 4.
         psnr: 10.0 * (4.0 / mse.max(1e-12)).log10(),
     })
+}
+
+/// `1 − SSIM` of the luma of `y` against `x` (`(B, 3, T, H, W)` in `[-1, 1]`), averaged over
+/// frames: `tessera_media::ssim`'s window and constants as differentiable tensor ops (two
+/// separable Gaussian convolutions per statistic), so the term trains what the metric scores.
+pub fn ssim_loss(y: &Tensor, x: &Tensor) -> Result<Tensor> {
+    let (b, _, t, h, w) = y.dims5()?;
+    let window = tessera_media::ssim_window(w, h);
+    let k = window.len();
+    let taps = Tensor::from_vec(window, k, y.device())?.to_dtype(y.dtype())?;
+    let (row, col) = (taps.reshape((1, 1, 1, k))?, taps.reshape((1, 1, k, 1))?);
+    let blur = |m: &Tensor| -> candle_core::Result<Tensor> {
+        m.conv2d(&row, 0, 1, 1, 1)?.conv2d(&col, 0, 1, 1, 1)
+    };
+    // Luma in [0, 1], one plane per frame: (B·T, 1, H, W).
+    let luma = |v: &Tensor| -> candle_core::Result<Tensor> {
+        let v = ((v + 1.0)? * 0.5)?;
+        let l = ((v.narrow(1, 0, 1)? * 0.299)? + (v.narrow(1, 1, 1)? * 0.587)?)?;
+        let l = (l + (v.narrow(1, 2, 1)? * 0.114)?)?;
+        l.permute((0, 2, 1, 3, 4))?.reshape((b * t, 1, h, w))
+    };
+    let (ly, lx) = (luma(y)?, luma(x)?);
+    let (my, mx) = (blur(&ly)?, blur(&lx)?);
+    let vy = (blur(&ly.sqr()?)? - my.sqr()?)?;
+    let vx = (blur(&lx.sqr()?)? - mx.sqr()?)?;
+    let cov = (blur(&(&ly * &lx)?)? - (&my * &mx)?)?;
+    let (k1, k2) = tessera_media::SSIM_K;
+    let (c1, c2) = (k1 * k1, k2 * k2);
+    let num = ((((&my * &mx)? * 2.0)? + c1)? * ((cov * 2.0)? + c2)?)?;
+    let den = (((my.sqr()? + mx.sqr()?)? + c1)? * ((vy + vx)? + c2)?)?;
+    Ok((1.0 - (num / den)?.mean_all()?)?)
 }
 
 /// The training loop over any clip source; `val` (if any) is evaluated with the EMA weights.

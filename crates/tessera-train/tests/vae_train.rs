@@ -343,3 +343,98 @@ fn cycle_term_is_positive_linear_in_its_weight_and_old_options_load() {
     let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
     assert_eq!(back.cycle_weight, 0.0);
 }
+
+/// `ssim_loss` is `1 − tessera_media::ssim` (the metric the VAE is judged by) on frames exactly
+/// representable in 8 bits, zero on identical clips, and its gradient matches central finite
+/// differences.
+#[test]
+fn ssim_loss_matches_the_metric_and_its_gradient() {
+    use candle_core::{Device, Tensor, Var};
+    use tessera_train::vae::ssim_loss;
+    let clip = |seed: u64| {
+        let o = tessera_world::SampleOptions {
+            count: 1,
+            width: 24,
+            height: 16,
+            frames: 3,
+            fps: 16.0,
+            seed,
+            split: tessera_world::Split::Train,
+        };
+        tessera_world::generate_clip(&o, 0).unwrap().video
+    };
+    let (a, b) = (clip(1), clip(2));
+    let ta = tessera_models::vae::video_to_tensor(&a, &Device::Cpu).unwrap();
+    let tb = tessera_models::vae::video_to_tensor(&b, &Device::Cpu).unwrap();
+    let loss = ssim_loss(&ta, &tb).unwrap().to_scalar::<f32>().unwrap() as f64;
+    let metric = tessera_media::ssim(&a, &b).unwrap();
+    assert!(
+        (loss - (1.0 - metric)).abs() < 1e-4,
+        "loss {loss}, 1 − SSIM {}",
+        1.0 - metric
+    );
+    assert!(loss > 0.05, "two different scenes should differ: {loss}");
+    let same = ssim_loss(&ta, &ta).unwrap().to_scalar::<f32>().unwrap();
+    assert!(same.abs() < 1e-6, "{same}");
+
+    // Gradient against finite differences (f64 so the differences are exact enough).
+    let x = ta.to_dtype(candle_core::DType::F64).unwrap();
+    let y0 = ((tb.to_dtype(candle_core::DType::F64).unwrap() * 0.5).unwrap() + (&x * 0.5).unwrap())
+        .unwrap();
+    let y = Var::from_tensor(&y0).unwrap();
+    let grads = ssim_loss(y.as_tensor(), &x).unwrap().backward().unwrap();
+    let g = grads
+        .get(&y)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap();
+    let flat = y0.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+    let f = |v: &[f64]| {
+        let t = Tensor::from_vec(v.to_vec(), y0.shape(), &Device::Cpu).unwrap();
+        ssim_loss(&t, &x).unwrap().to_scalar::<f64>().unwrap()
+    };
+    let h = 1e-5;
+    for i in (0..flat.len()).step_by(97) {
+        let (mut p, mut m) = (flat.clone(), flat.clone());
+        p[i] += h;
+        m[i] -= h;
+        let fd = (f(&p) - f(&m)) / (2.0 * h);
+        assert!(
+            (fd - g[i]).abs() < 1e-6 + 1e-4 * fd.abs(),
+            "element {i}: autograd {} vs finite difference {fd}",
+            g[i]
+        );
+    }
+}
+
+/// `ssim_weight` adds `w · ssim_loss` to the first step's loss; older options load with it off.
+#[test]
+fn ssim_term_adds_its_weighted_loss_and_old_options_load() {
+    let first = |w: f64| {
+        let d = tempfile::tempdir().unwrap();
+        let o = VaeTrainOptions {
+            ssim_weight: w,
+            ..opts(d.path())
+        };
+        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
+        let mut got = None;
+        train_vae_with(&o, &mut src, &[], |r: &StepReport| {
+            got = Some(r.loss);
+            Flow::Stop
+        })
+        .unwrap();
+        got.unwrap()
+    };
+    let (l0, l1, l2) = (first(0.0), first(1.0), first(2.0));
+    assert!(l1 > l0, "an untrained decoder has SSIM < 1: {l0} → {l1}");
+    assert!(
+        ((l2 - l0) - 2.0 * (l1 - l0)).abs() < 1e-4 * (l1 - l0),
+        "not linear in its weight: {l0} {l1} {l2}"
+    );
+    let mut old = serde_json::to_value(opts(Path::new("/tmp/x"))).unwrap();
+    old.as_object_mut().unwrap().remove("ssim_weight");
+    let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.ssim_weight, 0.0);
+}

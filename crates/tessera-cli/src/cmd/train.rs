@@ -86,6 +86,10 @@ pub struct VaeArgs {
     /// decoded, must come back unchanged, as long videos and loops need (TRAINING.md, session 6).
     #[arg(long, default_value_t = 0.0)]
     cycle_weight: f64,
+    /// Weight of a `1 − SSIM` term on the luma (0 = off): the structure (checker floors, thin
+    /// rings) that MSE blurs away and that the SSIM target scores.
+    #[arg(long, default_value_t = 0.0)]
+    ssim_weight: f64,
 }
 
 #[derive(Args)]
@@ -141,6 +145,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.train_encoder = !a.decoder_only;
             o.mse_weight = a.mse_weight;
             o.cycle_weight = a.cycle_weight;
+            o.ssim_weight = a.ssim_weight;
             let bar = super::progress(o.steps as u64, "vae", c.json);
             let summary = train_vae(&o, |r| {
                 if c.json {
