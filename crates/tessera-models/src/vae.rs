@@ -196,7 +196,7 @@ impl Config {
         }
     }
 
-    /// `tiny` with Wan's two residual blocks per level: more depth for ~1.6× the work per
+    /// `tiny` with Wan's two residual blocks per level: more depth for ~1.5× the work per
     /// step; a run can start from a trained `tiny` (`--init-from` grows it).
     pub fn small() -> Self {
         Self {
