@@ -334,11 +334,16 @@ impl Selector {
         writeln!(log, "{line}")?;
         let better = self.best.is_none_or(|(_, b)| score > b);
         if better {
-            let best = self.run.join("best");
+            // The new best moves next to the old one first: a stop in between loses neither.
+            let (best, incoming) = (self.run.join("best"), self.run.join("best.new"));
+            if incoming.exists() {
+                std::fs::remove_dir_all(&incoming)?;
+            }
+            std::fs::rename(&model_dir, &incoming)?;
             if best.exists() {
                 std::fs::remove_dir_all(&best)?;
             }
-            std::fs::rename(&model_dir, &best)?;
+            std::fs::rename(&incoming, &best)?;
             self.best = Some((step, score));
         } else {
             std::fs::remove_dir_all(&model_dir)?;
