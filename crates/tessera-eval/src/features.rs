@@ -119,7 +119,12 @@ pub fn clip_features(a: &Analysis, first_frame: &[u8]) -> Vec<f64> {
 
     let luma: Vec<f64> = first_frame
         .chunks_exact(3)
-        .map(|p| (0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64) / 255.0)
+        .map(|p| {
+            (tessera_media::LUMA[0] * p[0] as f64
+                + tessera_media::LUMA[1] * p[1] as f64
+                + tessera_media::LUMA[2] * p[2] as f64)
+                / 255.0
+        })
         .collect();
     let lm = mean_of(&luma);
     let ls = (luma.iter().map(|l| (l - lm).powi(2)).sum::<f64>() / luma.len().max(1) as f64).sqrt();

@@ -24,7 +24,7 @@ mod write;
 
 pub use color::{yuv420_round_trip, Upsampling};
 pub use error::{MediaError, Result, NATIVE_FORMATS};
-pub use metrics::{psnr, psnr_frame, ssim, ssim_frame, ssim_window, SSIM_K};
+pub use metrics::{psnr, psnr_frame, ssim, ssim_frame, ssim_window, LUMA, SSIM_K};
 pub use read::{
     decode_bytes, ffmpeg_available, read_video, read_video_native, read_with_ffmpeg, sniff, Format,
     FOLDER_FPS, MAX_DECODED_BYTES,

@@ -92,9 +92,12 @@ pub fn ssim_frame(a: &[u8], b: &[u8], width: u32, height: u32) -> Result<f64> {
     Ok(ssim_luma(a, b, width as usize, height as usize))
 }
 
+/// BT.601 luma weights of R, G, B: what SSIM (and anything scored like it) reads.
+pub const LUMA: [f64; 3] = [0.299, 0.587, 0.114];
+
 fn luma(rgb: &[u8]) -> Vec<f64> {
     rgb.chunks_exact(3)
-        .map(|p| 0.299 * p[0] as f64 + 0.587 * p[1] as f64 + 0.114 * p[2] as f64)
+        .map(|p| LUMA[0] * p[0] as f64 + LUMA[1] * p[1] as f64 + LUMA[2] * p[2] as f64)
         .collect()
 }
 

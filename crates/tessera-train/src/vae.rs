@@ -429,8 +429,9 @@ pub fn ssim_loss(y: &Tensor, x: &Tensor) -> Result<Tensor> {
     // Luma in [0, 1], one plane per frame: (B·T, 1, H, W).
     let luma = |v: &Tensor| -> candle_core::Result<Tensor> {
         let v = ((v + 1.0)? * 0.5)?;
-        let l = ((v.narrow(1, 0, 1)? * 0.299)? + (v.narrow(1, 1, 1)? * 0.587)?)?;
-        let l = (l + (v.narrow(1, 2, 1)? * 0.114)?)?;
+        let [wr, wg, wb] = tessera_media::LUMA;
+        let l = ((v.narrow(1, 0, 1)? * wr)? + (v.narrow(1, 1, 1)? * wg)?)?;
+        let l = (l + (v.narrow(1, 2, 1)? * wb)?)?;
         l.permute((0, 2, 1, 3, 4))?.reshape((b * t, 1, h, w))
     };
     let (ly, lx) = (luma(y)?, luma(x)?);
