@@ -58,10 +58,10 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Sampling steps.
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = Prompted::STEPS)]
     steps: usize,
     /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = Prompted::CFG)]
     cfg: f64,
     /// Timestep shift of the sampling schedule.
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
@@ -123,6 +123,23 @@ pub struct Prompted {
     pub steps: usize,
     pub cfg: f64,
     pub shift: f64,
+}
+
+impl Prompted {
+    pub const STEPS: usize = 20;
+    pub const CFG: f64 = 5.0;
+
+    /// `tessera eval`'s defaults: the first `count` `test` captions, seed 0.
+    pub fn held_out(count: usize) -> Self {
+        Self {
+            split: Split::Test,
+            count,
+            seed: 0,
+            steps: Self::STEPS,
+            cfg: Self::CFG,
+            shift: tessera_pipeline::DEFAULT_SHIFT,
+        }
+    }
 }
 
 /// Generates from held-out captions and scores the clips (report in `out`); with `ceiling`

@@ -10,7 +10,6 @@ use tessera_pipeline::Model;
 use tessera_train::dit::{export_dit, export_dit_checkpoint, train_dit, DitEvent, DitTrainOptions};
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
-use tessera_world::Split;
 
 use super::eval::{eval_model, Prompted};
 
@@ -313,14 +312,7 @@ impl Selector {
             }
         }
         let model = Model::load(&model_dir, &Device::Cpu)?;
-        let settings = Prompted {
-            split: Split::Test,
-            count: self.prompts,
-            seed: 0,
-            steps: 20,
-            cfg: 5.0,
-            shift: tessera_pipeline::DEFAULT_SHIFT,
-        };
+        let settings = Prompted::held_out(self.prompts);
         let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
         let score = report.prompt_following().unwrap_or(0.0);
         let mut line = serde_json::json!({"step": step, "score": score, "fvd": report.fvd});
