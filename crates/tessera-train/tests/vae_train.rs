@@ -275,6 +275,19 @@ fn decoder_only_keeps_the_encoder_exact() {
     }
 }
 
+/// The report of a run's first step (its forward is the same for options differing only in a
+/// loss weight, so the losses differ by exactly the weighted term).
+fn first_step(o: &VaeTrainOptions) -> StepReport {
+    let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
+    let mut got = None;
+    train_vae_with(o, &mut src, &[], |r: &StepReport| {
+        got = Some(r.clone());
+        Flow::Stop
+    })
+    .unwrap();
+    got.unwrap()
+}
+
 /// `mse_weight` adds exactly `w · MSE` to the loss (the first step's forward is the same run);
 /// options saved before the term existed still load, with the term off.
 #[test]
@@ -282,14 +295,8 @@ fn mse_term_adds_weighted_mse_and_old_options_load() {
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let first = |o: &VaeTrainOptions| {
-        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
-        let mut got = None;
-        train_vae_with(o, &mut src, &[], |r: &StepReport| {
-            got = Some((r.loss, r.psnr));
-            Flow::Stop
-        })
-        .unwrap();
-        got.unwrap()
+        let r = first_step(o);
+        (r.loss, r.psnr)
     };
     let (plain, psnr) = first(&opts(a.path()));
     let (with_mse, _) = first(&VaeTrainOptions {
@@ -316,18 +323,11 @@ fn mse_term_adds_weighted_mse_and_old_options_load() {
 fn cycle_term_is_positive_linear_in_its_weight_and_old_options_load() {
     let first = |w: f64| {
         let dir = tempfile::tempdir().unwrap();
-        let o = VaeTrainOptions {
+        first_step(&VaeTrainOptions {
             cycle_weight: w,
             ..opts(dir.path())
-        };
-        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
-        let mut loss = None;
-        train_vae_with(&o, &mut src, &[], |r: &StepReport| {
-            loss = Some(r.loss);
-            Flow::Stop
         })
-        .unwrap();
-        loss.unwrap()
+        .loss
     };
     let (plain, one, three) = (first(0.0), first(1.0), first(3.0));
     let term = one - plain;
@@ -414,18 +414,11 @@ fn ssim_loss_matches_the_metric_and_its_gradient() {
 fn ssim_term_adds_its_weighted_loss_and_old_options_load() {
     let first = |w: f64| {
         let d = tempfile::tempdir().unwrap();
-        let o = VaeTrainOptions {
+        first_step(&VaeTrainOptions {
             ssim_weight: w,
             ..opts(d.path())
-        };
-        let mut src = WorldSource::new(16, o.seed, tessera_world::Split::Train);
-        let mut got = None;
-        train_vae_with(&o, &mut src, &[], |r: &StepReport| {
-            got = Some(r.loss);
-            Flow::Stop
         })
-        .unwrap();
-        got.unwrap()
+        .loss
     };
     let (l0, l1, l2) = (first(0.0), first(1.0), first(2.0));
     assert!(l1 > l0, "an untrained decoder has SSIM < 1: {l0} → {l1}");
