@@ -135,7 +135,10 @@ pub struct Config {
     /// Per-channel latent statistics: normalised latent = `(z - mean) / std`.
     pub latents_mean: Vec<f32>,
     pub latents_std: Vec<f32>,
-    /// Wan2.2's residual layout; only `false` is implemented.
+    /// Wan2.2's residual layout: every encoder level and decoder upsample gets a parameter-free
+    /// shortcut ([`AvgDown3d`], [`DupUp3d`]) that rearranges pixels and channels, so colour and
+    /// position reach the latent (and come back) without having to be learned by the convs;
+    /// upsamples keep their channels instead of halving them.
     #[serde(default)]
     pub is_residual: bool,
     #[serde(default = "three")]
@@ -205,9 +208,18 @@ impl Config {
         }
     }
 
-    /// The encoder's `down_blocks` in order: per level, `num_res_blocks` residual blocks (each
-    /// followed by attention on the levels in `attn_scales`), then a downsample on all but the
-    /// last level.
+    /// `tiny` in Wan2.2's residual layout (same widths and depth; the decoder's upper levels
+    /// are twice as wide because upsamples no longer halve channels).
+    pub fn tiny_residual() -> Self {
+        Self {
+            is_residual: true,
+            ..Self::tiny()
+        }
+    }
+
+    /// The encoder's `down_blocks` in order (Wan2.1 layout): per level, `num_res_blocks`
+    /// residual blocks (each followed by attention on the levels in `attn_scales`), then a
+    /// downsample on all but the last level.
     pub fn encoder_down_blocks(&self) -> Vec<DownBlock> {
         let mut out = Vec::new();
         let levels = self.dim_mult.len();
@@ -282,8 +294,8 @@ impl Config {
         if self.latents_std.iter().any(|s| s.is_nan() || *s <= 0.0) {
             return bad("latents_std entries must be positive".into());
         }
-        if self.is_residual {
-            return bad("is_residual = true (the Wan2.2 VAE layout) is not implemented; use a Wan2.1-layout checkpoint".into());
+        if self.is_residual && !self.attn_scales.is_empty() {
+            return bad("attn_scales must be empty with is_residual = true (Wan2.2 has no encoder attention outside the middle block)".into());
         }
         if self.patch_size.is_some_and(|p| p > 1) {
             return bad("patch_size > 1 (Wan2.2 patchify) is not implemented".into());
@@ -674,11 +686,13 @@ pub struct ResampleCache {
 }
 
 impl Resample {
-    fn new(dim: usize, mode: ResampleMode, vb: VarBuilder) -> Result<Self> {
+    /// `up_out`: channels after an upsample (Wan2.1 halves them, Wan2.2's residual layout keeps
+    /// them); unused when downsampling.
+    fn new(dim: usize, up_out: usize, mode: ResampleMode, vb: VarBuilder) -> Result<Self> {
         let rv = vb.pp("resample.1");
         let (conv, time_conv) = match mode {
             ResampleMode::Up2d | ResampleMode::Up3d => {
-                let conv = FrameConv2d::new(dim, dim / 2, 3, 1, [1, 1], [1, 1], rv)?;
+                let conv = FrameConv2d::new(dim, up_out, 3, 1, [1, 1], [1, 1], rv)?;
                 let tc = if mode == ResampleMode::Up3d {
                     Some(CausalConv3d::new(
                         dim,
@@ -808,6 +822,76 @@ impl Resample {
     }
 }
 
+/// Wan2.2's downsampling shortcut: each `factor_t × factor_s × factor_s` block of every channel
+/// moves into channels (space-to-depth), and consecutive groups of those channels are averaged
+/// down to `cout`. Time is zero-padded at the front to a multiple of `factor_t`, which keeps a
+/// clip's first frame alone, as the causal main path does, and makes chunks of 1 then 4
+/// frames give the same result as the whole clip.
+#[derive(Debug, Clone)]
+struct AvgDown3d {
+    cout: usize,
+    factor_t: usize,
+    factor_s: usize,
+}
+
+impl AvgDown3d {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (ft, fs) = (self.factor_t, self.factor_s);
+        let (b, c, t, h, w) = x.dims5()?;
+        let pad = (ft - t % ft) % ft;
+        let x = if pad > 0 {
+            Tensor::cat(
+                &[
+                    Tensor::zeros((b, c, pad, h, w), x.dtype(), x.device())?,
+                    x.clone(),
+                ],
+                2,
+            )?
+        } else {
+            x.clone()
+        };
+        let (t, h, w) = ((t + pad) / ft, h / fs, w / fs);
+        let group = c * ft * fs * fs / self.cout;
+        // (B, C, t, ft, h, fs, w, fs) → (B, C, ft, fs, fs, t, h, w): channel c·f + (dt, dy, dx).
+        x.reshape(vec![b, c, t, ft, h, fs, w, fs])?
+            .permute(vec![0, 1, 3, 5, 7, 2, 4, 6])?
+            .contiguous()?
+            .reshape((b, self.cout, group, t, h, w))?
+            .mean(2)
+    }
+}
+
+/// Wan2.2's upsampling shortcut, the mirror of [`AvgDown3d`]: every channel is repeated, and
+/// the copies spread out into `factor_t × factor_s × factor_s` blocks (depth-to-space). At a
+/// clip's start the first `factor_t − 1` frames are dropped, as the main path keeps frame 0
+/// single.
+#[derive(Debug, Clone)]
+struct DupUp3d {
+    cout: usize,
+    factor_t: usize,
+    factor_s: usize,
+}
+
+impl DupUp3d {
+    fn forward(&self, x: &Tensor, first_chunk: bool) -> Result<Tensor> {
+        let (ft, fs) = (self.factor_t, self.factor_s);
+        let (b, c, t, h, w) = x.dims5()?;
+        let repeats = self.cout * ft * fs * fs / c;
+        let x = x
+            .unsqueeze(2)?
+            .broadcast_as(vec![b, c, repeats, t, h, w])?
+            .reshape(vec![b, self.cout, ft, fs, fs, t, h, w])?
+            .permute(vec![0, 1, 5, 2, 6, 3, 7, 4])?
+            .contiguous()?
+            .reshape((b, self.cout, t * ft, h * fs, w * fs))?;
+        if first_chunk && ft > 1 {
+            x.narrow(2, ft - 1, t * ft - (ft - 1))
+        } else {
+            Ok(x)
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoder and decoder
 // ---------------------------------------------------------------------------------------------
@@ -826,6 +910,10 @@ enum DownLayer {
     Res(ResidualBlock),
     Attn(AttentionBlock),
     Resample(Resample),
+    /// Start of a residual down block: remember its input.
+    Branch,
+    /// End of one: add the remembered input through the shortcut.
+    Merge(AvgDown3d),
 }
 
 /// Context of every causal layer of the encoder; fresh = start of a clip.
@@ -855,8 +943,56 @@ impl Encoder {
             .collect();
         let conv_in = CausalConv3d::k3(cfg.in_channels, dims[0], vb.pp("conv_in"))?;
         let vd = vb.pp("down_blocks");
+        let down_mode = |level: usize| {
+            if cfg.temperal_downsample[level] {
+                ResampleMode::Down3d
+            } else {
+                ResampleMode::Down2d
+            }
+        };
         let mut down = Vec::new();
-        for (k, entry) in cfg.encoder_down_blocks().into_iter().enumerate() {
+        if cfg.is_residual {
+            // Wan2.2: one `down_blocks` entry per level (resnets, downsampler, shortcut).
+            let levels = cfg.dim_mult.len();
+            for level in 0..levels {
+                let vl = vd.pp(level);
+                let (cin, cout) = (dims[level], dims[level + 1]);
+                down.push(DownLayer::Branch);
+                for j in 0..cfg.num_res_blocks {
+                    let c = if j == 0 { cin } else { cout };
+                    down.push(DownLayer::Res(ResidualBlock::new(
+                        c,
+                        cout,
+                        vl.pp("resnets").pp(j),
+                    )?));
+                }
+                let last = level + 1 == levels;
+                if !last {
+                    let mode = down_mode(level);
+                    down.push(DownLayer::Resample(Resample::new(
+                        cout,
+                        cout,
+                        mode,
+                        vl.pp("downsampler"),
+                    )?));
+                }
+                down.push(DownLayer::Merge(AvgDown3d {
+                    cout,
+                    factor_t: if !last && cfg.temperal_downsample[level] {
+                        2
+                    } else {
+                        1
+                    },
+                    factor_s: if last { 1 } else { 2 },
+                }));
+            }
+        }
+        let flat = if cfg.is_residual {
+            vec![]
+        } else {
+            cfg.encoder_down_blocks()
+        };
+        for (k, entry) in flat.into_iter().enumerate() {
             down.push(match entry {
                 DownBlock::Res { level, block } => {
                     let cin = if block == 0 {
@@ -870,12 +1006,8 @@ impl Encoder {
                     DownLayer::Attn(AttentionBlock::new(dims[level + 1], vd.pp(k))?)
                 }
                 DownBlock::Resample { level } => {
-                    let mode = if cfg.temperal_downsample[level] {
-                        ResampleMode::Down3d
-                    } else {
-                        ResampleMode::Down2d
-                    };
-                    DownLayer::Resample(Resample::new(dims[level + 1], mode, vd.pp(k))?)
+                    let d = dims[level + 1];
+                    DownLayer::Resample(Resample::new(d, d, down_mode(level), vd.pp(k))?)
                 }
             });
         }
@@ -907,8 +1039,17 @@ impl Encoder {
     fn forward(&self, x: &Tensor, cache: &mut EncoderCache) -> Result<Tensor> {
         let mut x = self.conv_in.forward_cached(x, &mut cache.conv_in)?;
         let (mut ri, mut si) = (0, 0);
+        let mut branch = None;
         for layer in &self.down {
             x = match layer {
+                DownLayer::Branch => {
+                    branch = Some(x.clone());
+                    continue;
+                }
+                DownLayer::Merge(s) => match branch.take() {
+                    Some(input) => (&x + s.forward(&input)?)?,
+                    None => candle_core::bail!("residual down block merged without its input"),
+                },
                 DownLayer::Res(r) => {
                     ri += 1;
                     r.forward(&x, &mut cache.res[ri - 1])?
@@ -930,6 +1071,8 @@ impl Encoder {
 struct UpBlock {
     resnets: Vec<ResidualBlock>,
     upsampler: Option<Resample>,
+    /// Wan2.2's residual layout only.
+    shortcut: Option<DupUp3d>,
 }
 
 #[derive(Debug, Clone)]
@@ -968,26 +1111,44 @@ impl Decoder {
         let mid = MidBlock::new(dims[0], vb.pp("mid_block"))?;
         let mut up = Vec::new();
         for i in 0..n {
-            // Each upsample halves the channels (Wan2.1), so later blocks take half as input.
-            let mut cin = if i > 0 { dims[i] / 2 } else { dims[i] };
+            // Each upsample halves the channels in Wan2.1, so later blocks take half as input;
+            // the residual layout keeps them.
+            let block_in = if i > 0 && !cfg.is_residual {
+                dims[i] / 2
+            } else {
+                dims[i]
+            };
             let cout = dims[i + 1];
             let vu = vb.pp("up_blocks").pp(i);
             let mut resnets = Vec::new();
+            let mut cin = block_in;
             for j in 0..=cfg.num_res_blocks {
                 resnets.push(ResidualBlock::new(cin, cout, vu.pp("resnets").pp(j))?);
                 cin = cout;
             }
-            let upsampler = if i != n - 1 {
+            let (mut upsampler, mut shortcut) = (None, None);
+            if i != n - 1 {
                 let mode = if temporal_up[i] {
                     ResampleMode::Up3d
                 } else {
                     ResampleMode::Up2d
                 };
-                Some(Resample::new(cout, mode, vu.pp("upsamplers.0"))?)
-            } else {
-                None
-            };
-            up.push(UpBlock { resnets, upsampler });
+                if cfg.is_residual {
+                    upsampler = Some(Resample::new(cout, cout, mode, vu.pp("upsampler"))?);
+                    shortcut = Some(DupUp3d {
+                        cout,
+                        factor_t: if temporal_up[i] { 2 } else { 1 },
+                        factor_s: 2,
+                    });
+                } else {
+                    upsampler = Some(Resample::new(cout, cout / 2, mode, vu.pp("upsamplers.0"))?);
+                }
+            }
+            up.push(UpBlock {
+                resnets,
+                upsampler,
+                shortcut,
+            });
         }
         let last = dims[n];
         Ok(Self {
@@ -1020,11 +1181,17 @@ impl Decoder {
         let mut x = self.conv_in.forward_cached(z, &mut cache.conv_in)?;
         x = self.mid.forward(&x, &mut cache.mid)?;
         for (block, bc) in self.up.iter().zip(cache.up.iter_mut()) {
+            let input = x.clone();
+            // Before the upsampler marks it: whether this block sees the clip's first frame.
+            let first_chunk = !bc.up.started;
             for (r, rc) in block.resnets.iter().zip(bc.res.iter_mut()) {
                 x = r.forward(&x, rc)?;
             }
             if let Some(u) = &block.upsampler {
                 x = u.forward(&x, &mut bc.up)?;
+            }
+            if let Some(s) = &block.shortcut {
+                x = (x + s.forward(&input, first_chunk)?)?;
             }
         }
         let x = self.norm_out.forward_silu(&x)?;
@@ -1582,7 +1749,7 @@ mod tests {
 
     #[test]
     fn presets_validate_and_factors() {
-        for c in [Config::tiny(), Config::wan2_1()] {
+        for c in [Config::tiny(), Config::tiny_residual(), Config::wan2_1()] {
             c.validate().unwrap();
             assert_eq!(c.spatial_factor(), 8);
             assert_eq!(c.temporal_factor(), 4);
@@ -1612,30 +1779,50 @@ mod tests {
         ));
     }
 
+    fn micro_residual() -> Config {
+        Config {
+            is_residual: true,
+            ..micro()
+        }
+    }
+
     #[test]
     fn shapes_round_trip() -> VaeResult<()> {
-        let cfg = micro();
-        let m = model(&cfg, 0);
-        let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 24), &Device::Cpu)?;
-        let p = m.encode(&x)?;
-        assert_eq!(p.mean.dims(), &[1, 4, 3, 2, 3]);
-        let y = m.decode(&p.mean)?;
-        assert_eq!(y.dims(), &[1, 3, 9, 16, 24]);
+        for cfg in [micro(), micro_residual()] {
+            let m = model(&cfg, 0);
+            let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 24), &Device::Cpu)?;
+            let p = m.encode(&x)?;
+            assert_eq!(p.mean.dims(), &[1, 4, 3, 2, 3]);
+            let y = m.decode(&p.mean)?;
+            assert_eq!(y.dims(), &[1, 3, 9, 16, 24]);
+            // An image is a one-frame video in both layouts.
+            let img = m.decode(&m.encode(&x.narrow(2, 0, 1)?)?.mean)?;
+            assert_eq!(img.dims(), &[1, 3, 1, 16, 24]);
+        }
         Ok(())
     }
 
-    /// Changing frames ≥ k must not change latents of frames < k (causality).
+    /// Changing frames ≥ k must not change latents of frames < k (causality), nor decoded
+    /// frames of latent frames < k.
     #[test]
-    fn encoder_is_causal() -> VaeResult<()> {
-        let cfg = micro();
-        let m = model(&cfg, 1);
-        let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 16), &Device::Cpu)?;
-        let tail = Tensor::randn(0f32, 0.5, (1, 3, 4, 16, 16), &Device::Cpu)?;
-        let x2 = Tensor::cat(&[x.narrow(2, 0, 5)?, tail], 2)?;
-        let a = m.encode(&x)?.mean.narrow(2, 0, 2)?;
-        let b = m.encode(&x2)?.mean.narrow(2, 0, 2)?;
-        let d = (a - b)?.abs()?.max_all()?.to_scalar::<f32>()?;
-        assert!(d < 1e-6, "latent of the past changed by {d}");
+    fn encoder_and_decoder_are_causal() -> VaeResult<()> {
+        for cfg in [micro(), micro_residual()] {
+            let m = model(&cfg, 1);
+            let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 16), &Device::Cpu)?;
+            let tail = Tensor::randn(0f32, 0.5, (1, 3, 4, 16, 16), &Device::Cpu)?;
+            let x2 = Tensor::cat(&[x.narrow(2, 0, 5)?, tail], 2)?;
+            let (pa, pb) = (m.encode(&x)?.mean, m.encode(&x2)?.mean);
+            let max = |a: Tensor, b: Tensor| -> VaeResult<f32> {
+                Ok((a - b)?.abs()?.max_all()?.to_scalar::<f32>()?)
+            };
+            let d = max(pa.narrow(2, 0, 2)?, pb.narrow(2, 0, 2)?)?;
+            assert!(d < 1e-6, "latent of the past changed by {d}");
+            let d = max(
+                m.decode(&pa)?.narrow(2, 0, 5)?,
+                m.decode(&pb)?.narrow(2, 0, 5)?,
+            )?;
+            assert!(d < 1e-6, "decoded past changed by {d}");
+        }
         Ok(())
     }
 

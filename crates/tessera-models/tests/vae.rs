@@ -23,39 +23,67 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
-fn reference() -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) {
+/// The Wan2.1-layout fixture (`tiny_*`) or, with `"residual"`, the Wan2.2 residual layout's
+/// (`residual_*`, `fixtures/gen/vae_residual_fixtures.py`).
+fn reference_of(name: &str) -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) {
     let dir = fixtures();
-    let cfg = Config::from_diffusers_json(&dir.join("tiny_config.json")).unwrap();
+    let cfg = Config::from_diffusers_json(&dir.join(format!("{name}_config.json"))).unwrap();
     let vae = AutoencoderKLWan::load(
         &cfg,
-        &[dir.join("tiny_weights.safetensors")],
+        &[dir.join(format!("{name}_weights.safetensors"))],
         DType::F32,
         &Device::Cpu,
     )
     .unwrap();
-    let io = candle_core::safetensors::load(dir.join("tiny_io.safetensors"), &Device::Cpu).unwrap();
+    let io =
+        candle_core::safetensors::load(dir.join(format!("{name}_io.safetensors")), &Device::Cpu)
+            .unwrap();
     (vae, io)
 }
 
+fn reference() -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) {
+    reference_of("tiny")
+}
+
+const LAYOUTS: [&str; 2] = ["tiny", "residual"];
+
 #[test]
 fn encode_matches_diffusers() {
-    let (vae, io) = reference();
-    let post = vae.encode(&io["input"]).unwrap();
-    let e_mean = max_abs(&post.mean, &io["mean"]);
-    let e_logvar = max_abs(&post.logvar, &io["logvar"]);
-    println!("encode parity: mean max abs err {e_mean:.3e}, logvar {e_logvar:.3e}");
-    assert!(e_mean <= 1e-4 && e_logvar <= 1e-4);
+    for name in LAYOUTS {
+        let (vae, io) = reference_of(name);
+        let post = vae.encode(&io["input"]).unwrap();
+        let e_mean = max_abs(&post.mean, &io["mean"]);
+        let e_logvar = max_abs(&post.logvar, &io["logvar"]);
+        println!("{name} encode parity: mean max abs err {e_mean:.3e}, logvar {e_logvar:.3e}");
+        assert!(e_mean <= 1e-4 && e_logvar <= 1e-4, "{name}");
+    }
 }
 
 #[test]
 fn decode_matches_diffusers() {
-    let (vae, io) = reference();
-    let dec = vae.decode(&io["mean"]).unwrap();
-    let raw = vae.decode_unclamped(&io["mean"]).unwrap();
-    let e = max_abs(&dec, &io["decoded"]);
-    let e_raw = max_abs(&raw, &io["decoded_unclamped"]);
-    println!("decode parity: max abs err {e:.3e} (unclamped {e_raw:.3e})");
-    assert!(e <= 1e-4 && e_raw <= 1e-4);
+    for name in LAYOUTS {
+        let (vae, io) = reference_of(name);
+        let dec = vae.decode(&io["mean"]).unwrap();
+        let raw = vae.decode_unclamped(&io["mean"]).unwrap();
+        let e = max_abs(&dec, &io["decoded"]);
+        let e_raw = max_abs(&raw, &io["decoded_unclamped"]);
+        println!("{name} decode parity: max abs err {e:.3e} (unclamped {e_raw:.3e})");
+        assert!(e <= 1e-4 && e_raw <= 1e-4, "{name}");
+    }
+}
+
+/// An image through the residual layout: its shortcuts pad and drop frames at a clip's start.
+#[test]
+fn residual_image_matches_diffusers() {
+    let (vae, io) = reference_of("residual");
+    let mean = vae.encode(&io["image_input"]).unwrap().mean;
+    let e = max_abs(&mean, &io["image_mean"]);
+    let e_dec = max_abs(
+        &vae.decode_unclamped(&io["image_mean"]).unwrap(),
+        &io["image_decoded_unclamped"],
+    );
+    println!("residual image parity: mean {e:.3e}, decode {e_dec:.3e}");
+    assert!(e <= 1e-4 && e_dec <= 1e-4);
 }
 
 #[test]
@@ -82,31 +110,35 @@ fn normalised_latents_use_config_statistics() {
 
 #[test]
 fn chunked_encode_equals_whole_clip() {
-    let (vae, _) = reference();
-    let x = Tensor::randn(0f32, 0.5, (1, 3, 17, 32, 32), &Device::Cpu).unwrap();
-    let whole = vae.encode(&x).unwrap();
-    let chunked = vae.encode_chunked(&x).unwrap();
-    let e = max_abs(&whole.mean, &chunked.mean).max(max_abs(&whole.logvar, &chunked.logvar));
-    println!("chunked vs whole encode: max abs diff {e:.3e}");
-    assert!(e <= 1e-5);
+    for name in LAYOUTS {
+        let (vae, _) = reference_of(name);
+        let x = Tensor::randn(0f32, 0.5, (1, 3, 17, 32, 32), &Device::Cpu).unwrap();
+        let whole = vae.encode(&x).unwrap();
+        let chunked = vae.encode_chunked(&x).unwrap();
+        let e = max_abs(&whole.mean, &chunked.mean).max(max_abs(&whole.logvar, &chunked.logvar));
+        println!("{name} chunked vs whole encode: max abs diff {e:.3e}");
+        assert!(e <= 1e-5, "{name}");
+    }
 }
 
 #[test]
 fn streamed_decode_equals_whole_clip() {
-    let (vae, _) = reference();
-    let z = Tensor::randn(0f32, 1.0, (1, 4, 5, 4, 4), &Device::Cpu).unwrap();
-    let whole = vae.decode(&z).unwrap();
-    let mut stream = DecodeStream::new(&vae, None);
-    let mut parts = Vec::new();
-    for i in 0..5 {
-        let part = stream.push(&z.narrow(2, i, 1).unwrap()).unwrap();
-        assert_eq!(part.dim(2).unwrap(), if i == 0 { 1 } else { 4 });
-        parts.push(part);
+    for name in LAYOUTS {
+        let (vae, _) = reference_of(name);
+        let z = Tensor::randn(0f32, 1.0, (1, 4, 5, 4, 4), &Device::Cpu).unwrap();
+        let whole = vae.decode(&z).unwrap();
+        let mut stream = DecodeStream::new(&vae, None);
+        let mut parts = Vec::new();
+        for i in 0..5 {
+            let part = stream.push(&z.narrow(2, i, 1).unwrap()).unwrap();
+            assert_eq!(part.dim(2).unwrap(), if i == 0 { 1 } else { 4 });
+            parts.push(part);
+        }
+        let streamed = Tensor::cat(&parts, 2).unwrap();
+        let e = max_abs(&whole, &streamed);
+        println!("{name} streamed vs whole decode: max abs diff {e:.3e}");
+        assert!(e <= 1e-5, "{name}");
     }
-    let streamed = Tensor::cat(&parts, 2).unwrap();
-    let e = max_abs(&whole, &streamed);
-    println!("streamed vs whole decode: max abs diff {e:.3e}");
-    assert!(e <= 1e-5);
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Where a VAE loses: PSNR of `val` clips (33×64×64) by frame group (the first frame, which the
 //! causal VAE encodes alone; frames 1–4; the rest) and region (above the floor's horizon, the
 //! floor), per clip and from the MSE over all clips, plus a contact sheet (originals left,
-//! reconstructions right, every 6th frame): `vae_probe MODEL_VAE_DIR [CLIPS] [SHEET.png]`.
+//! reconstructions right, every 6th frame), then the one-frame path alone (`val` images, what
+//! image→video keeps as its first frame) and the posterior's noise against the latent's spread:
+//! `vae_probe MODEL_VAE_DIR [CLIPS] [SHEET.png]`.
 use candle_core::{DType, Device, Tensor};
 use tessera_models::vae::{video_to_tensor, AutoencoderKLWan, Config};
 use tessera_train::data::WorldSource;
@@ -68,5 +70,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     sheet.frames.push(img);
     tessera_media::write_video(&sheet_path, &sheet)?;
     println!("mean-MSE: {}", line(tot));
+    let (mut img_mse, mut noise, mut spread) = (0f64, 0f64, 0f64);
+    for i in 0..n {
+        let x = video_to_tensor(&src.clip(i, 1)?, &Device::Cpu)?;
+        let post = vae.encode(&x)?;
+        let y = vae.decode(&post.mean)?.clamp(-1f32, 1f32)?;
+        let s = |t: Tensor| -> Result<f64, candle_core::Error> {
+            Ok(t.to_scalar::<f32>()? as f64 / n as f64)
+        };
+        img_mse += s((y - &x)?.sqr()?.mean_all()?)?;
+        noise += s((&post.logvar * 0.5)?.exp()?.mean_all()?)?;
+        let m = &post.mean;
+        spread += s(m
+            .broadcast_sub(&m.mean_keepdim(3)?.mean_keepdim(4)?)?
+            .sqr()?
+            .mean_all()?
+            .sqrt()?)?;
+    }
+    println!(
+        "images (1 frame): {:.2} dB; posterior std {noise:.4} vs spatial spread of the mean {spread:.4}",
+        psnr(img_mse)
+    );
     Ok(())
 }

@@ -30,7 +30,7 @@ pub struct VaeTrainOptions {
     pub data: Option<PathBuf>,
     /// Held-out folder evaluated (EMA weights, 33-frame clips) every `eval_every` steps.
     pub val_data: Option<PathBuf>,
-    /// `tiny`, `small` or `wan2.1`.
+    /// `tiny`, `small`, `tiny-residual` or `wan2.1`.
     pub config: String,
     /// Run directory: `log.jsonl`, `checkpoints/`, `export/`.
     pub out: PathBuf,
@@ -167,14 +167,15 @@ impl VaeTrainOptions {
     }
 }
 
-/// `tiny`, `small` or `wan2.1`.
+/// `tiny`, `small`, `tiny-residual` or `wan2.1`.
 pub fn config_by_name(name: &str) -> Result<Config> {
     match name {
         "tiny" => Ok(Config::tiny()),
         "small" => Ok(Config::small()),
+        "tiny-residual" => Ok(Config::tiny_residual()),
         "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
         other => Err(TrainError::Options(format!(
-            "unknown VAE config `{other}`; use tiny, small or wan2.1"
+            "unknown VAE config `{other}`; use tiny, small, tiny-residual or wan2.1"
         ))),
     }
 }
