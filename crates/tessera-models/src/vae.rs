@@ -1,4 +1,5 @@
-//! Causal 3D video VAE with the Wan2.1 layout (`AutoencoderKLWan`).
+//! Causal 3D video VAE with the Wan2.1 layout (`AutoencoderKLWan`), and Wan2.2's residual
+//! variant of it (`is_residual`, see [`Config::is_residual`]).
 //!
 //! Reference: diffusers `models/autoencoders/autoencoder_kl_wan.py`
 //! (<https://github.com/huggingface/diffusers/blob/022e259c82d219b981738a267dea7e6eaf3b5bf7/src/diffusers/models/autoencoders/autoencoder_kl_wan.py>),
@@ -19,6 +20,8 @@
 //! - temporal downsample: frame 0 passes through, the stride-2 `time_conv` covers all frames;
 //! - temporal upsample: frame 0 passes through, later frames are doubled by a causal `time_conv`
 //!   that never sees frame 0 (Wan's `"Rep"` marker).
+//! - residual layout: the down shortcut pads time at the front to an even count (frame 0 alone
+//!   again), the up shortcut drops its first duplicated frame on the clip's first chunk.
 //!
 //! # Loading the real Wan2.1 VAE
 //! ```text
@@ -34,6 +37,10 @@
 //!   A.from_single_file('Wan2.1_VAE.pth').save_pretrained('wan-vae')"
 //! ```
 //! which writes `wan-vae/config.json` and `wan-vae/diffusion_pytorch_model.safetensors`.
+//!
+//! Wan2.2's VAEs set `is_residual: true`; the layout loads and matches diffusers
+//! (`fixtures/gen/vae_residual_fixtures.py`), but the published Wan2.2 checkpoint also patchifies
+//! 2×2 pixels into channels (`patch_size: 2`, 16× space), which is not implemented.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
