@@ -124,8 +124,10 @@ pub struct DitArgs {
     /// RUN/select.jsonl. Later steps are not always better (TRAINING.md, session 8). 0 = off.
     #[arg(long, default_value_t = 0)]
     select_every: usize,
-    /// Held-out prompts per selection (`tessera eval --count`); more are slower and less noisy.
-    #[arg(long, default_value_t = 16)]
+    /// Held-out prompts per selection (`tessera eval --count`; ~3 s each with the default
+    /// model). 16 were too few: they ranked session 10's checkpoints opposite to 48
+    /// (TRAINING.md).
+    #[arg(long, default_value_t = 48)]
     select_prompts: usize,
 }
 
