@@ -248,20 +248,23 @@ fn fill(parsed: &ParsedPrompt, rng: &mut impl Rng) -> SceneDescription {
     }
     let pb = parsed.background.clone().unwrap_or_default();
     let kind = pb.kind.unwrap_or_else(|| pick(rng, BackgroundKind::ALL));
-    let top = pb
-        .colours
-        .first()
-        .copied()
-        .unwrap_or_else(|| pick(rng, BgColour::ALL));
-    let bottom = match (kind, pb.colours.get(1)) {
-        (BackgroundKind::Solid, _) => top,
-        (_, Some(c)) => *c,
-        _ => loop {
-            let c = pick(rng, BgColour::ALL);
-            if c != top {
-                break c;
-            }
-        },
+    // A floor named on its own ("a blue floor") is the bottom colour; the top differs from it.
+    let floor = pb.floor.filter(|_| kind == BackgroundKind::Floor);
+    let other_than = |rng: &mut _, not: Option<BgColour>| loop {
+        let c = pick(rng, BgColour::ALL);
+        if Some(c) != not {
+            break c;
+        }
+    };
+    let top = match pb.colours.first() {
+        Some(c) => *c,
+        None => other_than(rng, floor),
+    };
+    let bottom = match (kind, floor, pb.colours.get(1)) {
+        (BackgroundKind::Solid, _, _) => top,
+        (_, Some(f), _) => f,
+        (_, None, Some(c)) => *c,
+        _ => other_than(rng, Some(top)),
     };
     // Flat index of each group's first member (events name objects, not groups).
     let firsts: Vec<usize> = objects
@@ -328,6 +331,25 @@ mod tests {
         assert!(back.unknown_words.is_empty(), "{:?}", back.unknown_words);
         assert_eq!(back.objects.len(), 1);
         assert_eq!(back.objects[0].colour, Some(Colour::Red));
+    }
+
+    #[test]
+    fn a_floor_named_by_an_object_colour_is_the_backdrop() {
+        // README's first prompt: "blue" names the floor, not the ball.
+        let e = extend_prompt("a red ball bounces across a blue floor", 0, false);
+        let scene = parse_prompt(&e.text);
+        let bg = scene.background.expect("background parsed back");
+        assert_eq!(bg.kind, Some(BackgroundKind::Floor));
+        assert_eq!(bg.colours.get(1), Some(&BgColour::Sky), "{}", e.text);
+        assert_eq!(scene.objects.len(), 1);
+        assert_eq!(
+            scene.objects[0].colour,
+            Some(tessera_world::caption::Colour::Red)
+        );
+        // After a subject, a bare floor is still an event.
+        let e = parse_prompt("a red ball hits the floor");
+        assert!(e.background.is_none());
+        assert_eq!(e.events.len(), 1);
     }
 
     #[test]

@@ -122,6 +122,20 @@ impl Colour {
         }
     }
 
+    /// The backdrop colour a prompt means by this colour ("a blue floor"): the backdrop palette
+    /// has four, so by hue and lightness rather than RGB distance (which sends blue and green
+    /// to slate).
+    pub fn backdrop(self) -> BgColour {
+        match self {
+            Colour::Red | Colour::Orange | Colour::Yellow | Colour::Pink | Colour::White => {
+                BgColour::Beige
+            }
+            Colour::Green => BgColour::Olive,
+            Colour::Cyan | Colour::Blue => BgColour::Sky,
+            Colour::Purple | Colour::Black => BgColour::Slate,
+        }
+    }
+
     /// The palette colour nearest to `rgb` (squared RGB distance).
     pub fn nearest(rgb: [u8; 3]) -> (Colour, u32) {
         let mut best = (Colour::Red, u32::MAX);
@@ -701,6 +715,10 @@ pub struct ParsedBackground {
     pub kind: Option<BackgroundKind>,
     /// Background colours in the order named (top first).
     pub colours: Vec<BgColour>,
+    /// A floor named by an object colour ("a blue floor"), as the backdrop colour nearest to
+    /// it; captions name floors by backdrop colour, which `colours` holds in order.
+    #[serde(default)]
+    pub floor: Option<BgColour>,
 }
 
 /// An event named in a prompt; `object` and `other` index [`ParsedPrompt::objects`].
@@ -1170,10 +1188,21 @@ impl PromptParser {
                 continue;
             }
             if matches!(w, "floor" | "ground") {
-                // "a checkered beige floor" describes the background; "hits the floor" or
-                // "falls to the ground" after a subject is an event.
-                let describes_background = i >= 2 && is_background_modifier(at(i - 2));
+                // "a checkered beige floor" and "a blue floor" describe the background; "hits
+                // the floor" or "falls to the ground" after a subject is an event.
+                // (`i` already points past `w`: the word before it is `at(i - 2)`.)
+                let coloured = (i >= 2)
+                    .then(|| colour_word(at(i - 2)))
+                    .flatten()
+                    .map(Colour::backdrop);
+                let describes_background =
+                    coloured.is_some() || (i >= 2 && is_background_modifier(at(i - 2)));
                 if describes_background || self.subjects.is_empty() {
+                    if coloured.is_some() {
+                        // The colour word was the floor's, not the next object's.
+                        self.pending = Pending::default();
+                        self.background().floor = coloured;
+                    }
                     self.background().kind = Some(BackgroundKind::Floor);
                 } else {
                     self.wall_event(Wall::Bottom);
