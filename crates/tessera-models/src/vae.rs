@@ -39,7 +39,7 @@
 //! which writes `wan-vae/config.json` and `wan-vae/diffusion_pytorch_model.safetensors`.
 //!
 //! Wan2.2's VAEs set `is_residual: true`; the layout loads and matches diffusers
-//! (`fixtures/gen/vae_residual_fixtures.py`), but the published Wan2.2 checkpoint also patchifies
+//! (`fixtures/gen/vae_fixtures.py`), but the published Wan2.2 checkpoint also patchifies
 //! 2×2 pixels into channels (`patch_size: 2`, 16× space), which is not implemented.
 
 use std::collections::{HashMap, HashSet};

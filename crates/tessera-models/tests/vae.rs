@@ -24,7 +24,7 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
 }
 
 /// The Wan2.1-layout fixture (`tiny_*`) or, with `"residual"`, the Wan2.2 residual layout's
-/// (`residual_*`, `fixtures/gen/vae_residual_fixtures.py`).
+/// (`residual_*`, `fixtures/gen/vae_fixtures.py`).
 fn reference_of(name: &str) -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) {
     let dir = fixtures();
     let cfg = Config::from_diffusers_json(&dir.join(format!("{name}_config.json"))).unwrap();
