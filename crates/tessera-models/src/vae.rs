@@ -993,30 +993,26 @@ impl Encoder {
                     factor_s: if last { 1 } else { 2 },
                 }));
             }
-        }
-        let flat = if cfg.is_residual {
-            vec![]
         } else {
-            cfg.encoder_down_blocks()
-        };
-        for (k, entry) in flat.into_iter().enumerate() {
-            down.push(match entry {
-                DownBlock::Res { level, block } => {
-                    let cin = if block == 0 {
-                        dims[level]
-                    } else {
-                        dims[level + 1]
-                    };
-                    DownLayer::Res(ResidualBlock::new(cin, dims[level + 1], vd.pp(k))?)
-                }
-                DownBlock::Attn { level, .. } => {
-                    DownLayer::Attn(AttentionBlock::new(dims[level + 1], vd.pp(k))?)
-                }
-                DownBlock::Resample { level } => {
-                    let d = dims[level + 1];
-                    DownLayer::Resample(Resample::new(d, d, down_mode(level), vd.pp(k))?)
-                }
-            });
+            for (k, entry) in cfg.encoder_down_blocks().into_iter().enumerate() {
+                down.push(match entry {
+                    DownBlock::Res { level, block } => {
+                        let cin = if block == 0 {
+                            dims[level]
+                        } else {
+                            dims[level + 1]
+                        };
+                        DownLayer::Res(ResidualBlock::new(cin, dims[level + 1], vd.pp(k))?)
+                    }
+                    DownBlock::Attn { level, .. } => {
+                        DownLayer::Attn(AttentionBlock::new(dims[level + 1], vd.pp(k))?)
+                    }
+                    DownBlock::Resample { level } => {
+                        let d = dims[level + 1];
+                        DownLayer::Resample(Resample::new(d, d, down_mode(level), vd.pp(k))?)
+                    }
+                });
+            }
         }
         let top = dims[dims.len() - 1];
         Ok(Self {
