@@ -846,17 +846,7 @@ impl AvgDown3d {
         let (ft, fs) = (self.factor_t, self.factor_s);
         let (b, c, t, h, w) = x.dims5()?;
         let pad = (ft - t % ft) % ft;
-        let x = if pad > 0 {
-            Tensor::cat(
-                &[
-                    Tensor::zeros((b, c, pad, h, w), x.dtype(), x.device())?,
-                    x.clone(),
-                ],
-                2,
-            )?
-        } else {
-            x.clone()
-        };
+        let x = x.pad_with_zeros(2, pad, 0)?;
         let (t, h, w) = ((t + pad) / ft, h / fs, w / fs);
         let group = c * ft * fs * fs / self.cout;
         // (B, C, t, ft, h, fs, w, fs) → (B, C, ft, fs, fs, t, h, w): channel c·f + (dt, dy, dx).

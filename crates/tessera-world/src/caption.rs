@@ -715,8 +715,8 @@ pub struct ParsedBackground {
     pub kind: Option<BackgroundKind>,
     /// Background colours in the order named (top first).
     pub colours: Vec<BgColour>,
-    /// A floor named by an object colour ("a blue floor"), as the backdrop colour nearest to
-    /// it; captions name floors by backdrop colour, which `colours` holds in order.
+    /// A floor named by an object colour ("a blue floor"), as [`Colour::backdrop`] maps it;
+    /// captions name floors by backdrop colour, which `colours` holds in order.
     #[serde(default)]
     pub floor: Option<BgColour>,
 }
@@ -1190,13 +1190,10 @@ impl PromptParser {
             if matches!(w, "floor" | "ground") {
                 // "a checkered beige floor" and "a blue floor" describe the background; "hits
                 // the floor" or "falls to the ground" after a subject is an event.
-                // (`i` already points past `w`: the word before it is `at(i - 2)`.)
-                let coloured = (i >= 2)
-                    .then(|| colour_word(at(i - 2)))
-                    .flatten()
-                    .map(Colour::backdrop);
-                let describes_background =
-                    coloured.is_some() || (i >= 2 && is_background_modifier(at(i - 2)));
+                // (`i` already points past `w`.)
+                let before = if i >= 2 { at(i - 2) } else { "" };
+                let coloured = colour_word(before).map(Colour::backdrop);
+                let describes_background = coloured.is_some() || is_background_modifier(before);
                 if describes_background || self.subjects.is_empty() {
                     if coloured.is_some() {
                         // The colour word was the floor's, not the next object's.
