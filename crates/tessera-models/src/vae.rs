@@ -38,9 +38,10 @@
 //! ```
 //! which writes `wan-vae/config.json` and `wan-vae/diffusion_pytorch_model.safetensors`.
 //!
-//! Wan2.2's VAEs set `is_residual: true`; the layout loads and matches diffusers
-//! (`fixtures/gen/vae_fixtures.py`), but the published Wan2.2 checkpoint also patchifies
-//! 2×2 pixels into channels (`patch_size: 2`, 16× space), which is not implemented.
+//! Wan2.2's VAE (`Wan-AI/Wan2.2-TI2V-5B-Diffusers/vae`) loads the same way: its residual
+//! layout (`is_residual: true`), 2×2 pixel patches folded into 12 input channels
+//! (`patch_size: 2`, 16× space in all) and a decoder wider than the encoder
+//! (`decoder_base_dim`) each match diffusers (`fixtures/gen/vae_fixtures.py`).
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -148,14 +149,19 @@ pub struct Config {
     /// upsamples keep their channels instead of halving them.
     #[serde(default)]
     pub is_residual: bool,
+    /// Channels the encoder's first conv takes (and the decoder's last gives): `3·p²` for
+    /// `patch_size` p.
     #[serde(default = "three")]
     pub in_channels: usize,
     #[serde(default = "three")]
     pub out_channels: usize,
-    /// Wan2.2 patchify; only `None`/1 is implemented.
+    /// Wan2.2's patchify: each `p×p` pixel block enters the encoder as channels (and the
+    /// decoder's channels unfold back into pixels), so the network runs at `1/p` the
+    /// resolution and the VAE compresses space by `p·2^(levels−1)`.
     #[serde(default)]
     pub patch_size: Option<usize>,
-    /// A decoder width different from the encoder's; only `None` is implemented.
+    /// The decoder's base width when it differs from the encoder's (Wan2.2: 256 vs 160):
+    /// decoding is the harder direction, and the latent does not depend on it.
     #[serde(default)]
     pub decoder_base_dim: Option<usize>,
 }
@@ -279,15 +285,10 @@ impl Config {
             ));
         }
         // The decoder halves channels at each upsample (`dim // 2`): odd widths cannot halve.
-        if self.dim_mult.len() > 1
-            && self
-                .dim_mult
-                .iter()
-                .any(|m| !(self.base_dim * m).is_multiple_of(2))
-        {
+        let dec = self.decoder_dim();
+        if self.dim_mult.len() > 1 && self.dim_mult.iter().any(|m| !(dec * m).is_multiple_of(2)) {
             return bad(format!(
-                "base_dim {} × dim_mult must be even at every level",
-                self.base_dim
+                "decoder_base_dim (or base_dim) {dec} × dim_mult must be even at every level"
             ));
         }
         if self.latents_mean.len() != self.z_dim || self.latents_std.len() != self.z_dim {
@@ -304,24 +305,34 @@ impl Config {
         if self.is_residual && !self.attn_scales.is_empty() {
             return bad("attn_scales must be empty with is_residual = true (Wan2.2 has no encoder attention outside the middle block)".into());
         }
-        if self.patch_size.is_some_and(|p| p > 1) {
-            return bad("patch_size > 1 (Wan2.2 patchify) is not implemented".into());
+        if self.patch_size == Some(0) || self.decoder_base_dim == Some(0) {
+            return bad("patch_size and decoder_base_dim must be positive when set".into());
         }
-        if self.decoder_base_dim.is_some_and(|d| d != self.base_dim) {
-            return bad("decoder_base_dim different from base_dim is not implemented".into());
-        }
-        if self.in_channels != 3 || self.out_channels != 3 {
+        let rgb = 3 * self.patch() * self.patch();
+        if self.in_channels != rgb || self.out_channels != rgb {
             return bad(format!(
-                "in_channels/out_channels must be 3 (RGB), got {}/{}",
-                self.in_channels, self.out_channels
+                "in_channels/out_channels must be 3·patch_size² = {rgb} (RGB in {p}×{p} patches), got {}/{}",
+                self.in_channels,
+                self.out_channels,
+                p = self.patch()
             ));
         }
         Ok(())
     }
 
-    /// Spatial compression factor (8 for Wan).
+    /// Side of the pixel patches folded into channels (1 = none).
+    pub fn patch(&self) -> usize {
+        self.patch_size.unwrap_or(1)
+    }
+
+    /// The decoder's base width.
+    pub fn decoder_dim(&self) -> usize {
+        self.decoder_base_dim.unwrap_or(self.base_dim)
+    }
+
+    /// Spatial compression factor (8 for Wan2.1, 16 for Wan2.2's patchified VAE).
     pub fn spatial_factor(&self) -> usize {
-        1 << (self.dim_mult.len() - 1)
+        self.patch() << (self.dim_mult.len() - 1)
     }
 
     /// Temporal compression factor (4 for Wan): `T = factor·k + 1` frames → `k + 1` latents.
@@ -336,9 +347,9 @@ impl Config {
 
     /// Checks a video shape `(B, 3, T, H, W)`, naming the nearest valid values.
     pub fn check_video_dims(&self, dims: &[usize]) -> VaeResult<()> {
-        if dims.len() != 5 || dims[1] != self.in_channels || dims[0] == 0 {
+        if dims.len() != 5 || dims[1] != 3 || dims[0] == 0 {
             return Err(VaeError::InputShape {
-                channels: self.in_channels,
+                channels: 3,
                 got: dims.to_vec(),
             });
         }
@@ -889,6 +900,32 @@ impl DupUp3d {
     }
 }
 
+/// Wan2.2's patchify: `(B, C, T, H, W)` → `(B, C·p², T, H/p, W/p)`, channel
+/// `c·p² + dx·p + dy` (column offset before row offset, as diffusers orders them).
+fn patchify(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 1 {
+        return Ok(x.clone());
+    }
+    let (b, c, t, h, w) = x.dims5()?;
+    x.reshape(vec![b, c, t, h / p, p, w / p, p])?
+        .permute(vec![0, 1, 6, 4, 2, 3, 5])?
+        .contiguous()?
+        .reshape((b, c * p * p, t, h / p, w / p))
+}
+
+/// Inverse of [`patchify`].
+fn unpatchify(x: &Tensor, p: usize) -> Result<Tensor> {
+    if p == 1 {
+        return Ok(x.clone());
+    }
+    let (b, cp, t, h, w) = x.dims5()?;
+    let c = cp / (p * p);
+    x.reshape(vec![b, c, p, p, t, h, w])?
+        .permute(vec![0, 1, 4, 5, 3, 6, 2])?
+        .contiguous()?
+        .reshape((b, c, t, h * p, w * p))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Encoder and decoder
 // ---------------------------------------------------------------------------------------------
@@ -1097,7 +1134,7 @@ impl Decoder {
         let n = cfg.dim_mult.len();
         let dims: Vec<usize> = std::iter::once(cfg.dim_mult[n - 1])
             .chain(cfg.dim_mult.iter().rev().copied())
-            .map(|m| m * cfg.base_dim)
+            .map(|m| m * cfg.decoder_dim())
             .collect();
         let temporal_up: Vec<bool> = cfg.temperal_downsample.iter().rev().copied().collect();
         let conv_in = CausalConv3d::k3(cfg.z_dim, dims[0], vb.pp("conv_in"))?;
@@ -1365,7 +1402,9 @@ impl AutoencoderKLWan {
         } else {
             self.cfg.check_video_dims(dims)?;
         }
-        let h = self.encoder.forward(x, cache)?;
+        let h = self
+            .encoder
+            .forward(&patchify(x, self.cfg.patch())?, cache)?;
         let h = self.quant_conv.forward(&h)?;
         Ok(Posterior::from_moments(&h, self.cfg.z_dim)?)
     }
@@ -1414,7 +1453,10 @@ impl AutoencoderKLWan {
             });
         }
         let x = self.post_quant_conv.forward(z)?;
-        Ok(self.decoder.forward(&x, cache)?)
+        Ok(unpatchify(
+            &self.decoder.forward(&x, cache)?,
+            self.cfg.patch(),
+        )?)
     }
 
     /// Encodes to the normalised latent `(mean - latents_mean) / latents_std` (posterior mean,

@@ -23,8 +23,8 @@ fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
         .unwrap()
 }
 
-/// The Wan2.1-layout fixture (`tiny_*`) or, with `"residual"`, the Wan2.2 residual layout's
-/// (`residual_*`, `fixtures/gen/vae_fixtures.py`).
+/// A fixture model of `fixtures/gen/vae_fixtures.py`: `tiny` (Wan2.1 layout), `residual`
+/// (Wan2.2's residual layout) or `wan22` (residual + 2×2 patchify + a wider decoder).
 fn reference_of(name: &str) -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) {
     let dir = fixtures();
     let cfg = Config::from_diffusers_json(&dir.join(format!("{name}_config.json"))).unwrap();
@@ -45,7 +45,7 @@ fn reference() -> (AutoencoderKLWan, std::collections::HashMap<String, Tensor>) 
     reference_of("tiny")
 }
 
-const LAYOUTS: [&str; 2] = ["tiny", "residual"];
+const LAYOUTS: [&str; 3] = ["tiny", "residual", "wan22"];
 
 #[test]
 fn encode_matches_diffusers() {
@@ -72,18 +72,21 @@ fn decode_matches_diffusers() {
     }
 }
 
-/// An image through the residual layout: its shortcuts pad and drop frames at a clip's start.
+/// An image through the residual layouts: their shortcuts pad and drop frames at a clip's
+/// start.
 #[test]
 fn residual_image_matches_diffusers() {
-    let (vae, io) = reference_of("residual");
-    let mean = vae.encode(&io["image_input"]).unwrap().mean;
-    let e = max_abs(&mean, &io["image_mean"]);
-    let e_dec = max_abs(
-        &vae.decode_unclamped(&io["image_mean"]).unwrap(),
-        &io["image_decoded_unclamped"],
-    );
-    println!("residual image parity: mean {e:.3e}, decode {e_dec:.3e}");
-    assert!(e <= 1e-4 && e_dec <= 1e-4);
+    for name in ["residual", "wan22"] {
+        let (vae, io) = reference_of(name);
+        let mean = vae.encode(&io["image_input"]).unwrap().mean;
+        let e = max_abs(&mean, &io["image_mean"]);
+        let e_dec = max_abs(
+            &vae.decode_unclamped(&io["image_mean"]).unwrap(),
+            &io["image_decoded_unclamped"],
+        );
+        println!("{name} image parity: mean {e:.3e}, decode {e_dec:.3e}");
+        assert!(e <= 1e-4 && e_dec <= 1e-4, "{name}");
+    }
 }
 
 #[test]
@@ -208,13 +211,56 @@ fn fresh_tiny_weights_build_and_wan_parameter_count() {
     let x = Tensor::zeros((1, 3, 5, 16, 16), DType::F32, &Device::Cpu).unwrap();
     let z = vae.encode(&x).unwrap().mean;
     assert_eq!(z.dims(), &[1, 16, 2, 2, 2]);
-    // Wan2.1's full parameter list without allocating it.
-    let n: usize = tessera_models::vae::expected_parameters(&Config::wan2_1())
-        .unwrap()
-        .iter()
-        .map(|(_, s)| s.elem_count())
-        .sum();
-    assert!((120_000_000..135_000_000).contains(&n), "{n}");
+    // The published VAEs' full parameter lists without allocating them; the counts are
+    // diffusers' for the same configs.
+    let count = |cfg: &Config| -> usize {
+        tessera_models::vae::expected_parameters(cfg)
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.elem_count())
+            .sum()
+    };
+    assert_eq!(count(&Config::wan2_1()), 126_892_531);
+    // Wan2.2-TI2V-5B's VAE (its config.json, latent statistics aside).
+    let wan2_2 = Config {
+        base_dim: 160,
+        decoder_base_dim: Some(256),
+        z_dim: 48,
+        num_res_blocks: 2,
+        is_residual: true,
+        patch_size: Some(2),
+        in_channels: 12,
+        out_channels: 12,
+        latents_mean: vec![0.0; 48],
+        latents_std: vec![1.0; 48],
+        ..Config::wan2_1()
+    };
+    wan2_2.validate().unwrap();
+    assert_eq!(wan2_2.spatial_factor(), 16);
+    assert_eq!(count(&wan2_2), 704_688_668);
+}
+
+/// Patch sizes and channel counts that do not fit together are named, not mis-built.
+#[test]
+fn patchified_config_needs_matching_channels() {
+    let cfg = Config {
+        patch_size: Some(2),
+        ..Config::tiny_residual()
+    };
+    let err = cfg.validate().unwrap_err().to_string();
+    assert!(err.contains("must be 3·patch_size² = 12"), "{err}");
+    let (vae, _) = reference_of("wan22");
+    // 16× space: 40 pixels is not a multiple; the error names 32 and 48.
+    let x = Tensor::zeros((1, 3, 1, 40, 32), DType::F32, &Device::Cpu).unwrap();
+    match vae.encode(&x) {
+        Err(VaeError::FrameSize {
+            factor: 16,
+            h_below: 32,
+            h_above: 48,
+            ..
+        }) => {}
+        other => panic!("{other:?}"),
+    }
 }
 
 /// The committed tiny model (`models/tessera-shapes-tiny/vae`): loads strictly from fp16, and
