@@ -24,7 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m = Model::load(std::path::Path::new(dir), &dev)?;
     let set = tessera_train::latents::read_cache(std::path::Path::new(cache))?;
     let items = &set.items;
-    for sigma in [0.3f64, 0.6, 0.9, 0.99] {
+    for sigma in [0.1f64, 0.3, 0.5, 0.7, 0.9, 0.99] {
+        let (mut serr, mut spow) = (0f64, 0f64);
         let mut err: Vec<f64> = Vec::new();
         let mut base: Vec<f64> = Vec::new();
         let mut count = 0;
@@ -68,6 +69,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     mean_pow
                 );
             }
+            // The spatial structure alone (objects, floor): both sides minus x0's per-frame,
+            // per-channel spatial mean, which the backdrop dominates.
+            let m0 = x0.mean_keepdim(4)?.mean_keepdim(3)?;
+            let s0 = x0.broadcast_sub(&m0)?;
+            serr += (&s0 - x0_hat.broadcast_sub(&m0)?)?
+                .sqr()?
+                .mean_all()?
+                .to_scalar::<f32>()? as f64;
+            spow += s0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
             let frames = x0.dim(2)?;
             err.resize(frames, 0.0);
             base.resize(frames, 0.0);
@@ -88,8 +98,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(e, b)| format!("{:.2}", e / b))
             .collect();
         println!(
-            "σ {sigma}: x̂0 error / latent power per frame: {}",
-            rel.join(" ")
+            "σ {sigma}: x̂0 error / latent power per frame: {}; error / spatial-structure power {:.2}",
+            rel.join(" "),
+            serr / spow
         );
     }
     // What the caption can explain at best: latents grouped by their caption's first sentence
