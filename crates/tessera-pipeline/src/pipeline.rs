@@ -555,12 +555,15 @@ impl Run<'_> {
         };
         let mut sampler = self.req.sampler.build();
         let (model, guided, cfg_scale) = (self.model, self.guided, self.req.cfg);
+        let (lo, hi) = self.req.cfg_interval;
         let (text, mask) = (self.text.clone(), self.text_mask.clone());
+        // The conditional half alone, for steps outside the guidance interval.
+        let (cond_text, cond_mask) = (text.narrow(0, 0, 1)?, mask.narrow(0, 0, 1)?);
         let windows = self.planned_windows.max(window + 1);
         let index = self.window_index;
         self.window_index += 1;
         let out = sample(sampler.as_mut(), x, &schedule, known, |x, e| {
-            let v = if guided {
+            let v = if guided && (lo..=hi).contains(&e.sigma) {
                 // [cond; uncond] as one batch of 2: one pass over the weights per step.
                 let xx = cfg_input(x)?;
                 let tt = cfg_input(&e.frame_timesteps)?;
@@ -568,7 +571,7 @@ impl Run<'_> {
             } else {
                 model
                     .dit
-                    .forward(x, &e.frame_timesteps, &text, Some(&mask))?
+                    .forward(x, &e.frame_timesteps, &cond_text, Some(&cond_mask))?
             };
             self.report(&Progress::Step {
                 window: index,

@@ -110,6 +110,29 @@ pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
 /// MODEL_CARD.md), so the schedule stays unshifted.
 pub const DEFAULT_SHIFT: f64 = 1.0;
 
+/// Noise levels `[lo, hi]` where classifier-free guidance applies; elsewhere the step takes the
+/// conditional prediction alone (one forward instead of two). Guidance decides layout and
+/// colour at high and middle noise; at low noise it only sharpens noise into speckles
+/// (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval").
+pub const DEFAULT_CFG_INTERVAL: (f64, f64) = (0.0, 1.0);
+
+/// Parses `LO,HI` with `0 ≤ LO < HI ≤ 1`.
+pub fn parse_cfg_interval(s: &str) -> Result<(f64, f64), String> {
+    let bad = || {
+        format!("`{s}` is not a guidance interval: give LO,HI noise levels with 0 <= LO < HI <= 1, e.g. 0.3,1")
+    };
+    let (lo, hi) = s.split_once(',').ok_or_else(bad)?;
+    let (lo, hi): (f64, f64) = (
+        lo.trim().parse().map_err(|_| bad())?,
+        hi.trim().parse().map_err(|_| bad())?,
+    );
+    if (0.0..hi).contains(&lo) && hi <= 1.0 {
+        Ok((lo, hi))
+    } else {
+        Err(bad())
+    }
+}
+
 /// A generation request after validation: only `GenerateRequest::new` builds one.
 #[derive(Debug, Clone, Serialize)]
 pub struct GenerateRequest {
@@ -130,6 +153,8 @@ pub struct GenerateRequest {
     #[serde(serialize_with = "sampler_name")]
     pub sampler: SamplerKind,
     pub shift: f64,
+    /// Noise levels where guidance applies ([`DEFAULT_CFG_INTERVAL`]).
+    pub cfg_interval: (f64, f64),
     pub mode: Mode,
     /// Expand the prompt into the dense caption style before encoding.
     pub extend_prompt: bool,
@@ -309,6 +334,7 @@ impl GenerateRequest {
             kind,
             sampler,
             shift: DEFAULT_SHIFT,
+            cfg_interval: DEFAULT_CFG_INTERVAL,
             mode: spec.mode,
             extend_prompt: spec.extend_prompt,
             prompt_endpoint: spec.prompt_endpoint,
@@ -541,5 +567,15 @@ mod tests {
         s.output = std::env::temp_dir().join("still.png");
         assert_eq!(GenerateRequest::new(s).unwrap().frames, 1);
         assert_eq!(GenerateRequest::new(spec()).unwrap().frames, 33);
+    }
+
+    #[test]
+    fn guidance_interval_parses_and_names_bad_values() {
+        assert_eq!(parse_cfg_interval("0.3,1"), Ok((0.3, 1.0)));
+        assert_eq!(parse_cfg_interval(" 0 , 0.5"), Ok((0.0, 0.5)));
+        for bad in ["0.5", "0.6,0.2", "0.5,0.5", "-0.1,1", "0,1.5", "a,b", "0,NaN"] {
+            let err = parse_cfg_interval(bad).unwrap_err();
+            assert!(err.contains("0 <= LO < HI <= 1"), "{bad}: {err}");
+        }
     }
 }

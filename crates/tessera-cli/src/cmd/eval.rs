@@ -66,6 +66,9 @@ pub struct ModelArgs {
     /// Timestep shift of the sampling schedule.
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
     shift: f64,
+    /// Noise levels LO,HI where guidance applies (default: every step).
+    #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
+    cfg_interval: Option<(f64, f64)>,
     /// Report folder (report.json, report.html, the generated clips).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -101,6 +104,9 @@ pub fn run(args: EvalArgs) -> Result<()> {
         steps: a.steps,
         cfg: a.cfg,
         shift: a.shift,
+        cfg_interval: a
+            .cfg_interval
+            .unwrap_or(tessera_pipeline::DEFAULT_CFG_INTERVAL),
     };
     let bar = super::progress(a.count as u64, "prompts", a.json);
     let (report, ceiling) = eval_model(&model, &settings, &out, true, &mut || bar.inc(1))?;
@@ -123,6 +129,7 @@ pub struct Prompted {
     pub steps: usize,
     pub cfg: f64,
     pub shift: f64,
+    pub cfg_interval: (f64, f64),
 }
 
 impl Prompted {
@@ -138,6 +145,7 @@ impl Prompted {
             steps: Self::STEPS,
             cfg: Self::CFG,
             shift: tessera_pipeline::DEFAULT_SHIFT,
+            cfg_interval: tessera_pipeline::DEFAULT_CFG_INTERVAL,
         }
     }
 }
@@ -182,6 +190,7 @@ pub fn eval_model(
             prompt_endpoint: None,
         })?;
         req.shift = a.shift;
+        req.cfg_interval = a.cfg_interval;
         generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.

@@ -35,6 +35,10 @@ pub struct Common {
     /// layout is decided).
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = positive_shift)]
     shift: f64,
+    /// Noise levels LO,HI (0 = clean, 1 = pure noise) where guidance applies; other steps use
+    /// the conditional prediction alone, one forward each. Default: every step
+    #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
+    cfg_interval: Option<(f64, f64)>,
     /// Seed: the same seed and inputs give the same video.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -208,6 +212,9 @@ fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
     let mut req = GenerateRequest::new(spec)?;
     req.shift = c.shift;
+    req.cfg_interval = c
+        .cfg_interval
+        .unwrap_or(tessera_pipeline::DEFAULT_CFG_INTERVAL);
     let dir = c.model.clone().unwrap_or_else(Model::default_dir);
     let model = Model::load(&dir, &candle_core::Device::Cpu)
         .with_context(|| format!("loading the model from {}", dir.display()))?;
