@@ -573,7 +573,9 @@ mod tests {
     fn guidance_interval_parses_and_names_bad_values() {
         assert_eq!(parse_cfg_interval("0.3,1"), Ok((0.3, 1.0)));
         assert_eq!(parse_cfg_interval(" 0 , 0.5"), Ok((0.0, 0.5)));
-        for bad in ["0.5", "0.6,0.2", "0.5,0.5", "-0.1,1", "0,1.5", "a,b", "0,NaN"] {
+        for bad in [
+            "0.5", "0.6,0.2", "0.5,0.5", "-0.1,1", "0,1.5", "a,b", "0,NaN",
+        ] {
             let err = parse_cfg_interval(bad).unwrap_err();
             assert!(err.contains("0 <= LO < HI <= 1"), "{bad}: {err}");
         }

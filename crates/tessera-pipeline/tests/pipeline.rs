@@ -142,7 +142,10 @@ fn guidance_applies_only_inside_its_noise_interval() {
     };
     // The text batch [cond; uncond] vs [cond] may round differently in the last bit.
     assert!(max_diff(&outside, &unguided) <= 1);
-    assert!(max_diff(&outside, &guided) > 8, "guidance changes the video");
+    assert!(
+        max_diff(&outside, &guided) > 8,
+        "guidance changes the video"
+    );
 }
 
 #[test]
