@@ -24,8 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let m = Model::load(std::path::Path::new(dir), &dev)?;
     let set = tessera_train::latents::read_cache(std::path::Path::new(cache))?;
     let items = &set.items;
-    for sigma in [0.1f64, 0.3, 0.5, 0.7, 0.9, 0.99] {
+    for sigma in [0.1f64, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0] {
         let (mut serr, mut spow) = (0f64, 0f64);
+        let (mut oerr, mut opow) = (0f64, 0f64);
         let mut err: Vec<f64> = Vec::new();
         let mut base: Vec<f64> = Vec::new();
         let mut count = 0;
@@ -50,7 +51,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let t = Tensor::new(&[(sigma * 1000.0) as f32], &dev)?;
             let v = m.dit.forward(&xt, &t, &e.states, Some(&e.mask))?;
             let x0_hat = (&xt - (v * sigma)?)?;
-            if sigma > 0.98 && count < 4 {
+            if sigma > 0.98 && sigma < 1.0 && count < 4 {
                 // Position-blind? Spatial spread of x̂0 vs x0's, and the error left after
                 // matching only per-channel, per-frame means (what a position-blind model can do).
                 let spread = |x: &Tensor| -> candle_core::Result<f32> {
@@ -78,6 +79,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .mean_all()?
                 .to_scalar::<f32>()? as f64;
             spow += s0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+            // Objects alone: each side minus its own row means (backdrops are constant along a
+            // row: plain, vertical gradient, floor band).
+            let o0 = x0.broadcast_sub(&x0.mean_keepdim(4)?)?;
+            let oh = x0_hat.broadcast_sub(&x0_hat.mean_keepdim(4)?)?;
+            oerr += (&o0 - oh)?.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+            opow += o0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
             let frames = x0.dim(2)?;
             err.resize(frames, 0.0);
             base.resize(frames, 0.0);
@@ -98,9 +105,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(|(e, b)| format!("{:.2}", e / b))
             .collect();
         println!(
-            "σ {sigma}: x̂0 error / latent power per frame: {}; error / spatial-structure power {:.2}",
+            "σ {sigma}: x̂0 error / latent power per frame: {}; error / spatial-structure power {:.2}; along rows (objects) {:.2}",
             rel.join(" "),
-            serr / spow
+            serr / spow,
+            oerr / opow
         );
     }
     // What the caption can explain at best: latents grouped by their caption's first sentence
