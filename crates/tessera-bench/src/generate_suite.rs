@@ -45,7 +45,7 @@ fn request(seconds: f64, out: &std::path::Path) -> Result<GenerateRequest> {
         height: 64,
         fps: 16.0,
         steps: 20,
-        cfg: 5.0,
+        cfg: tessera_pipeline::DEFAULT_CFG,
         seed: 0,
         output: out.to_path_buf(),
         sampler: "unipc".into(),

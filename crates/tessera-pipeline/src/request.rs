@@ -110,6 +110,9 @@ pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
 /// MODEL_CARD.md), so the schedule stays unshifted.
 pub const DEFAULT_SHIFT: f64 = 1.0;
 
+/// Classifier-free guidance scale of `generate`, `eval` and the benches.
+pub const DEFAULT_CFG: f64 = 5.0;
+
 /// Noise levels `[lo, hi]` where classifier-free guidance applies; elsewhere the step takes the
 /// conditional prediction alone (one forward instead of two). Guidance decides layout and
 /// colour at high and middle noise; at low noise it only sharpens noise into speckles

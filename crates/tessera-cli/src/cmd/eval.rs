@@ -134,7 +134,7 @@ pub struct Prompted {
 
 impl Prompted {
     pub const STEPS: usize = 20;
-    pub const CFG: f64 = 5.0;
+    pub const CFG: f64 = tessera_pipeline::DEFAULT_CFG;
 
     /// `tessera eval`'s defaults: the first `count` `test` captions, seed 0.
     pub fn held_out(count: usize) -> Self {

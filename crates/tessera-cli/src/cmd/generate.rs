@@ -29,7 +29,7 @@ pub struct Common {
     #[arg(long, default_value = "unipc")]
     sampler: String,
     /// Classifier-free guidance scale (1 = no guidance, one forward per step).
-    #[arg(long, default_value_t = 5.0, allow_negative_numbers = true)]
+    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_CFG, allow_negative_numbers = true)]
     cfg: f64,
     /// Timestep shift of the sampling schedule (> 1 spends more steps at high noise, where the
     /// layout is decided).
