@@ -117,6 +117,8 @@ pub struct Summary {
     pub steps: usize,
     pub sampler: &'static str,
     pub cfg: f64,
+    /// Noise levels where guidance applied.
+    pub cfg_interval: (f64, f64),
     pub windows: usize,
     /// Adjustments made to inputs (resizing, trimming) and other remarks.
     pub notes: Vec<String>,
@@ -234,6 +236,7 @@ pub fn generate(
         steps: req.steps,
         sampler: req.sampler.name(),
         cfg: req.cfg,
+        cfg_interval: req.cfg_interval,
         windows: run.windows,
         notes,
         timings,

@@ -66,7 +66,7 @@ pub struct ModelArgs {
     /// Timestep shift of the sampling schedule.
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
     shift: f64,
-    /// Noise levels LO,HI where guidance applies (default: every step).
+    /// Noise levels LO,HI where guidance applies [default: 0.3,0.9].
     #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
     cfg_interval: Option<(f64, f64)>,
     /// Report folder (report.json, report.html, the generated clips).

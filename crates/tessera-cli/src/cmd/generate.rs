@@ -36,7 +36,7 @@ pub struct Common {
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = positive_shift)]
     shift: f64,
     /// Noise levels LO,HI (0 = clean, 1 = pure noise) where guidance applies; other steps use
-    /// the conditional prediction alone, one forward each. Default: every step
+    /// the conditional prediction alone, one forward each [default: 0.3,0.9]
     #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
     cfg_interval: Option<(f64, f64)>,
     /// Seed: the same seed and inputs give the same video.
