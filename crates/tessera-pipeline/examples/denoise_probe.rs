@@ -14,6 +14,38 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use tessera_pipeline::Model;
 
+/// Squared error of `x` on the spatial structure of `x0` (objects, floor: both minus `x0`'s
+/// per-frame, per-channel spatial mean, which the backdrop dominates), and that structure's power.
+fn structure(x0: &Tensor, x: &Tensor) -> candle_core::Result<(f64, f64)> {
+    let m0 = x0.mean_keepdim(4)?.mean_keepdim(3)?;
+    let s0 = x0.broadcast_sub(&m0)?;
+    let err = (&s0 - x.broadcast_sub(&m0)?)?.sqr()?.mean_all()?;
+    Ok((
+        err.to_scalar::<f32>()? as f64,
+        s0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64,
+    ))
+}
+
+/// Euler over `schedule` from `x`, conditioned on `caption`, no guidance.
+fn euler(
+    m: &Model,
+    x: Tensor,
+    schedule: &tessera_diffusion::Schedule,
+    caption: &str,
+) -> Result<Tensor, Box<dyn std::error::Error>> {
+    let e = m.text.encode(&[caption])?;
+    tessera_diffusion::sample(
+        tessera_diffusion::SamplerKind::Euler.build().as_mut(),
+        x,
+        schedule,
+        None,
+        |x, ev| -> Result<Tensor, Box<dyn std::error::Error>> {
+            Ok(m.dit
+                .forward(x, &ev.frame_timesteps, &e.states, Some(&e.mask))?)
+        },
+    )
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let [dir, cache, ..] = args.as_slice() else {
@@ -70,15 +102,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     mean_pow
                 );
             }
-            // The spatial structure alone (objects, floor): both sides minus x0's per-frame,
-            // per-channel spatial mean, which the backdrop dominates.
-            let m0 = x0.mean_keepdim(4)?.mean_keepdim(3)?;
-            let s0 = x0.broadcast_sub(&m0)?;
-            serr += (&s0 - x0_hat.broadcast_sub(&m0)?)?
-                .sqr()?
-                .mean_all()?
-                .to_scalar::<f32>()? as f64;
-            spow += s0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+            let (e, p) = structure(&x0, &x0_hat)?;
+            (serr, spow) = (serr + e, spow + p);
             // Objects alone: each side minus its own row means (backdrops are constant along a
             // row: plain, vertical gradient, floor band).
             let o0 = x0.broadcast_sub(&x0.mean_keepdim(4)?)?;
@@ -169,24 +194,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 x0.shape(),
                 &dev,
             )?;
-            let e = m.text.encode(&[item.caption.as_str()])?;
-            let z = tessera_diffusion::sample(
-                tessera_diffusion::SamplerKind::Euler.build().as_mut(),
-                tessera_diffusion::sdedit_start(&x0, &eps, &schedule)?,
-                &schedule,
-                None,
-                |x, ev| -> Result<Tensor, Box<dyn std::error::Error>> {
-                    Ok(m.dit
-                        .forward(x, &ev.frame_timesteps, &e.states, Some(&e.mask))?)
-                },
-            )?;
-            let m0 = x0.mean_keepdim(4)?.mean_keepdim(3)?;
-            let s0 = x0.broadcast_sub(&m0)?;
-            serr += (&s0 - z.broadcast_sub(&m0)?)?
-                .sqr()?
-                .mean_all()?
-                .to_scalar::<f32>()? as f64;
-            spow += s0.sqr()?.mean_all()?.to_scalar::<f32>()? as f64;
+            let start = tessera_diffusion::sdedit_start(&x0, &eps, &schedule)?;
+            let z = euler(&m, start, &schedule, &item.caption)?;
+            let (e, p) = structure(&x0, &z)?;
+            (serr, spow) = (serr + e, spow + p);
         }
         println!(
             "sampled from σ {strength}: error / spatial-structure power {:.2}",
@@ -197,18 +208,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // per-frame standard deviation of the result next to the real latents'.
     let real = items[0].latent.unsqueeze(0)?;
     let schedule = tessera_diffusion::SamplerKind::Euler.schedule(30, 1.0)?;
-    let e = m.text.encode(&[items[0].caption.as_str()])?;
     let noise = tessera_diffusion::randn(&mut ChaCha8Rng::seed_from_u64(99), real.shape(), &dev)?;
-    let z = tessera_diffusion::sample(
-        tessera_diffusion::SamplerKind::Euler.build().as_mut(),
-        noise,
-        &schedule,
-        None,
-        |x, ev| -> Result<Tensor, Box<dyn std::error::Error>> {
-            Ok(m.dit
-                .forward(x, &ev.frame_timesteps, &e.states, Some(&e.mask))?)
-        },
-    )?;
+    let z = euler(&m, noise, &schedule, &items[0].caption)?;
     let std = |x: &Tensor| -> candle_core::Result<String> {
         let mut s = Vec::new();
         for f in 0..x.dim(2)? {
