@@ -408,6 +408,7 @@ fn trained_image_to_video_first_frame_psnr_at_least_28() {
     )
     .unwrap();
     let p = psnr_frame(&clip.video.frames[0], &cap.0[0]).unwrap();
+    eprintln!("image to video: first frame {p:.1} dB");
     assert!(p >= 28.0, "first frame PSNR {p:.1} dB < 28");
 }
 
