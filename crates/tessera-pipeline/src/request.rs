@@ -110,16 +110,17 @@ pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
 /// MODEL_CARD.md), so the schedule stays unshifted.
 pub const DEFAULT_SHIFT: f64 = 1.0;
 
-/// Classifier-free guidance scale of `generate`, `eval` and the benches, used with
-/// [`DEFAULT_CFG_INTERVAL`]: on 48 held-out prompts (two seeds) the default model follows
-/// prompts better at 8 within (0.3, 0.9) than at 5 on every step (MODEL_CARD.md).
-pub const DEFAULT_CFG: f64 = 8.0;
+/// Classifier-free guidance scale of `generate`, `eval` and the benches, used within
+/// [`DEFAULT_CFG_INTERVAL`]. The sharper session-11 decoder turns strong guidance's latent
+/// noise into speckle objects, so 5 suits it where 8 suited the blurrier one (MODEL_CARD.md).
+pub const DEFAULT_CFG: f64 = 5.0;
 
 /// Noise levels `[lo, hi]` where classifier-free guidance applies; elsewhere the step takes the
 /// conditional prediction alone (one forward instead of two). Guidance matters where layout,
 /// colour and shape are decided; above 0.9 strong guidance pushes the first steps off the data
-/// (FVD-style 8.4 at scale 8 on every step vs 3.3 here), below 0.3 it sharpens noise into
-/// speckles (Kynkäänniemi et al. 2024, "Applying guidance in a limited interval").
+/// (FVD-style 8.4 at scale 8 on every step vs 3.3 within this interval, session-10 model),
+/// below 0.3 it sharpens noise into speckles (Kynkäänniemi et al. 2024, "Applying guidance in
+/// a limited interval").
 pub const DEFAULT_CFG_INTERVAL: (f64, f64) = (0.3, 0.9);
 
 /// Parses `LO,HI` with `0 ≤ LO < HI ≤ 1`.
