@@ -152,6 +152,7 @@ impl Prompted {
 
 /// Generates from held-out captions and scores the clips (report in `out`); with `ceiling`
 /// also scores the real clips through the model's VAE, the best any DiT could do with it.
+/// `out/settings.json` records the model and sampling settings, so a report says what made it.
 pub fn eval_model(
     model: &Model,
     a: &Prompted,
@@ -160,6 +161,20 @@ pub fn eval_model(
     done_one: &mut dyn FnMut(),
 ) -> Result<(Report, Option<Report>)> {
     std::fs::create_dir_all(out.join("videos"))?;
+    let settings = serde_json::json!({
+        "model": model.name,
+        "split": format!("{:?}", a.split).to_lowercase(),
+        "count": a.count,
+        "seed": a.seed,
+        "sampler": "unipc",
+        "steps": a.steps,
+        "cfg": a.cfg,
+        "cfg_interval": a.cfg_interval,
+        "shift": a.shift,
+    });
+    let tmp = out.join("settings.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&settings)? + "\n")?;
+    std::fs::rename(&tmp, out.join("settings.json"))?;
     let world = SampleOptions {
         seed: a.seed,
         split: a.split,

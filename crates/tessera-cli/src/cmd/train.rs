@@ -432,6 +432,16 @@ mod tests {
         let other_dir = run.path().join(format!("select/step-{other:08}"));
         assert!(!other_dir.join("model").exists());
         assert!(other_dir.join("eval/report.json").exists());
+        let settings: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(other_dir.join("eval/settings.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings["count"], 1);
+        assert_eq!(settings["cfg"], tessera_pipeline::DEFAULT_CFG);
+        assert_eq!(
+            settings["cfg_interval"][1],
+            tessera_pipeline::DEFAULT_CFG_INTERVAL.1
+        );
         let again = Selector::new(run.path(), vae, 1, 1, true).unwrap();
         assert_eq!(again.best.map(|b| b.0), Some(best_step));
     }
