@@ -445,7 +445,7 @@ fn build_report(
 }
 
 /// Writes through a temporary file in the same folder, then renames: no half-written reports.
-fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let err = |source| EvalError::Write {
         path: path.to_path_buf(),
         source,

@@ -18,12 +18,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [vae_dir, split, count, out] = args.as_slice() else {
         return Err("usage: encode_latents VAE_DIR SPLIT COUNT OUT_DIR".into());
     };
-    let split = match split.as_str() {
-        "train" => Split::Train,
-        "val" => Split::Val,
-        "test" => Split::Test,
-        other => return Err(format!("split `{other}`: give train, val or test").into()),
-    };
+    let split: Split = split
+        .parse()
+        .map_err(|e: tessera_world::WorldError| e.to_string())?;
     let (vae, vae_id) = load_vae(Some(Path::new(vae_dir)), 0)?;
     let spec = DataSpec::World {
         seed: 0,

@@ -61,7 +61,7 @@ pub struct ModelArgs {
     #[arg(long, default_value_t = Prompted::STEPS)]
     steps: usize,
     /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = Prompted::CFG)]
+    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_CFG)]
     cfg: f64,
     /// Timestep shift of the sampling schedule.
     #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
@@ -134,7 +134,6 @@ pub struct Prompted {
 
 impl Prompted {
     pub const STEPS: usize = 20;
-    pub const CFG: f64 = tessera_pipeline::DEFAULT_CFG;
 
     /// `tessera eval`'s defaults: the first `count` `test` captions, seed 0.
     pub fn held_out(count: usize) -> Self {
@@ -143,7 +142,7 @@ impl Prompted {
             count,
             seed: 0,
             steps: Self::STEPS,
-            cfg: Self::CFG,
+            cfg: tessera_pipeline::DEFAULT_CFG,
             shift: tessera_pipeline::DEFAULT_SHIFT,
             cfg_interval: tessera_pipeline::DEFAULT_CFG_INTERVAL,
         }
@@ -163,7 +162,7 @@ pub fn eval_model(
     std::fs::create_dir_all(out.join("videos"))?;
     let settings = serde_json::json!({
         "model": model.name,
-        "split": format!("{:?}", a.split).to_lowercase(),
+        "split": a.split,
         "count": a.count,
         "seed": a.seed,
         "sampler": "unipc",
@@ -172,9 +171,10 @@ pub fn eval_model(
         "cfg_interval": a.cfg_interval,
         "shift": a.shift,
     });
-    let tmp = out.join("settings.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&settings)? + "\n")?;
-    std::fs::rename(&tmp, out.join("settings.json"))?;
+    tessera_eval::report::write_atomic(
+        &out.join("settings.json"),
+        (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
+    )?;
     let world = SampleOptions {
         seed: a.seed,
         split: a.split,

@@ -8,7 +8,6 @@ use clap::{Args, Subcommand};
 use tessera_diffusion::MaskProbs;
 use tessera_pipeline::Model;
 use tessera_train::dit::{export_dit, export_dit_checkpoint, train_dit, DitEvent, DitTrainOptions};
-use tessera_train::latents::BucketSpec;
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
 
@@ -130,14 +129,14 @@ pub struct DitArgs {
     /// (TRAINING.md).
     #[arg(long, default_value_t = 48)]
     select_prompts: usize,
-    /// 33-frame clips in the training set (shapes world: how many are generated; --data: at
-    /// most this many videos).
-    #[arg(long, default_value_t = 1024)]
-    clips: usize,
-    /// One-frame images in the training set. An image step costs about a quarter of a clip
-    /// step and teaches appearance (colour, shape, place) alone.
-    #[arg(long, default_value_t = 1024)]
-    images: usize,
+    /// Clips in the training set (shapes world: how many are generated; --data: at most this
+    /// many videos) [default: the preset's, 1024 of 33 frames].
+    #[arg(long)]
+    clips: Option<usize>,
+    /// One-frame images in the training set [default: the preset's, 1024]. An image step costs
+    /// about a quarter of a clip step and teaches appearance (colour, shape, place) alone.
+    #[arg(long)]
+    images: Option<usize>,
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -182,19 +181,12 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
             o.masks = a.masks.unwrap_or(o.masks);
-            o.buckets = vec![
-                BucketSpec {
-                    frames: 33,
-                    count: a.clips,
-                },
-                BucketSpec {
-                    frames: 1,
-                    count: a.images,
-                },
-            ]
-            .into_iter()
-            .filter(|b| b.count > 0)
-            .collect();
+            for b in &mut o.buckets {
+                if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
+                    b.count = n;
+                }
+            }
+            o.buckets.retain(|b| b.count > 0);
             o.config = c.config;
             o.steps = c.steps.unwrap_or(o.steps);
             o.lr = c.lr.unwrap_or(o.lr);
