@@ -35,7 +35,8 @@ fn model() -> Result<(Model, String)> {
     }
 }
 
-fn request(seconds: f64, out: &std::path::Path) -> Result<GenerateRequest> {
+/// The bench's clip at `model`'s own sampling defaults.
+fn request(model: &Model, seconds: f64, out: &std::path::Path) -> Result<GenerateRequest> {
     Ok(GenerateRequest::new(RequestSpec {
         prompt: "a red ball bounces and a blue box slides left".into(),
         negative: String::new(),
@@ -44,11 +45,9 @@ fn request(seconds: f64, out: &std::path::Path) -> Result<GenerateRequest> {
         width: 64,
         height: 64,
         fps: 16.0,
-        steps: 20,
-        cfg: tessera_pipeline::DEFAULT_CFG,
+        sampling: model.sampling.clone(),
         seed: 0,
         output: out.to_path_buf(),
-        sampler: "unipc".into(),
         mode: Mode::Text,
         extend_prompt: true,
         prompt_endpoint: None,
@@ -73,7 +72,7 @@ pub fn child_entry() -> Result<bool> {
     let seconds: f64 = seconds.parse().context("child seconds")?;
     let (model, name) = model()?;
     let dir = tempfile::tempdir()?;
-    let req = request(seconds, &dir.path().join("clip.mp4"))?;
+    let req = request(&model, seconds, &dir.path().join("clip.mp4"))?;
     let start = Instant::now();
     let s = generate(
         &model,
@@ -116,7 +115,7 @@ pub fn generate_suite(runs: usize, lengths: &[f64]) -> Result<Vec<Row>> {
     let mut rows = Vec::new();
     let (model, name) = model()?;
     let dir = tempfile::tempdir()?;
-    let req = request(2.0, &dir.path().join("speed.mp4"))?;
+    let req = request(&model, 2.0, &dir.path().join("speed.mp4"))?;
     let mut split = tessera_pipeline::Timings::default();
     let ms = crate::median_ms(runs, || {
         split = generate(

@@ -4,12 +4,21 @@
 
 use std::ops::ControlFlow;
 
-use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
+use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let steps = args.next().map(|s| s.parse()).transpose()?.unwrap_or(20);
-    let cfg = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5.0);
+    let default = tessera_pipeline::Sampling::default();
+    let steps = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(default.steps);
+    let cfg = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(default.cfg);
     let negative = args.next().unwrap_or_default();
     let dir = Model::default_dir();
     let model = if dir.join("dit").is_dir() {
@@ -26,11 +35,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         width: 64,
         height: 64,
         fps: 16.0,
-        steps,
-        cfg,
+        sampling: Sampling {
+            steps,
+            cfg,
+            ..model.sampling.clone()
+        },
         seed: 0,
         output: out.clone(),
-        sampler: "unipc".into(),
         mode: Mode::Text,
         extend_prompt: true,
         prompt_endpoint: None,

@@ -22,7 +22,7 @@ pub use prompt::{extend_prompt, extend_prompt_via, keep_prompt, ExtendedPrompt, 
 pub use request::{
     check_frames, check_image, check_input, check_new_frames, check_output, check_size,
     check_strength, frames_for_seconds, parse_cfg_interval, GenerateRequest, Mode, RequestError,
-    RequestSpec, DEFAULT_CFG, DEFAULT_CFG_INTERVAL, DEFAULT_SHIFT, DEFAULT_TRANSITION_FRAMES,
-    DEFAULT_WINDOW_FRAMES, MIN_LOOP_FRAMES,
+    RequestSpec, Sampling, DEFAULT_CFG, DEFAULT_CFG_INTERVAL, DEFAULT_SHIFT, DEFAULT_STEPS,
+    DEFAULT_TRANSITION_FRAMES, DEFAULT_WINDOW_FRAMES, MIN_LOOP_FRAMES, SAMPLING_FILE,
 };
 pub use tessera_media::OutputKind;

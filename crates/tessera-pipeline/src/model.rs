@@ -9,6 +9,7 @@
 //! DIR/text/config.json     SmallEncoderConfig
 //! DIR/text/model.safetensors
 //! DIR/text/tokenizer.json  WordTokenizer (vocabulary, synonyms, max_len)
+//! DIR/sampling.json        optional: the model's sampling defaults (crate::Sampling)
 //! ```
 //!
 //! The default model is found by path, not embedded with `include_bytes!`: at up to 40 MB it
@@ -29,6 +30,7 @@ use tessera_models::vae::{self, AutoencoderKLWan, Config as VaeConfig};
 
 use crate::error::{PipelineError, Result};
 use crate::noise::randn;
+use crate::request::{Sampling, SAMPLING_FILE};
 
 /// Folder name of the model shipped in the repository.
 pub const DEFAULT_MODEL: &str = "tessera-shapes-tiny";
@@ -44,6 +46,8 @@ pub struct Model {
     pub dit: Dit,
     pub text: Box<dyn TextEncoder + Send + Sync>,
     pub device: Device,
+    /// What flags left unset default to ([`Sampling::for_model`]).
+    pub sampling: Sampling,
 }
 
 impl std::fmt::Debug for Model {
@@ -76,6 +80,26 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })
+}
+
+impl Sampling {
+    /// The sampling defaults of model folder `dir`: its `sampling.json` over the built-in ones,
+    /// or the built-in ones when it has none. Cheap (no weights are read), so flags can be
+    /// checked against it before the model loads.
+    pub fn for_model(dir: &Path) -> Result<Self> {
+        let path = dir.join(SAMPLING_FILE);
+        if !path.exists() {
+            return Ok(Self::default());
+        }
+        let bad = |detail: String| PipelineError::Sampling {
+            path: path.clone(),
+            detail,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| bad(e.to_string()))?;
+        let s: Self = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        s.check().map_err(|e| bad(e.to_string()))?;
+        Ok(s)
+    }
 }
 
 impl Model {
@@ -135,7 +159,9 @@ impl Model {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
-        Self::assemble(name, vae, dit, Box::new(text), device.clone())
+        let mut model = Self::assemble(name, vae, dit, Box::new(text), device.clone())?;
+        model.sampling = Sampling::for_model(dir)?;
+        Ok(model)
     }
 
     /// A small model with seeded random weights (every layer non-zero, so outputs move): for
@@ -190,6 +216,7 @@ impl Model {
             dit,
             text,
             device,
+            sampling: Sampling::default(),
         })
     }
 }
@@ -572,5 +599,41 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("final_norm.weight"), "{err}");
+    }
+
+    /// A folder's sampling.json overrides the built-in defaults field by field; a bad value or
+    /// an unknown field is an error naming the file, before any weights load.
+    #[test]
+    fn sampling_defaults_come_from_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        Model::save_random_tiny(dir.path(), 2).unwrap();
+        assert_eq!(
+            Model::load(dir.path(), &Device::Cpu).unwrap().sampling,
+            Sampling::default()
+        );
+        let file = dir.path().join(SAMPLING_FILE);
+        std::fs::write(&file, r#"{"cfg": 2.5, "cfg_interval": [0.2, 0.8]}"#).unwrap();
+        let s = Model::load(dir.path(), &Device::Cpu).unwrap().sampling;
+        assert_eq!((s.cfg, s.cfg_interval), (2.5, (0.2, 0.8)));
+        assert_eq!((s.steps, s.sampler.as_str()), (20, "unipc"));
+        for (text, names) in [
+            (r#"{"cfg": -1}"#, "cfg scale"),
+            (r#"{"cfg_interval": [0.9, 0.2]}"#, "guidance interval"),
+            (r#"{"sampler": "ddim"}"#, "ddim"),
+            (r#"{"guidance": 3}"#, "guidance"),
+            ("{cfg: 3", "key must be a string"),
+        ] {
+            std::fs::write(&file, text).unwrap();
+            match Sampling::for_model(dir.path()).unwrap_err() {
+                e @ PipelineError::Sampling { .. } => {
+                    let e = e.to_string();
+                    assert!(
+                        e.contains("sampling.json") && e.contains(names),
+                        "{text}: {e}"
+                    );
+                }
+                e => panic!("{text}: unexpected {e}"),
+            }
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tessera_diffusion::SamplerKind;
 use tessera_media::OutputKind;
 
@@ -27,6 +27,12 @@ pub enum RequestError {
     Steps,
     #[error("cfg scale must be finite and >= 0, got {0}")]
     Cfg(f64),
+    #[error("timestep shift must be finite and > 0 (1 = no shift), got {0}")]
+    Shift(f64),
+    #[error(
+        "guidance interval [{0}, {1}] must be noise levels with 0 <= LO < HI <= 1, e.g. [0.3, 0.9]"
+    )]
+    CfgInterval(f64, f64),
     #[error("fps must be finite and > 0, got {0}")]
     Fps(f64),
     #[error("seconds must be finite and > 0, got {0}")]
@@ -123,6 +129,66 @@ pub const DEFAULT_CFG: f64 = 5.0;
 /// a limited interval").
 pub const DEFAULT_CFG_INTERVAL: (f64, f64) = (0.3, 0.9);
 
+/// Sampling steps of `generate`, `eval` and the benches.
+pub const DEFAULT_STEPS: usize = 20;
+
+/// File in a model folder with that model's sampling defaults ([`Sampling`]).
+pub const SAMPLING_FILE: &str = "sampling.json";
+
+/// How a model is sampled where no flag says otherwise. A model folder may carry its own in
+/// [`SAMPLING_FILE`] (any subset of the fields; the rest are the built-in defaults): guidance
+/// tuned to one model's decoder turns another's latent noise into speckles, so the numbers
+/// belong with the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sampling {
+    /// `euler`, `heun` or `unipc`.
+    pub sampler: String,
+    pub steps: usize,
+    /// Classifier-free guidance scale (1 = none, one forward a step).
+    pub cfg: f64,
+    /// Noise levels `[lo, hi]` where guidance applies.
+    pub cfg_interval: (f64, f64),
+    /// Timestep shift of the schedule (1 = none).
+    pub shift: f64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Self {
+            sampler: SamplerKind::UniPc.name().into(),
+            steps: DEFAULT_STEPS,
+            cfg: DEFAULT_CFG,
+            cfg_interval: DEFAULT_CFG_INTERVAL,
+            shift: DEFAULT_SHIFT,
+        }
+    }
+}
+
+impl Sampling {
+    /// Checks every field; returns the sampler it names.
+    pub fn check(&self) -> Result<SamplerKind, RequestError> {
+        let sampler = self
+            .sampler
+            .parse()
+            .map_err(|_| RequestError::Sampler(self.sampler.clone()))?;
+        if self.steps == 0 {
+            return Err(RequestError::Steps);
+        }
+        if !(self.cfg.is_finite() && self.cfg >= 0.0) {
+            return Err(RequestError::Cfg(self.cfg));
+        }
+        if !(self.shift.is_finite() && self.shift > 0.0) {
+            return Err(RequestError::Shift(self.shift));
+        }
+        let (lo, hi) = self.cfg_interval;
+        if !valid_interval(lo, hi) {
+            return Err(RequestError::CfgInterval(lo, hi));
+        }
+        Ok(sampler)
+    }
+}
+
 /// Parses `LO,HI` with `0 ≤ LO < HI ≤ 1`.
 pub fn parse_cfg_interval(s: &str) -> Result<(f64, f64), String> {
     let bad = || {
@@ -133,11 +199,15 @@ pub fn parse_cfg_interval(s: &str) -> Result<(f64, f64), String> {
         lo.trim().parse().map_err(|_| bad())?,
         hi.trim().parse().map_err(|_| bad())?,
     );
-    if (0.0..hi).contains(&lo) && hi <= 1.0 {
+    if valid_interval(lo, hi) {
         Ok((lo, hi))
     } else {
         Err(bad())
     }
+}
+
+fn valid_interval(lo: f64, hi: f64) -> bool {
+    (0.0..hi).contains(&lo) && hi <= 1.0
 }
 
 /// A generation request after validation: only `GenerateRequest::new` builds one.
@@ -196,12 +266,9 @@ pub struct RequestSpec {
     pub width: u32,
     pub height: u32,
     pub fps: f64,
-    pub steps: usize,
-    pub cfg: f64,
+    pub sampling: Sampling,
     pub seed: u64,
     pub output: PathBuf,
-    /// `euler`, `heun` or `unipc`.
-    pub sampler: String,
     pub mode: Mode,
     pub extend_prompt: bool,
     pub prompt_endpoint: Option<String>,
@@ -263,10 +330,7 @@ impl GenerateRequest {
             return Err(RequestError::Fps(spec.fps));
         }
         let kind = check_output(&spec.output)?;
-        let sampler: SamplerKind = spec
-            .sampler
-            .parse()
-            .map_err(|_| RequestError::Sampler(spec.sampler.clone()))?;
+        let sampler = spec.sampling.check()?;
         let frames = match &spec.mode {
             Mode::Extend { .. } | Mode::Connect { .. } => {
                 let what = if matches!(spec.mode, Mode::Connect { .. }) {
@@ -321,12 +385,6 @@ impl GenerateRequest {
             }
         }
         let (width, height) = check_size(spec.width, spec.height)?;
-        if spec.steps == 0 {
-            return Err(RequestError::Steps);
-        }
-        if !(spec.cfg.is_finite() && spec.cfg >= 0.0) {
-            return Err(RequestError::Cfg(spec.cfg));
-        }
         Ok(Self {
             prompt: spec.prompt,
             negative: spec.negative,
@@ -334,14 +392,14 @@ impl GenerateRequest {
             width,
             height,
             fps: spec.fps,
-            steps: spec.steps,
-            cfg: spec.cfg,
+            steps: spec.sampling.steps,
+            cfg: spec.sampling.cfg,
             seed: spec.seed,
             output: spec.output,
             kind,
             sampler,
-            shift: DEFAULT_SHIFT,
-            cfg_interval: DEFAULT_CFG_INTERVAL,
+            shift: spec.sampling.shift,
+            cfg_interval: spec.sampling.cfg_interval,
             mode: spec.mode,
             extend_prompt: spec.extend_prompt,
             prompt_endpoint: spec.prompt_endpoint,
@@ -415,11 +473,9 @@ mod tests {
             width: 64,
             height: 64,
             fps: 16.0,
-            steps: 20,
-            cfg: 5.0,
+            sampling: Sampling::default(),
             seed: 0,
             output: std::env::temp_dir().join("x.mp4"),
-            sampler: "unipc".into(),
             mode: Mode::Text,
             extend_prompt: true,
             prompt_endpoint: None,
@@ -474,13 +530,25 @@ mod tests {
     #[test]
     fn bad_fields_are_rejected_before_compute() {
         let mut s = spec();
-        s.steps = 0;
+        s.sampling.steps = 0;
         assert_eq!(GenerateRequest::new(s).unwrap_err(), RequestError::Steps);
         let mut s = spec();
-        s.cfg = -1.0;
+        s.sampling.cfg = -1.0;
         assert_eq!(
             GenerateRequest::new(s).unwrap_err(),
             RequestError::Cfg(-1.0)
+        );
+        let mut s = spec();
+        s.sampling.shift = 0.0;
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::Shift(0.0)
+        );
+        let mut s = spec();
+        s.sampling.cfg_interval = (0.9, 0.3);
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::CfgInterval(0.9, 0.3)
         );
         let mut s = spec();
         s.output = PathBuf::from("/definitely/missing/dir/out.mp4");
@@ -506,7 +574,7 @@ mod tests {
     #[test]
     fn sampler_modes_and_inputs_are_checked_before_compute() {
         let mut s = spec();
-        s.sampler = "ddim".into();
+        s.sampling.sampler = "ddim".into();
         assert_eq!(
             GenerateRequest::new(s).unwrap_err(),
             RequestError::Sampler("ddim".into())

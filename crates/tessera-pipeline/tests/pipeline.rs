@@ -12,7 +12,7 @@ use tessera_media::{psnr_frame, write_video, Video};
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{
     generate, FrameHook, GenerateRequest, Mode, Model, PipelineError, Progress, RequestSpec,
-    Summary,
+    Sampling, Summary,
 };
 
 /// Records every frame the pipeline writes (exact, before any codec).
@@ -47,11 +47,14 @@ fn spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
         width: 32,
         height: 32,
         fps: 16.0,
-        steps: 2,
-        cfg: 3.0,
+        sampling: Sampling {
+            sampler: "euler".into(),
+            steps: 2,
+            cfg: 3.0,
+            ..Sampling::default()
+        },
         seed: 5,
         output: dir.join(name),
-        sampler: "euler".into(),
         mode,
         extend_prompt: true,
         prompt_endpoint: None,
@@ -124,10 +127,9 @@ fn guidance_applies_only_inside_its_noise_interval() {
     let dir = tempfile::tempdir().unwrap();
     let req = |name: &str, cfg: f64, interval: (f64, f64)| {
         let mut s = spec(dir.path(), name, Mode::Text);
-        (s.frames, s.steps, s.cfg) = (Some(5), 4, cfg);
-        let mut r = GenerateRequest::new(s).unwrap();
-        r.cfg_interval = interval;
-        r
+        s.frames = Some(5);
+        (s.sampling.steps, s.sampling.cfg, s.sampling.cfg_interval) = (4, cfg, interval);
+        GenerateRequest::new(s).unwrap()
     };
     let (_, guided) = run(tiny(), &req("g.mp4", 3.0, (0.0, 1.0)));
     let (_, outside) = run(tiny(), &req("o.mp4", 3.0, (0.0, 1e-3)));
@@ -370,8 +372,8 @@ fn trained_spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
     let mut s = spec(dir, name, mode);
     s.width = 64;
     s.height = 64;
-    s.steps = 10;
-    s.sampler = "unipc".into();
+    s.sampling.steps = 10;
+    s.sampling.sampler = "unipc".into();
     s
 }
 

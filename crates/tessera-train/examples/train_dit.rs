@@ -1,7 +1,7 @@
 //! Runs the DiT trainer (what `tessera train dit` calls) with every option exposed:
 //! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
 //! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N] [--align-grid G]
-//! [--init-from MODEL_DIR] [--masks none=W,first=W,first_k=W,…] [--train-text] [--resume]`
+//! [--init-from MODEL_DIR [--realign-text]] [--masks none=W,first=W,first_k=W,…] [--train-text [--text-lr-scale X]] [--resume]`
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -86,6 +86,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.iter().any(|a| a == "--train-text") {
         opts.freeze_text = false;
     }
+    if let Some(v) = get("--text-lr-scale") {
+        opts.text_lr_scale = v.parse()?;
+    }
     if let Some(v) = get("--align-steps") {
         opts.text_align_steps = v.parse()?;
     }
@@ -93,6 +96,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         opts.text_align_grid = v.parse()?;
     }
     opts.init_from = get("--init-from").map(PathBuf::from);
+    opts.realign_text = args.iter().any(|a| a == "--realign-text");
     if let Some(v) = get("--masks") {
         opts.masks = v.parse()?;
     }

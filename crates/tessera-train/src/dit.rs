@@ -116,6 +116,10 @@ pub struct DitTrainOptions {
     /// apart, where a jointly trained encoder can collapse to a caption-independent output.
     #[serde(default)]
     pub freeze_text: bool,
+    /// The text encoder's learning rate as a fraction of `lr` when it trains (`freeze_text`
+    /// off): an encoder the DiT already reads should move slower than the DiT.
+    #[serde(default = "one")]
+    pub text_lr_scale: f64,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -124,10 +128,15 @@ pub struct DitTrainOptions {
     /// ([`crate::text_align::latent_summary`]); 2 (quadrants) before this option existed.
     #[serde(default = "two")]
     pub text_align_grid: usize,
-    /// Start the DiT from an exported model folder's `dit/` weights (fresh optimizer and EMA;
-    /// the text encoder is still built, and aligned, from the run's seed).
+    /// Start from an exported model folder: its `dit/` weights and, when it has `text/`, its
+    /// text encoder and vocabulary (fresh optimizer and EMA). The DiT learned to read that
+    /// encoder; a freshly aligned one is a different encoder it would have to learn again.
     #[serde(default)]
     pub init_from: Option<PathBuf>,
+    /// With `init_from`: build and align a new text encoder from the run's seed instead of
+    /// taking the folder's (what every continuation did before this option existed).
+    #[serde(default)]
+    pub realign_text: bool,
     /// How often each conditioning task is drawn (older checkpoints: the default mix).
     #[serde(default)]
     pub masks: MaskProbs,
@@ -144,6 +153,10 @@ pub struct DitTrainOptions {
 
 fn two() -> usize {
     2
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl DitTrainOptions {
@@ -194,10 +207,12 @@ impl DitTrainOptions {
             // Trained jointly, the encoder's output stopped depending on the caption within a
             // few hundred steps (TRAINING.md, session 3); frozen at its init it cannot.
             freeze_text: true,
+            text_lr_scale: 1.0,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
             init_from: None,
+            realign_text: false,
             masks: MaskProbs::default(),
             checkpoint_every: 250,
             sample_every: 500,
@@ -240,10 +255,11 @@ impl DitTrainOptions {
             || self.lr <= 0.0
             || self.lr.is_infinite()
             || !(0.0..=1.0).contains(&self.lr_floor)
+            || !(0.0..=1.0).contains(&self.text_lr_scale)
         {
             return bad(format!(
-                "lr {} must be positive and lr_floor {} in [0, 1]",
-                self.lr, self.lr_floor
+                "lr {} must be positive, lr_floor {} and text_lr_scale {} in [0, 1]",
+                self.lr, self.lr_floor, self.text_lr_scale
             ));
         }
         for (name, p) in [
@@ -285,13 +301,7 @@ pub fn dit_config_by_name(name: &str) -> Result<DitConfig> {
         }),
         "wan2.1-1.3b" | "wan2_1_1_3b" => Ok(DitConfig::wan2_1_1_3b()),
         path if path.ends_with(".json") => {
-            let p = Path::new(path);
-            let text = std::fs::read_to_string(p).map_err(io_err(p))?;
-            let cfg: DitConfig =
-                serde_json::from_str(&text).map_err(|source| TrainError::Json {
-                    path: p.to_path_buf(),
-                    source,
-                })?;
+            let cfg: DitConfig = read_json_file(Path::new(path))?;
             cfg.validate()?;
             Ok(cfg)
         }
@@ -779,6 +789,12 @@ pub fn train_dit(
         .as_deref()
         .map(checkpoint::load_meta)
         .transpose()?;
+    let init_text = match (&meta, &opts.init_from) {
+        (None, Some(dir)) if !opts.realign_text && dir.join("text").is_dir() => {
+            Some(dir.join("text"))
+        }
+        _ => None,
+    };
     let tok: WordTokenizer = match &meta {
         Some(m) => {
             let mut t: WordTokenizer =
@@ -791,9 +807,15 @@ pub fn train_dit(
             t.reindex();
             t
         }
-        None => WordTokenizer::from_corpus(&set.captions(), 1, opts.text_max_len),
+        None => match &init_text {
+            Some(dir) => read_tokenizer(dir)?,
+            None => WordTokenizer::from_corpus(&set.captions(), 1, opts.text_max_len),
+        },
     };
-    let tcfg = text_config_for(&dcfg, tok.vocab_size(), opts.text_layers, opts.text_max_len);
+    let tcfg = match &init_text {
+        Some(dir) => read_json_file(&dir.join("config.json"))?,
+        None => text_config_for(&dcfg, tok.vocab_size(), opts.text_layers, opts.text_max_len),
+    };
 
     // 2. Models, optimizer, EMA — fresh or from the checkpoint.
     let models = build_models(&dcfg, &tcfg, &tok, opts.seed, &dev)?;
@@ -807,7 +829,16 @@ pub fn train_dit(
             })?;
             checkpoint::init_vars_from(&models.named, "dit.", &path)?;
         }
-        if opts.text_align_steps > 0 {
+        if let Some(dir) = &init_text {
+            let path = tessera_models::find_weights(dir).ok_or_else(|| {
+                TrainError::Data(format!(
+                    "{}: no model.safetensors; --init-from takes the text encoder from the \
+                     model folder's text/ (or pass --realign-text for a new one)",
+                    dir.display()
+                ))
+            })?;
+            checkpoint::init_vars_from(&models.named, "text.", &path)?;
+        } else if opts.text_align_steps > 0 {
             let text_vars: Vec<(String, Var)> = models
                 .named
                 .iter()
@@ -833,6 +864,7 @@ pub fn train_dit(
     }
     let named = models.named.clone();
     let mut opt = AdamW::new(named.clone(), opts.adamw)?;
+    opt.scale_lr("text.", opts.text_lr_scale);
     let mut ema = Ema::new(&named, opts.ema_decay)?;
     let mut start = 0usize;
     if let (Some(ck), Some(meta)) = (&resume_ck, &meta) {
@@ -1174,6 +1206,21 @@ pub fn load_trained(out: &Path, ema: bool) -> Result<TrainedDit> {
 
 /// File names inside the exported text encoder folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+
+fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// The vocabulary of an exported `text/` folder.
+fn read_tokenizer(text_dir: &Path) -> Result<WordTokenizer> {
+    let mut tok: WordTokenizer = read_json_file(&text_dir.join(TOKENIZER_FILE))?;
+    tok.reindex();
+    Ok(tok)
+}
 
 fn write_json_atomic(path: &Path, value: &serde_json::Value) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|source| TrainError::Json {

@@ -30,6 +30,8 @@ impl Default for AdamWParams {
 pub struct AdamW {
     /// `(name, parameter, first moment, second moment)`, in a fixed (sorted) order.
     vars: Vec<(String, Var, Tensor, Tensor)>,
+    /// Learning-rate multiplier of each entry of `vars` (1 unless [`Self::scale_lr`] set it).
+    lr_scale: Vec<f64>,
     /// Updates done so far (bias correction uses it).
     pub step: usize,
     pub params: AdamWParams,
@@ -47,10 +49,22 @@ impl AdamW {
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
+            lr_scale: vec![1.0; vars.len()],
             vars,
             step: 0,
             params,
         })
+    }
+
+    /// Multiplies the learning rate (and so the decay) of every parameter named `prefix…`:
+    /// Adam's steps are ~lr whatever the gradient's size, so a part that must move slowly
+    /// needs its own rate.
+    pub fn scale_lr(&mut self, prefix: &str, scale: f64) {
+        for ((n, ..), s) in self.vars.iter().zip(self.lr_scale.iter_mut()) {
+            if n.starts_with(prefix) {
+                *s = scale;
+            }
+        }
     }
 
     /// Global L2 norm of the gradients present in `grads`.
@@ -74,8 +88,9 @@ impl AdamW {
         let p = self.params;
         let bc1 = 1.0 - p.beta1.powi(self.step as i32);
         let bc2 = 1.0 - p.beta2.powi(self.step as i32);
-        for (_, var, m, v) in self.vars.iter_mut() {
+        for ((_, var, m, v), &scale) in self.vars.iter_mut().zip(&self.lr_scale) {
             let Some(g) = grads.get(var) else { continue };
+            let lr = lr * scale;
             let g = (g * grad_scale)?;
             *m = ((&*m * p.beta1)? + (&g * (1.0 - p.beta1))?)?;
             *v = ((&*v * p.beta2)? + (g.sqr()? * (1.0 - p.beta2))?)?;
@@ -138,6 +153,25 @@ mod tests {
         for (a, b) in got.iter().zip(want) {
             assert!((a - b).abs() < 1e-7, "{a} vs {b}");
         }
+        Ok(())
+    }
+
+    /// A scaled group steps at its own rate (decay included); the rest at the shared one.
+    #[test]
+    fn scaled_group_steps_at_its_rate() -> Result<()> {
+        let a = Var::new(&[1.0f64], &Device::Cpu)?;
+        let b = Var::new(&[1.0f64], &Device::Cpu)?;
+        let mut opt = AdamW::new(
+            vec![("dit.a".into(), a.clone()), ("text.b".into(), b.clone())],
+            AdamWParams::default(),
+        )?;
+        opt.scale_lr("text.", 0.1);
+        let loss = (a.as_tensor() + b.as_tensor())?.sum_all()?;
+        opt.step(&loss.backward()?, 0.1, 1.0)?;
+        let a = a.as_tensor().to_vec1::<f64>()?[0];
+        let b = b.as_tensor().to_vec1::<f64>()?[0];
+        assert!((a - (0.999 - 0.1)).abs() < 1e-7, "{a}");
+        assert!((b - (1.0 - 0.01 * 0.01 - 0.01)).abs() < 1e-7, "{b}");
         Ok(())
     }
 }

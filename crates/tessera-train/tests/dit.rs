@@ -1,6 +1,7 @@
 //! DiT trainer end to end on a micro config: exact resume, overfitting a handful of world clips,
 //! masked sampling, NaN handling, export round trip. `cargo test --release -p tessera-train --test dit`.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -366,8 +367,9 @@ fn export_round_trip() {
     let d = max_diff(&a, &b);
     assert!(d < 2e-2, "fp16 export changed samples by {d}");
 
-    // Fine-tuning from the export: the DiT starts from its weights (a vanishing lr keeps them
-    // through one step), while the text encoder is rebuilt and aligned from the seed.
+    // Fine-tuning from the export starts from its DiT and text encoder (a vanishing lr keeps
+    // them through one step) and skips alignment; `realign_text` builds and aligns a new
+    // encoder from the seed instead.
     let tune = DitTrainOptions {
         steps: 1,
         lr: 1e-12,
@@ -376,26 +378,55 @@ fn export_round_trip() {
         out: tmp.path().join("tune"),
         ..opts.clone()
     };
-    let mut aligned = None;
-    train_dit(&tune, |e| {
-        if let DitEvent::TextAligned(r) = e {
-            aligned = Some(*r);
-        }
-        ControlFlow::Continue(())
-    })
-    .expect("fine-tune");
-    assert_eq!(aligned.map(|r| r.steps), Some(3));
-    let exported = candle_core::safetensors::load(model.join("dit/model.safetensors"), &dev)
-        .expect("exported");
-    let ck = checkpoint::latest(&tune.out.join("checkpoints"))
-        .expect("ck")
-        .expect("a checkpoint");
-    let tuned = checkpoint::load_tensors(&ck, "model").expect("model");
-    for (name, w) in &exported {
-        let t = &tuned[&format!("dit.{name}")];
-        let d = max_diff(&w.to_dtype(DType::F32).expect("f32"), t);
-        assert!(d < 1e-6, "{name} moved by {d}");
-    }
+    let tuned = |o: &DitTrainOptions| {
+        let mut aligned = None;
+        train_dit(o, |e| {
+            if let DitEvent::TextAligned(r) = e {
+                aligned = Some(r.steps);
+            }
+            ControlFlow::Continue(())
+        })
+        .expect("fine-tune");
+        let ck = checkpoint::latest(&o.out.join("checkpoints"))
+            .expect("ck")
+            .expect("a checkpoint");
+        (
+            aligned,
+            checkpoint::load_tensors(&ck, "model").expect("model"),
+        )
+    };
+    let moved = |part: &str, weights: &HashMap<String, Tensor>| {
+        let exported =
+            candle_core::safetensors::load(model.join(part).join("model.safetensors"), &dev)
+                .expect("exported");
+        exported
+            .iter()
+            .map(|(name, w)| {
+                max_diff(
+                    &w.to_dtype(DType::F32).expect("f32"),
+                    &weights[&format!("{part}.{name}")],
+                )
+            })
+            .fold(0f32, f32::max)
+    };
+    let (aligned, kept) = tuned(&tune);
+    assert_eq!(aligned, None, "the folder's encoder needs no alignment");
+    assert!(moved("dit", &kept) < 1e-6);
+    assert!(moved("text", &kept) < 1e-6);
+    // Another seed, so the new encoder cannot equal the folder's seeded one by construction.
+    let realign = DitTrainOptions {
+        realign_text: true,
+        seed: 7,
+        out: tmp.path().join("realign"),
+        ..tune.clone()
+    };
+    let (aligned, fresh) = tuned(&realign);
+    assert_eq!(aligned, Some(3));
+    assert!(moved("dit", &fresh) < 1e-6);
+    assert!(
+        moved("text", &fresh) > 1e-2,
+        "a new encoder, not the folder's"
+    );
     let bad = DitTrainOptions {
         init_from: Some(tmp.path().join("nowhere")),
         out: tmp.path().join("bad"),

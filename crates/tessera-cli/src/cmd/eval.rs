@@ -6,7 +6,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
-use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
+use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
 use tessera_world::{generate_clip, SampleOptions, Split};
 
 /// `tessera eval --model DIR …` generates from held-out captions and scores them;
@@ -57,18 +57,8 @@ pub struct ModelArgs {
     /// Seed of the held-out clips and of generation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Sampling steps.
-    #[arg(long, default_value_t = Prompted::STEPS)]
-    steps: usize,
-    /// Classifier-free guidance scale.
-    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_CFG)]
-    cfg: f64,
-    /// Timestep shift of the sampling schedule.
-    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = super::generate::positive_shift)]
-    shift: f64,
-    /// Noise levels LO,HI where guidance applies [default: 0.3,0.9].
-    #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
-    cfg_interval: Option<(f64, f64)>,
+    #[command(flatten)]
+    sampling: super::generate::SamplingArgs,
     /// Report folder (report.json, report.html, the generated clips).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -96,18 +86,14 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let a = args.model;
     let out = a.out.context("--out REPORT_DIR is required")?;
-    let model = Model::load(&a.model.unwrap_or_else(Model::default_dir), &Device::Cpu)?;
+    let dir = a.model.unwrap_or_else(Model::default_dir);
     let settings = Prompted {
         split: a.split,
         count: a.count,
         seed: a.seed,
-        steps: a.steps,
-        cfg: a.cfg,
-        shift: a.shift,
-        cfg_interval: a
-            .cfg_interval
-            .unwrap_or(tessera_pipeline::DEFAULT_CFG_INTERVAL),
+        sampling: a.sampling.over(&dir)?,
     };
+    let model = Model::load(&dir, &Device::Cpu)?;
     let bar = super::progress(a.count as u64, "prompts", a.json);
     let (report, ceiling) = eval_model(&model, &settings, &out, true, &mut || bar.inc(1))?;
     bar.finish_and_clear();
@@ -126,25 +112,18 @@ pub struct Prompted {
     pub split: Split,
     pub count: usize,
     pub seed: u64,
-    pub steps: usize,
-    pub cfg: f64,
-    pub shift: f64,
-    pub cfg_interval: (f64, f64),
+    pub sampling: Sampling,
 }
 
 impl Prompted {
-    pub const STEPS: usize = 20;
-
-    /// `tessera eval`'s defaults: the first `count` `test` captions, seed 0.
-    pub fn held_out(count: usize) -> Self {
+    /// `tessera eval`'s defaults for `model`: the first `count` `test` captions, seed 0, the
+    /// model's sampling.
+    pub fn held_out(count: usize, model: &Model) -> Self {
         Self {
             split: Split::Test,
             count,
             seed: 0,
-            steps: Self::STEPS,
-            cfg: tessera_pipeline::DEFAULT_CFG,
-            shift: tessera_pipeline::DEFAULT_SHIFT,
-            cfg_interval: tessera_pipeline::DEFAULT_CFG_INTERVAL,
+            sampling: model.sampling.clone(),
         }
     }
 }
@@ -165,11 +144,7 @@ pub fn eval_model(
         "split": a.split,
         "count": a.count,
         "seed": a.seed,
-        "sampler": "unipc",
-        "steps": a.steps,
-        "cfg": a.cfg,
-        "cfg_interval": a.cfg_interval,
-        "shift": a.shift,
+        "sampling": a.sampling,
     });
     tessera_eval::report::write_atomic(
         &out.join("settings.json"),
@@ -187,7 +162,7 @@ pub fn eval_model(
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
-        let mut req = GenerateRequest::new(RequestSpec {
+        let req = GenerateRequest::new(RequestSpec {
             prompt: clip.caption.clone(),
             negative: String::new(),
             frames: Some(world.frames as usize),
@@ -195,17 +170,13 @@ pub fn eval_model(
             width: world.width,
             height: world.height,
             fps: world.fps,
-            steps: a.steps,
-            cfg: a.cfg,
+            sampling: a.sampling.clone(),
             seed: a.seed + i as u64,
             output: output.clone(),
-            sampler: "unipc".into(),
             mode: Mode::Text,
             extend_prompt: false,
             prompt_endpoint: None,
         })?;
-        req.shift = a.shift;
-        req.cfg_interval = a.cfg_interval;
         generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.

@@ -3,15 +3,62 @@
 //! removes its temporary file).
 
 use std::ops::ControlFlow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
 use tessera_pipeline::{
-    generate, GenerateRequest, Mode, Model, NoHook, Progress, RequestSpec, Summary,
+    generate, GenerateRequest, Mode, Model, NoHook, Progress, RequestSpec, Sampling, Summary,
 };
+
+/// Sampling flags of `generate` and `eval`; each one left out takes the model folder's
+/// `sampling.json` value, else the built-in default.
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Denoising steps [default: the model's, else 20]
+    #[arg(long)]
+    steps: Option<usize>,
+    /// euler | heun | unipc [default: the model's, else unipc]
+    #[arg(long)]
+    sampler: Option<String>,
+    /// Classifier-free guidance scale (1 = no guidance, one forward per step) [default: the
+    /// model's, else 5]
+    #[arg(long, allow_negative_numbers = true)]
+    cfg: Option<f64>,
+    /// Timestep shift of the sampling schedule (> 1 spends more steps at high noise, where the
+    /// layout is decided) [default: the model's, else 1]
+    #[arg(long, value_parser = positive_shift)]
+    shift: Option<f64>,
+    /// Noise levels LO,HI (0 = clean, 1 = pure noise) where guidance applies; other steps use
+    /// the conditional prediction alone, one forward each [default: the model's, else 0.3,0.9]
+    #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
+    cfg_interval: Option<(f64, f64)>,
+}
+
+impl SamplingArgs {
+    /// These flags over the model folder's defaults.
+    pub fn over(&self, model_dir: &Path) -> Result<Sampling> {
+        let mut s = Sampling::for_model(model_dir)?;
+        if let Some(v) = self.steps {
+            s.steps = v;
+        }
+        if let Some(v) = &self.sampler {
+            s.sampler = v.clone();
+        }
+        if let Some(v) = self.cfg {
+            s.cfg = v;
+        }
+        if let Some(v) = self.shift {
+            s.shift = v;
+        }
+        if let Some(v) = self.cfg_interval {
+            s.cfg_interval = v;
+        }
+        Ok(s)
+    }
+}
 
 /// Flags shared by every generating subcommand.
 #[derive(Args, Debug, Clone)]
@@ -22,23 +69,8 @@ pub struct Common {
     /// Frames per second.
     #[arg(long, default_value_t = 16.0)]
     fps: f64,
-    /// Denoising steps.
-    #[arg(long, default_value_t = 20)]
-    steps: usize,
-    /// euler | heun | unipc.
-    #[arg(long, default_value = "unipc")]
-    sampler: String,
-    /// Classifier-free guidance scale (1 = no guidance, one forward per step).
-    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_CFG, allow_negative_numbers = true)]
-    cfg: f64,
-    /// Timestep shift of the sampling schedule (> 1 spends more steps at high noise, where the
-    /// layout is decided).
-    #[arg(long, default_value_t = tessera_pipeline::DEFAULT_SHIFT, value_parser = positive_shift)]
-    shift: f64,
-    /// Noise levels LO,HI (0 = clean, 1 = pure noise) where guidance applies; other steps use
-    /// the conditional prediction alone, one forward each [default: 0.3,0.9]
-    #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
-    cfg_interval: Option<(f64, f64)>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     /// Seed: the same seed and inputs give the same video.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -152,8 +184,8 @@ fn spec(
     frames: Option<usize>,
     seconds: Option<f64>,
     mode: Mode,
-) -> RequestSpec {
-    RequestSpec {
+) -> Result<RequestSpec> {
+    Ok(RequestSpec {
         prompt,
         negative: c.negative.clone(),
         frames,
@@ -161,15 +193,17 @@ fn spec(
         width: c.size.0,
         height: c.size.1,
         fps: c.fps,
-        steps: c.steps,
-        cfg: c.cfg,
+        sampling: c.sampling.over(&model_dir(c))?,
         seed: c.seed,
         output: c.output.clone(),
-        sampler: c.sampler.clone(),
         mode,
         extend_prompt: !c.no_extend,
         prompt_endpoint: c.prompt_endpoint.clone(),
-    }
+    })
+}
+
+fn model_dir(c: &Common) -> PathBuf {
+    c.model.clone().unwrap_or_else(Model::default_dir)
 }
 
 pub fn run_generate(a: GenerateArgs) -> Result<()> {
@@ -178,7 +212,7 @@ pub fn run_generate(a: GenerateArgs) -> Result<()> {
         (None, true) => Mode::Loop,
         (None, false) => Mode::Text,
     };
-    let s = spec(&a.common, a.prompt, a.frames, a.seconds, mode);
+    let s = spec(&a.common, a.prompt, a.frames, a.seconds, mode)?;
     execute(&a.common, s)
 }
 
@@ -187,13 +221,13 @@ pub fn run_extend(a: ExtendArgs) -> Result<()> {
         input: a.input,
         backward: a.backward,
     };
-    let s = spec(&a.common, a.prompt, a.frames, a.seconds, mode);
+    let s = spec(&a.common, a.prompt, a.frames, a.seconds, mode)?;
     execute(&a.common, s)
 }
 
 pub fn run_connect(a: ConnectArgs) -> Result<()> {
     let mode = Mode::Connect { a: a.a, b: a.b };
-    let s = spec(&a.common, a.prompt, a.frames, None, mode);
+    let s = spec(&a.common, a.prompt, a.frames, None, mode)?;
     execute(&a.common, s)
 }
 
@@ -202,7 +236,7 @@ pub fn run_edit(a: EditArgs) -> Result<()> {
         input: a.input,
         strength: a.strength,
     };
-    let s = spec(&a.common, a.prompt, None, None, mode);
+    let s = spec(&a.common, a.prompt, None, None, mode)?;
     execute(&a.common, s)
 }
 
@@ -210,12 +244,8 @@ pub fn run_edit(a: EditArgs) -> Result<()> {
 /// and reports.
 fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
-    let mut req = GenerateRequest::new(spec)?;
-    req.shift = c.shift;
-    req.cfg_interval = c
-        .cfg_interval
-        .unwrap_or(tessera_pipeline::DEFAULT_CFG_INTERVAL);
-    let dir = c.model.clone().unwrap_or_else(Model::default_dir);
+    let req = GenerateRequest::new(spec)?;
+    let dir = model_dir(c);
     let model = Model::load(&dir, &candle_core::Device::Cpu)
         .with_context(|| format!("loading the model from {}", dir.display()))?;
 

@@ -102,6 +102,10 @@ pub struct DitArgs {
     /// jointly from a random init it collapsed to a caption-independent output).
     #[arg(long)]
     train_text: bool,
+    /// With --train-text: the encoder's learning rate as a fraction of --lr (0–1). From a
+    /// model the DiT already reads (--init-from), a slow encoder adapts without drifting.
+    #[arg(long, requires = "train_text")]
+    text_lr_scale: Option<f64>,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -109,9 +113,14 @@ pub struct DitArgs {
     /// the latent size, i.e. frame size / 8). 4 did no better than 2 here (TRAINING.md).
     #[arg(long)]
     align_grid: Option<usize>,
-    /// Start the DiT from an exported model folder's dit/ (fine-tuning; fresh optimizer).
+    /// Start from an exported model folder (fine-tuning; fresh optimizer): its dit/ weights
+    /// and its text/ encoder and vocabulary, which the DiT learned to read.
     #[arg(long)]
     init_from: Option<PathBuf>,
+    /// With --init-from: align a new text encoder to this run's latents instead of taking the
+    /// folder's (e.g. after changing the VAE; the DiT then relearns how to read it).
+    #[arg(long, requires = "init_from")]
+    realign_text: bool,
     /// How often each conditioning task is drawn, e.g. `none=0.25,first=0.15,first_k=0.4,
     /// last_k=0.05,first_last=0.1,random=0.05` (kinds not named: 0). Default: 0.4 none,
     /// 0.2 first, 0.1 each of the rest.
@@ -177,9 +186,11 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.data = c.data;
             o.vae_dir = Some(a.vae);
             o.freeze_text = !a.train_text;
+            o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
             o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
             o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
+            o.realign_text = a.realign_text;
             o.masks = a.masks.unwrap_or(o.masks);
             for b in &mut o.buckets {
                 if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
@@ -328,7 +339,7 @@ impl Selector {
             }
         }
         let model = Model::load(&model_dir, &Device::Cpu)?;
-        let settings = Prompted::held_out(self.prompts);
+        let settings = Prompted::held_out(self.prompts, &model);
         let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
         let score = report.prompt_following().unwrap_or(0.0);
         let mut line = serde_json::json!({"step": step, "score": score, "fvd": report.fvd});
@@ -429,9 +440,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(settings["count"], 1);
-        assert_eq!(settings["cfg"], tessera_pipeline::DEFAULT_CFG);
+        assert_eq!(settings["sampling"]["cfg"], tessera_pipeline::DEFAULT_CFG);
         assert_eq!(
-            settings["cfg_interval"][1],
+            settings["sampling"]["cfg_interval"][1],
             tessera_pipeline::DEFAULT_CFG_INTERVAL.1
         );
         let again = Selector::new(run.path(), vae, 1, 1, true).unwrap();
