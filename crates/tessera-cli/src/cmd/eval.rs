@@ -1,7 +1,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
@@ -59,6 +59,14 @@ pub struct ModelArgs {
     seed: u64,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
+    /// Score your own prompts instead of held-out captions: a text file, one prompt per line
+    /// (blank lines and `#` comments skipped). Each is expanded as `generate` expands it, and
+    /// clips are scored against the caption it expanded to.
+    #[arg(long, conflicts_with_all = ["split", "count"])]
+    prompts: Option<PathBuf>,
+    /// With --prompts: seeds per prompt (0..N), so a score says how often a prompt works.
+    #[arg(long, default_value_t = 4, requires = "prompts")]
+    seeds: u64,
     /// Report folder (report.json, report.html, the generated clips).
     #[arg(long, short)]
     out: Option<PathBuf>,
@@ -87,6 +95,29 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let a = args.model;
     let out = a.out.context("--out REPORT_DIR is required")?;
     let dir = a.model.unwrap_or_else(Model::default_dir);
+    if let Some(file) = &a.prompts {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("reading the prompts file {}", file.display()))?;
+        let prompts: Vec<&str> = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        if prompts.is_empty() {
+            bail!(
+                "{} has no prompts; write one per line (# starts a comment)",
+                file.display()
+            );
+        }
+        let sampling = a.sampling.over(&dir)?;
+        let model = Model::load(&dir, &Device::Cpu)?;
+        let bar = super::progress(prompts.len() as u64 * a.seeds, "clips", a.json);
+        let report = eval_prompts(&model, &prompts, a.seeds, &sampling, &out, &mut || {
+            bar.inc(1)
+        })?;
+        bar.finish_and_clear();
+        return print(&report, a.json);
+    }
     let settings = Prompted {
         split: a.split,
         count: a.count,
@@ -105,6 +136,58 @@ pub fn run(args: EvalArgs) -> Result<()> {
         );
     }
     print(&report, a.json)
+}
+
+/// Generates `seeds` clips of each user prompt (expanded as `generate` does) and scores each
+/// against the caption its prompt expanded to; `out/settings.json` records what made them.
+pub fn eval_prompts(
+    model: &Model,
+    prompts: &[&str],
+    seeds: u64,
+    sampling: &Sampling,
+    out: &Path,
+    done_one: &mut dyn FnMut(),
+) -> Result<Report> {
+    std::fs::create_dir_all(out.join("videos"))?;
+    let settings = serde_json::json!({
+        "model": model.name,
+        "prompts": prompts,
+        "seeds": seeds,
+        "sampling": sampling,
+    });
+    tessera_eval::report::write_atomic(
+        &out.join("settings.json"),
+        (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
+    )?;
+    let world = SampleOptions::default();
+    let mut clips = Vec::new();
+    for (i, prompt) in prompts.iter().enumerate() {
+        for seed in 0..seeds {
+            let output = out.join("videos").join(format!("{i:03}-seed{seed}.mp4"));
+            let req = GenerateRequest::new(RequestSpec {
+                prompt: prompt.to_string(),
+                negative: String::new(),
+                frames: Some(world.frames as usize),
+                seconds: None,
+                width: world.width,
+                height: world.height,
+                fps: world.fps,
+                sampling: sampling.clone(),
+                seed,
+                output: output.clone(),
+                mode: Mode::Text,
+                extend_prompt: true,
+                prompt_endpoint: None,
+            })?;
+            let summary = generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
+            clips.push((
+                tessera_media::read_video(&output)?,
+                summary.prompt_used.text,
+            ));
+            done_one();
+        }
+    }
+    Ok(eval_clips(&clips, out)?)
 }
 
 /// How a model is prompted for evaluation: `count` held-out captions of `split`.
@@ -199,4 +282,50 @@ pub fn eval_model(
         None
     };
     Ok((report, ceiling))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each prompt is generated once per seed and scored against the caption it expanded to.
+    #[test]
+    fn user_prompts_are_expanded_generated_per_seed_and_scored() {
+        let model = Model::random_tiny(3).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let sampling = Sampling {
+            steps: 2,
+            ..Sampling::default()
+        };
+        let mut done = 0;
+        let report = eval_prompts(
+            &model,
+            &["a red ball bounces", "two blue squares"],
+            2,
+            &sampling,
+            out.path(),
+            &mut || done += 1,
+        )
+        .unwrap();
+        assert_eq!(done, 4);
+        assert_eq!(report.clips.len() + report.errors.len(), 4);
+        let captions: Vec<&str> = report.clips.iter().map(|c| c.caption.as_str()).collect();
+        assert!(captions[0].contains("red circle"), "{captions:?}");
+        assert!(captions[3].contains("blue squares"), "{captions:?}");
+        assert!(
+            captions[3].starts_with("Two") || captions[3].contains(". Two "),
+            "{captions:?}"
+        );
+        assert_ne!(
+            captions[0], captions[1],
+            "each seed expands the prompt its own way"
+        );
+        assert!(out.path().join("videos/001-seed1.mp4").is_file());
+        let settings: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("settings.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings["seeds"], 2);
+        assert_eq!(settings["sampling"]["steps"], 2);
+    }
 }
