@@ -5,7 +5,7 @@
 
 use serde::Serialize;
 use tessera_media::Video;
-use tessera_world::caption::{Colour, MotionKind};
+use tessera_world::caption::{Colour, MotionKind, Region};
 
 use crate::error::{EvalError, Result};
 use crate::scene::{direction_matches, match_objects, observe, ExpectedScene, ObservedObject};
@@ -85,6 +85,9 @@ pub struct ClipScores {
     /// Fraction of the prompt's objects with a direction (falls: down; still: none) whose
     /// matched object heads that way within about 30°.
     pub direction: Option<f64>,
+    /// Fraction of the prompt's placed objects ("in the top right") whose matched object is
+    /// first seen in that cell of the captions' 3×3 grid (chance about 1/9).
+    pub position: Option<f64>,
     /// Per object, shape agreement over frames × (1 − coefficient of variation of its area).
     pub subject_consistency: Option<f64>,
     /// Mean histogram intersection of each frame's background colours with the first frame's.
@@ -564,6 +567,12 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
         let s = expected.objects[i].shape?;
         Some(o.is_some_and(|o| o.shape == Some(s)))
     });
+    let position = attr(&|i, o| {
+        let r = expected.objects[i].region?;
+        Some(o.and_then(|o| o.first_position).is_some_and(|(x, y)| {
+            Region::of_point(x, y, a.width as f64, a.height as f64) == r
+        }))
+    });
     // An expected object left without a track of its own (same-coloured objects travelling
     // together merge into one component) is judged by the same-coloured tracks that exist: the
     // merged blob moves the way its members do. Missing objects are object_count's business.
@@ -687,6 +696,7 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
         colour,
         shape,
         direction,
+        position,
         subject_consistency,
         background_consistency,
         backdrop,
@@ -754,6 +764,7 @@ fn placeholder() -> ObservedObject {
         size: None,
         direction: None,
         initial_velocity: None,
+        first_position: None,
         path_length: 0.0,
         max_descent: 0.0,
         shape_agreement: 0.0,

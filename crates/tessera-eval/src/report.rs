@@ -140,6 +140,7 @@ const METRICS: &[(&str, &str, Getter)] = &[
     ("colour", "[0,1]", |s| s.colour),
     ("shape", "[0,1]", |s| s.shape),
     ("direction", "[0,1]", |s| s.direction),
+    ("position", "[0,1]", |s| s.position),
     ("subject_consistency", "[0,1]", |s| s.subject_consistency),
     ("background_consistency", "[0,1]", |s| {
         s.background_consistency

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 use tessera_world::caption::{
-    parse_prompt, Colour, Direction, MotionKind, ParsedPrompt, Shape, Size,
+    parse_prompt, Colour, Direction, MotionKind, ParsedPrompt, Region, Shape, Size,
 };
 
 use crate::segment::ShapeFeatures;
@@ -17,6 +17,8 @@ pub struct ExpectedObject {
     pub size: Option<Size>,
     pub motion: Option<MotionKind>,
     pub direction: Option<Direction>,
+    /// Where it starts, on the captions' 3×3 grid ("in the top right").
+    pub region: Option<Region>,
 }
 
 /// What a prompt asks for, one entry per individual object.
@@ -50,6 +52,7 @@ impl ExpectedScene {
                     size: o.size,
                     motion: o.motion,
                     direction: o.direction,
+                    region: o.region,
                 });
             }
         }
@@ -116,6 +119,8 @@ pub struct ObservedObject {
     pub direction: Option<Direction>,
     /// Velocity when first seen whole, relative to the backdrop, in pixels per frame.
     pub initial_velocity: Option<(f64, f64)>,
+    /// Centre when first seen (whole if it ever is), in pixels.
+    pub first_position: Option<(f64, f64)>,
     /// Path length over the clip in pixels.
     pub path_length: f64,
     /// Largest drop below the first sighting in pixels (y grows downward).
@@ -176,6 +181,12 @@ pub fn observe(
         }
     });
     let all = track.positions(n_frames);
+    let first_position = track
+        .whole_positions(n_frames)
+        .into_iter()
+        .chain(all.iter().copied())
+        .flatten()
+        .next();
     let seen: Vec<(f64, f64)> = all.iter().flatten().copied().collect();
     let path_length = seen
         .windows(2)
@@ -191,6 +202,7 @@ pub fn observe(
         size,
         direction,
         initial_velocity,
+        first_position,
         path_length,
         max_descent,
         shape_agreement,
@@ -339,6 +351,7 @@ mod tests {
             size: Some(Size::Medium),
             direction: Direction::nearest(v.0, v.1),
             initial_velocity: Some(v),
+            first_position: None,
             path_length: 10.0,
             max_descent: 0.0,
             shape_agreement: 1.0,

@@ -496,3 +496,26 @@ fn folder_with_bad_inputs_is_scored_without_aborting() {
         Err(tessera_eval::EvalError::CaptionsLine { line: 2, .. })
     ));
 }
+
+/// Position reads where objects are: real clips start where their captions say; mirrored left
+/// to right, the objects placed in a side column start in the other one.
+#[test]
+fn mirrored_frames_lower_position_accuracy() {
+    let real = clips(24, 51);
+    let (mut r, mut m) = (vec![], vec![]);
+    for c in &real {
+        let (w, h) = (c.video.width as usize, c.video.height as usize);
+        let mut mirrored = c.video.clone();
+        for f in mirrored.frames.iter_mut() {
+            for row in f.chunks_exact_mut(3 * w).take(h) {
+                let flipped: Vec<u8> = row.chunks_exact(3).rev().flatten().copied().collect();
+                row.copy_from_slice(&flipped);
+            }
+        }
+        r.push(scores(&c.video, &c.caption).position);
+        m.push(scores(&mirrored, &c.caption).position);
+    }
+    let (r, m) = (mean(r), mean(m));
+    println!("position accuracy real {r:.3} mirrored {m:.3}");
+    assert!(r >= 0.9 && m <= r - 0.3, "{r} vs {m}");
+}

@@ -69,7 +69,20 @@ pub struct Config {
     /// block the caption stays on a path it cannot bypass.
     #[serde(default)]
     pub pooled_text: bool,
+    /// Tessera extension (absent from Wan): a zero-initialised projection of Fourier features of
+    /// each token's *normalised* frame position (`pos_embedder.weight`), added after the patch
+    /// embedding. RoPE gives attention relative offsets only, so from pure noise a token cannot
+    /// tell where in the frame it is, and "on the left" has nowhere to go; a big model recovers
+    /// position from edge effects, a tiny one placed objects independently of the caption
+    /// (TRAINING.md, session 12). Normalised coordinates keep "left" meaning left at every
+    /// resolution and aspect.
+    #[serde(default)]
+    pub abs_pos_embed: bool,
 }
+
+/// Fourier frequencies per axis of [`Config::abs_pos_embed`]'s features (sin and cos of
+/// `π·k·u`, k = 1..=8, for normalised row and column u ∈ (0, 1)).
+const POS_FREQS: usize = 8;
 
 fn default_rope_theta() -> f64 {
     10_000.0
@@ -106,6 +119,7 @@ impl Config {
             qk_norm: default_qk_norm(),
             added_kv_proj_dim: None,
             pooled_text: true,
+            abs_pos_embed: false,
         }
     }
 
@@ -127,6 +141,7 @@ impl Config {
             qk_norm: default_qk_norm(),
             added_kv_proj_dim: None,
             pooled_text: false,
+            abs_pos_embed: false,
         }
     }
 
@@ -252,6 +267,23 @@ fn linear_zeros(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear>
     let w = vb.get_with_hints((out_dim, in_dim), "weight", Init::Const(0.0))?;
     let b = vb.get_with_hints(out_dim, "bias", Init::Const(0.0))?;
     Ok(Linear::new(w, Some(b)))
+}
+
+/// Fourier features of the normalised position of every token of an `hp × wp` grid:
+/// `(hp·wp, 4·POS_FREQS)`, row-major, `[sin, cos]` of rows then of columns.
+fn position_features(hp: usize, wp: usize, device: &Device) -> Result<Tensor> {
+    let mut data = Vec::with_capacity(hp * wp * 4 * POS_FREQS);
+    for i in 0..hp {
+        for j in 0..wp {
+            for u in [(i as f32 + 0.5) / hp as f32, (j as f32 + 0.5) / wp as f32] {
+                for k in 1..=POS_FREQS {
+                    let a = std::f32::consts::PI * k as f32 * u;
+                    data.extend([a.sin(), a.cos()]);
+                }
+            }
+        }
+    }
+    Tensor::from_vec(data, (hp * wp, 4 * POS_FREQS), device)
 }
 
 /// Sinusoidal timestep features `(N,)` → `(N, dim)` as `[cos | sin]` (diffusers `Timesteps` with
@@ -661,6 +693,8 @@ pub struct Dit {
     text_embedder: Mlp2,
     /// Present when `cfg.pooled_text`.
     text_pooled_embedder: Option<Mlp2>,
+    /// `(dim, 4·POS_FREQS)`, present when `cfg.abs_pos_embed`.
+    pos_embedder: Option<Tensor>,
     blocks: Vec<Block>,
     norm_out: LayerNorm,
     /// `(1, 2, dim)`: shift and scale of the output norm.
@@ -704,6 +738,15 @@ impl Dit {
                     dim,
                     false,
                     cvb.pp("text_pooled_embedder"),
+                )?)
+            } else {
+                None
+            },
+            pos_embedder: if cfg.abs_pos_embed {
+                Some(vb.pp("pos_embedder").get_with_hints(
+                    (dim, 4 * POS_FREQS),
+                    "weight",
+                    Init::Const(0.0),
                 )?)
             } else {
                 None
@@ -852,6 +895,13 @@ impl Dit {
             .permute(vec![0, 2, 4, 6, 1, 3, 5, 7])? // (B, T', H', W', C, pt, ph, pw)
             .reshape((b, l, c * pt * ph * pw))?;
         let mut x = self.patch_embedding.forward(&x)?;
+        if let Some(w) = &self.pos_embedder {
+            let pos = position_features(hp, wp, latents.device())?.matmul(&w.t()?)?; // (H'·W', dim)
+            x = x
+                .reshape((b, tp, hp * wp, dim))?
+                .broadcast_add(&pos)?
+                .reshape((b, l, dim))?;
+        }
         let rope = Rope::new(
             (tp, hp, wp),
             cfg.attention_head_dim,

@@ -273,3 +273,47 @@ fn umt5_matches_transformers_tokens_and_states() {
         enc.tokenize(refs[0]).expect("tokenize").len()
     );
 }
+
+/// RoPE sees offsets only: on a constant input every token computes the same output. The
+/// absolute position path starts silent (zero weights) and, once trained, tells tokens apart by
+/// where they sit in the frame — the same places at any resolution.
+#[test]
+fn absolute_positions_break_translation_symmetry() {
+    let dev = Device::Cpu;
+    let cfg = Config {
+        num_layers: 1,
+        abs_pos_embed: true,
+        ..Config::tiny()
+    };
+    let vm = VarMap::new();
+    let model = Dit::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("dit");
+    for (name, var) in vm.data().lock().expect("varmap").iter() {
+        if !name.contains("pos_embedder") {
+            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
+            var.set(&r).expect("same shape");
+        }
+    }
+    let t = Tensor::new(&[700f32], &dev).expect("t");
+    let text = Tensor::randn(0f32, 1., (1, 4, 256), &dev).expect("text");
+    // Per token of the (1, 16, 1, h, w) constant input: the spread of outputs across tokens.
+    let spread = |h: usize, w: usize| {
+        let x = Tensor::ones((1, 16, 1, h, w), DType::F32, &dev).expect("x");
+        let out = model.forward(&x, &t, &text, None).expect("forward");
+        let tokens = out
+            .reshape((16, h / 2, 2, w / 2, 2))
+            .and_then(|o| o.permute((1, 3, 0, 2, 4)))
+            .and_then(|o| o.reshape((h * w / 4, 64)))
+            .expect("tokens");
+        let mean = tokens.mean_keepdim(0).expect("mean");
+        max_abs_diff(&tokens, &mean.broadcast_as(tokens.shape()).expect("b"))
+    };
+    assert!(spread(8, 8) < 1e-5, "a silent position path changed outputs");
+    for (name, var) in vm.data().lock().expect("varmap").iter() {
+        if name.contains("pos_embedder") {
+            let r = Tensor::randn(0f32, 0.5, var.shape(), &dev).expect("randn");
+            var.set(&r).expect("same shape");
+        }
+    }
+    assert!(spread(8, 8) > 1e-3, "positions did not reach the output");
+    assert!(spread(8, 16) > 1e-3, "another aspect ratio");
+}

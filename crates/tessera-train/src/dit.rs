@@ -827,7 +827,24 @@ pub fn train_dit(
                     dir.display()
                 ))
             })?;
-            checkpoint::init_vars_from(&models.named, "dit.", &path)?;
+            // A folder without the position path grows one, starting silent: the same function.
+            let theirs: DitConfig = read_json_file(&dir.join("dit").join("config.json"))?;
+            let grows = dcfg.abs_pos_embed && !theirs.abs_pos_embed;
+            if theirs != dcfg && !(grows && DitConfig { abs_pos_embed: true, ..theirs } == dcfg) {
+                return Err(TrainError::Options(format!(
+                    "--init-from {}: its dit/config.json differs from the run's --config {} \
+                     beyond adding abs_pos_embed",
+                    dir.display(),
+                    opts.config
+                )));
+            }
+            let vars: Vec<(String, Var)> = models
+                .named
+                .iter()
+                .filter(|(n, _)| !(grows && n.starts_with("dit.pos_embedder.")))
+                .cloned()
+                .collect();
+            checkpoint::init_vars_from(&vars, "dit.", &path)?;
         }
         if let Some(dir) = &init_text {
             let path = tessera_models::find_weights(dir).ok_or_else(|| {
