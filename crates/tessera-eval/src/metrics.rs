@@ -569,9 +569,10 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
     });
     let position = attr(&|i, o| {
         let r = expected.objects[i].region?;
-        Some(o.and_then(|o| o.first_position).is_some_and(|(x, y)| {
-            Region::of_point(x, y, a.width as f64, a.height as f64) == r
-        }))
+        Some(
+            o.and_then(|o| o.first_position)
+                .is_some_and(|(x, y)| Region::of_point(x, y, a.width as f64, a.height as f64) == r),
+        )
     });
     // An expected object left without a track of its own (same-coloured objects travelling
     // together merge into one component) is judged by the same-coloured tracks that exist: the

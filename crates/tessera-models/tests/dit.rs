@@ -307,7 +307,10 @@ fn absolute_positions_break_translation_symmetry() {
         let mean = tokens.mean_keepdim(0).expect("mean");
         max_abs_diff(&tokens, &mean.broadcast_as(tokens.shape()).expect("b"))
     };
-    assert!(spread(8, 8) < 1e-5, "a silent position path changed outputs");
+    assert!(
+        spread(8, 8) < 1e-5,
+        "a silent position path changed outputs"
+    );
     for (name, var) in vm.data().lock().expect("varmap").iter() {
         if name.contains("pos_embedder") {
             let r = Tensor::randn(0f32, 0.5, var.shape(), &dev).expect("randn");

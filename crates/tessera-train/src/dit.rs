@@ -830,7 +830,13 @@ pub fn train_dit(
             // A folder without the position path grows one, starting silent: the same function.
             let theirs: DitConfig = read_json_file(&dir.join("dit").join("config.json"))?;
             let grows = dcfg.abs_pos_embed && !theirs.abs_pos_embed;
-            if theirs != dcfg && !(grows && DitConfig { abs_pos_embed: true, ..theirs } == dcfg) {
+            if theirs != dcfg
+                && !(grows
+                    && DitConfig {
+                        abs_pos_embed: true,
+                        ..theirs
+                    } == dcfg)
+            {
                 return Err(TrainError::Options(format!(
                     "--init-from {}: its dit/config.json differs from the run's --config {} \
                      beyond adding abs_pos_embed",

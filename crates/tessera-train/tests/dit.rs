@@ -427,6 +427,44 @@ fn export_round_trip() {
         moved("text", &fresh) > 1e-2,
         "a new encoder, not the folder's"
     );
+    // A run with the absolute position path grows it onto the folder's DiT, silent at first;
+    // any other difference of config is refused.
+    let with_pos = DitConfig {
+        abs_pos_embed: true,
+        ..tessera_train::dit::dit_config_by_name("micro").expect("micro")
+    };
+    let cfg_path = tmp.path().join("micro-pos.json");
+    std::fs::write(&cfg_path, serde_json::to_string(&with_pos).expect("json")).expect("write");
+    let grow = DitTrainOptions {
+        config: cfg_path.display().to_string(),
+        out: tmp.path().join("grow"),
+        ..tune.clone()
+    };
+    let (_, grown) = tuned(&grow);
+    assert!(moved("dit", &grown) < 1e-6);
+    assert!(
+        max_diff(
+            &grown["dit.pos_embedder.weight"],
+            &grown["dit.pos_embedder.weight"].zeros_like().expect("z")
+        ) < 1e-9
+    );
+    let deeper = DitConfig {
+        num_layers: with_pos.num_layers + 1,
+        ..with_pos
+    };
+    std::fs::write(&cfg_path, serde_json::to_string(&deeper).expect("json")).expect("write");
+    let err = train_dit(
+        &DitTrainOptions {
+            out: tmp.path().join("deeper"),
+            ..grow
+        },
+        |_| ControlFlow::Continue(()),
+    )
+    .expect_err("another depth");
+    assert!(
+        err.to_string().contains("beyond adding abs_pos_embed"),
+        "{err}"
+    );
     let bad = DitTrainOptions {
         init_from: Some(tmp.path().join("nowhere")),
         out: tmp.path().join("bad"),
