@@ -21,6 +21,16 @@ fn fixture_config() -> Config {
     serde_json::from_str(&json).expect("diffusers config parses as dit::Config")
 }
 
+/// Sets the variables of `vm` whose names pass `pick` to N(0, std²) draws.
+fn randomise(vm: &VarMap, pick: impl Fn(&str) -> bool, std: f32) {
+    for (name, var) in vm.data().lock().expect("varmap").iter() {
+        if pick(name) {
+            let r = Tensor::randn(0f32, std, var.shape(), &Device::Cpu).expect("randn");
+            var.set(&r).expect("same shape");
+        }
+    }
+}
+
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
     (a - b)
         .and_then(|d| d.abs())
@@ -163,12 +173,7 @@ fn pooled_text_starts_silent_and_ignores_padding() {
     let vm = VarMap::new();
     let pooled = Dit::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("pooled");
     // Randomise all but the pooled path, then build the Wan layout from the same tensors.
-    for (name, var) in vm.data().lock().expect("varmap").iter() {
-        if !name.contains("text_pooled_embedder") {
-            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
-            var.set(&r).expect("same shape");
-        }
-    }
+    randomise(&vm, |n| !n.contains("text_pooled_embedder"), 0.05);
     let wan_cfg = Config {
         pooled_text: false,
         ..cfg.clone()
@@ -180,12 +185,7 @@ fn pooled_text_starts_silent_and_ignores_padding() {
     let mask = Tensor::new(&[[1f32, 1., 0., 0.], [0., 0., 0., 0.]], &dev).expect("mask");
     let run = |m: &Dit, text: &Tensor| m.forward(&x, &t, text, Some(&mask)).expect("forward");
     assert_eq!(max_abs_diff(&run(&pooled, &text), &run(&wan, &text)), 0.0);
-    for (name, var) in vm.data().lock().expect("varmap").iter() {
-        if name.contains("text_pooled_embedder") {
-            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
-            var.set(&r).expect("same shape");
-        }
-    }
+    randomise(&vm, |n| n.contains("text_pooled_embedder"), 0.05);
     let out = run(&pooled, &text);
     assert!(
         max_abs_diff(&out, &run(&wan, &text)) > 1e-4,
@@ -287,12 +287,7 @@ fn absolute_positions_break_translation_symmetry() {
     };
     let vm = VarMap::new();
     let model = Dit::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev)).expect("dit");
-    for (name, var) in vm.data().lock().expect("varmap").iter() {
-        if !name.contains("pos_embedder") {
-            let r = Tensor::randn(0f32, 0.05, var.shape(), &dev).expect("randn");
-            var.set(&r).expect("same shape");
-        }
-    }
+    randomise(&vm, |n| !n.contains("pos_embedder"), 0.05);
     let t = Tensor::new(&[700f32], &dev).expect("t");
     let text = Tensor::randn(0f32, 1., (1, 4, 256), &dev).expect("text");
     // Per token of the (1, 16, 1, h, w) constant input: the spread of outputs across tokens.
@@ -311,12 +306,7 @@ fn absolute_positions_break_translation_symmetry() {
         spread(8, 8) < 1e-5,
         "a silent position path changed outputs"
     );
-    for (name, var) in vm.data().lock().expect("varmap").iter() {
-        if name.contains("pos_embedder") {
-            let r = Tensor::randn(0f32, 0.5, var.shape(), &dev).expect("randn");
-            var.set(&r).expect("same shape");
-        }
-    }
+    randomise(&vm, |n| n.contains("pos_embedder"), 0.5);
     assert!(spread(8, 8) > 1e-3, "positions did not reach the output");
     assert!(spread(8, 16) > 1e-3, "another aspect ratio");
 }

@@ -138,6 +138,41 @@ pub fn run(args: EvalArgs) -> Result<()> {
     print(&report, a.json)
 }
 
+/// A text-to-video request for one clip of the world's size, length and rate.
+fn clip_request(
+    world: &SampleOptions,
+    prompt: &str,
+    sampling: &Sampling,
+    seed: u64,
+    output: &Path,
+    extend_prompt: bool,
+) -> Result<GenerateRequest> {
+    Ok(GenerateRequest::new(RequestSpec {
+        prompt: prompt.to_string(),
+        negative: String::new(),
+        frames: Some(world.frames as usize),
+        seconds: None,
+        width: world.width,
+        height: world.height,
+        fps: world.fps,
+        sampling: sampling.clone(),
+        seed,
+        output: output.to_path_buf(),
+        mode: Mode::Text,
+        extend_prompt,
+        prompt_endpoint: None,
+    })?)
+}
+
+/// `out/settings.json`: what made a report.
+fn write_settings(out: &Path, settings: &serde_json::Value) -> Result<()> {
+    tessera_eval::report::write_atomic(
+        &out.join("settings.json"),
+        (serde_json::to_string_pretty(settings)? + "\n").as_bytes(),
+    )?;
+    Ok(())
+}
+
 /// Generates `seeds` clips of each user prompt (expanded as `generate` does) and scores each
 /// against the caption its prompt expanded to; `out/settings.json` records what made them.
 pub fn eval_prompts(
@@ -155,30 +190,13 @@ pub fn eval_prompts(
         "seeds": seeds,
         "sampling": sampling,
     });
-    tessera_eval::report::write_atomic(
-        &out.join("settings.json"),
-        (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
-    )?;
+    write_settings(out, &settings)?;
     let world = SampleOptions::default();
     let mut clips = Vec::new();
     for (i, prompt) in prompts.iter().enumerate() {
         for seed in 0..seeds {
             let output = out.join("videos").join(format!("{i:03}-seed{seed}.mp4"));
-            let req = GenerateRequest::new(RequestSpec {
-                prompt: prompt.to_string(),
-                negative: String::new(),
-                frames: Some(world.frames as usize),
-                seconds: None,
-                width: world.width,
-                height: world.height,
-                fps: world.fps,
-                sampling: sampling.clone(),
-                seed,
-                output: output.clone(),
-                mode: Mode::Text,
-                extend_prompt: true,
-                prompt_endpoint: None,
-            })?;
+            let req = clip_request(&world, prompt, sampling, seed, &output, true)?;
             let summary = generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
             clips.push((
                 tessera_media::read_video(&output)?,
@@ -229,10 +247,7 @@ pub fn eval_model(
         "seed": a.seed,
         "sampling": a.sampling,
     });
-    tessera_eval::report::write_atomic(
-        &out.join("settings.json"),
-        (serde_json::to_string_pretty(&settings)? + "\n").as_bytes(),
-    )?;
+    write_settings(out, &settings)?;
     let world = SampleOptions {
         seed: a.seed,
         split: a.split,
@@ -245,21 +260,8 @@ pub fn eval_model(
     for i in 0..a.count {
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
-        let req = GenerateRequest::new(RequestSpec {
-            prompt: clip.caption.clone(),
-            negative: String::new(),
-            frames: Some(world.frames as usize),
-            seconds: None,
-            width: world.width,
-            height: world.height,
-            fps: world.fps,
-            sampling: a.sampling.clone(),
-            seed: a.seed + i as u64,
-            output: output.clone(),
-            mode: Mode::Text,
-            extend_prompt: false,
-            prompt_endpoint: None,
-        })?;
+        let seed = a.seed + i as u64;
+        let req = clip_request(&world, &clip.caption, &a.sampling, seed, &output, false)?;
         generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.
