@@ -142,6 +142,10 @@ pub struct DitArgs {
     /// many videos) [default: the preset's, 1024 of 33 frames].
     #[arg(long)]
     clips: Option<usize>,
+    /// Clips (or images) per step [default: the preset's, 8]. A bigger batch averages away
+    /// more gradient noise, where the caption's weak signal at high noise levels hides.
+    #[arg(long)]
+    batch: Option<usize>,
     /// One-frame images in the training set [default: the preset's, 1024]. An image step costs
     /// about a quarter of a clip step and teaches appearance (colour, shape, place) alone.
     #[arg(long)]
@@ -192,6 +196,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.init_from = a.init_from;
             o.realign_text = a.realign_text;
             o.masks = a.masks.unwrap_or(o.masks);
+            o.batch = a.batch.unwrap_or(o.batch);
             for b in &mut o.buckets {
                 if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
                     b.count = n;
