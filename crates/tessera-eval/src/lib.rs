@@ -4,7 +4,7 @@
 //! 16 fps by default, so pixel thresholds mean the same for any input):
 //! 1. **Expected scene**: the prompt is parsed by the world's own caption grammar
 //!    ([`tessera_world::caption::parse_prompt`]) — the one that writes the training captions —
-//!    into objects with colour, shape, size, motion and direction ([`scene::ExpectedScene`]).
+//!    into objects with colour, shape, size, motion, direction and place ([`scene::ExpectedScene`]).
 //!    Words it cannot place are reported and the rest is scored.
 //! 2. **Observed scene**: pixels are labelled with the nearest world palette colour within a
 //!    tolerance, connected regions become objects ([`segment`]), named by rotation-invariant
@@ -22,6 +22,8 @@
 //!      the initial motion is measured over up to five frames from the first whole sighting
 //!      (wall contact allowed) and cut at the first bounce, since captions state the heading at
 //!      the start; an object asked for but never seen counts as a miss;
+//!    - `position`: fraction of objects with a stated place ("in the top right") whose matched
+//!      object is first seen in that cell of the captions' 3×3 grid (chance ~1/9);
 //!    - `subject_consistency`: per object, shape agreement over frames × (1 − CV of area);
 //!    - `background_consistency`: histogram intersection of each frame's backdrop colours with
 //!      the first frame's;
