@@ -129,8 +129,8 @@ pub struct DitArgs {
     /// Every N steps (a multiple of the checkpoint interval, 250), export the checkpoint's EMA
     /// weights with the VAE, generate from `--select-prompts` held-out captions and score prompt
     /// following (`tessera eval`'s object count, colour, shape and direction, averaged); the
-    /// best so far is kept as RUN/best, a model folder, and every score goes to
-    /// RUN/select.jsonl. Later steps are not always better (TRAINING.md, session 8). 0 = off.
+    /// best so far is kept as RUN/best, a model folder, and every score (with position and
+    /// FVD-style) goes to RUN/select.jsonl. Later steps are not always better (TRAINING.md, session 8). 0 = off.
     #[arg(long, default_value_t = 0)]
     select_every: usize,
     /// Held-out prompts per selection (`tessera eval --count`; ~3 s each with the default
@@ -348,7 +348,7 @@ impl Selector {
         let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
         let score = report.prompt_following().unwrap_or(0.0);
         let mut line = serde_json::json!({"step": step, "score": score, "fvd": report.fvd});
-        for m in ["object_count", "colour", "shape", "direction"] {
+        for m in ["object_count", "colour", "shape", "direction", "position"] {
             line[m] = report.mean(m).into();
         }
         let mut log = std::fs::OpenOptions::new()
