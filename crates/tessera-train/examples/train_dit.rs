@@ -1,7 +1,4 @@
-//! Runs the DiT trainer (what `tessera train dit` calls) with every option exposed:
-//! `train_dit OUT [--vae DIR] [--steps N] [--clips N] [--images N] [--batch N] [--minutes M]
-//! [--checkpoint-every N] [--timestep-shift S] [--logit-normal] [--align-steps N] [--align-grid G]
-//! [--init-from MODEL_DIR [--realign-text]] [--masks none=W,first=W,first_k=W,…] [--train-text [--text-lr-scale X]] [--resume]`
+//! Runs the DiT trainer (what `tessera train dit` calls) with every option exposed ([`USAGE`]);
 //! `train_dit OUT --export MODEL_DIR` writes the EMA weights as a model folder.
 use std::ops::ControlFlow;
 use std::path::PathBuf;
@@ -13,10 +10,21 @@ use tessera_train::latents::BucketSpec;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const USAGE: &str = "usage: train_dit OUT [--vae DIR] [--config NAME|FILE.json] [--steps N] \
+[--lr X] [--warmup N] [--size PX] [--frames N] [--clips N] [--images N] [--batch N] [--minutes M] [--checkpoint-every N] [--timestep-shift S] [--logit-normal] \
+[--align-steps N] [--align-grid G] [--init-from MODEL_DIR [--realign-text]] \
+[--masks none=W,first=W,first_k=W,…] \
+[--train-text [--text-lr-scale X]] [--text-layers N] [--dropout P] [--sample-every N] \
+[--cache FILE] [--resume] | train_dit OUT --export MODEL_DIR";
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     tessera_models::kernels::prefer_rayon_over_candle_pool();
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let out = PathBuf::from(args.first().ok_or("usage: train_dit OUT [options]")?);
+    // `--help` (or any flag) first is a request for usage, not a run folder named after it.
+    let out = match args.first() {
+        Some(a) if !a.starts_with('-') => PathBuf::from(a),
+        _ => return Err(USAGE.into()),
+    };
     let get = |flag: &str| {
         args.iter()
             .position(|a| a == flag)
