@@ -116,9 +116,9 @@ pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
 /// MODEL_CARD.md), so the schedule stays unshifted.
 pub const DEFAULT_SHIFT: f64 = 1.0;
 
-/// Classifier-free guidance scale of `generate`, `eval` and the benches, used within
-/// [`DEFAULT_CFG_INTERVAL`]. The sharper session-11 decoder turns strong guidance's latent
-/// noise into speckle objects, so 5 suits it where 8 suited the blurrier one (MODEL_CARD.md).
+/// Classifier-free guidance scale for a model folder whose `sampling.json` does not set one,
+/// used within [`DEFAULT_CFG_INTERVAL`]. Tuned per model (the shipped one carries 6): a sharper
+/// decoder turns strong guidance's latent noise into speckle objects (MODEL_CARD.md).
 pub const DEFAULT_CFG: f64 = 5.0;
 
 /// Noise levels `[lo, hi]` where classifier-free guidance applies; elsewhere the step takes the
