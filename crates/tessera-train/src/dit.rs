@@ -812,9 +812,18 @@ pub fn train_dit(
             None => WordTokenizer::from_corpus(&set.captions(), 1, opts.text_max_len),
         },
     };
-    let tcfg = match &init_text {
-        Some(dir) => read_json_file(&dir.join("config.json"))?,
-        None => text_config_for(&dcfg, tok.vocab_size(), opts.text_layers, opts.text_max_len),
+    // A resumed run keeps the encoder it was built with, whether recipe-made or a folder's.
+    let tcfg = match (&meta, &init_text) {
+        (Some(m), _) => {
+            serde_json::from_value(m["text_config"].clone()).map_err(|source| TrainError::Json {
+                path: ck_dir.join("state.json"),
+                source,
+            })?
+        }
+        (None, Some(dir)) => read_json_file(&dir.join("config.json"))?,
+        (None, None) => {
+            text_config_for(&dcfg, tok.vocab_size(), opts.text_layers, opts.text_max_len)
+        }
     };
 
     // 2. Models, optimizer, EMA — fresh or from the checkpoint.
