@@ -413,6 +413,21 @@ fn export_round_trip() {
     assert_eq!(aligned, None, "the folder's encoder needs no alignment");
     assert!(moved("dit", &kept) < 1e-6);
     assert!(moved("text", &kept) < 1e-6);
+    // The folder's encoder is kept on resume too, even where the run's recipe would build
+    // another (here a deeper one).
+    let deeper_text = DitTrainOptions {
+        text_layers: opts.text_layers + 1,
+        checkpoint_every: 1,
+        out: tmp.path().join("resumed"),
+        ..tune.clone()
+    };
+    tuned(&deeper_text);
+    let (_, resumed) = tuned(&DitTrainOptions {
+        steps: 2,
+        resume: true,
+        ..deeper_text
+    });
+    assert!(moved("text", &resumed) < 1e-6);
     // Another seed, so the new encoder cannot equal the folder's seeded one by construction.
     let realign = DitTrainOptions {
         realign_text: true,
