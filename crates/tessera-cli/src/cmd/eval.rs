@@ -109,8 +109,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 file.display()
             );
         }
-        let sampling = a.sampling.over(&dir)?;
         let model = Model::load(&dir, &Device::Cpu)?;
+        let sampling = a.sampling.over(model.sampling.clone());
         let bar = super::progress(prompts.len() as u64 * a.seeds, "clips", a.json);
         let report = eval_prompts(&model, &prompts, a.seeds, &sampling, &out, &mut || {
             bar.inc(1)
@@ -118,13 +118,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bar.finish_and_clear();
         return print(&report, a.json);
     }
+    let model = Model::load(&dir, &Device::Cpu)?;
     let settings = Prompted {
         split: a.split,
         count: a.count,
         seed: a.seed,
-        sampling: a.sampling.over(&dir)?,
+        sampling: a.sampling.over(model.sampling.clone()),
     };
-    let model = Model::load(&dir, &Device::Cpu)?;
     let bar = super::progress(a.count as u64, "prompts", a.json);
     let (report, ceiling) = eval_model(&model, &settings, &out, true, &mut || bar.inc(1))?;
     bar.finish_and_clear();

@@ -3,7 +3,7 @@
 //! removes its temporary file).
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -38,9 +38,8 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
-    /// These flags over the model folder's defaults.
-    pub fn over(&self, model_dir: &Path) -> Result<Sampling> {
-        let mut s = Sampling::for_model(model_dir)?;
+    /// These flags over `s`, a model's defaults.
+    pub fn over(&self, mut s: Sampling) -> Sampling {
         if let Some(v) = self.steps {
             s.steps = v;
         }
@@ -56,7 +55,7 @@ impl SamplingArgs {
         if let Some(v) = self.cfg_interval {
             s.cfg_interval = v;
         }
-        Ok(s)
+        s
     }
 }
 
@@ -193,7 +192,8 @@ fn spec(
         width: c.size.0,
         height: c.size.1,
         fps: c.fps,
-        sampling: c.sampling.over(&model_dir(c))?,
+        // The folder's sampling.json only (a few bytes): flags are checked before weights load.
+        sampling: c.sampling.over(Sampling::for_model(&model_dir(c))?),
         seed: c.seed,
         output: c.output.clone(),
         mode,
