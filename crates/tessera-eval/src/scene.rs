@@ -171,7 +171,8 @@ pub fn observe(
     // Heading: displacement from the first whole sighting over the following five frames, cut
     // short at the first abrupt change of velocity (a bounce), so an object that starts next to
     // a wall is judged by the way it was heading before it hit it.
-    let initial_velocity = initial_heading(&track.whole_positions(n_frames), 5)
+    let whole = track.whole_positions(n_frames);
+    let initial_velocity = initial_heading(&whole, 5)
         .map(|(vx, vy)| (vx - backdrop_velocity.0, vy - backdrop_velocity.1));
     let direction = initial_velocity.and_then(|(vx, vy)| {
         if vx.hypot(vy) < STILL_SPEED {
@@ -181,13 +182,8 @@ pub fn observe(
         }
     });
     let all = track.positions(n_frames);
-    let first_position = track
-        .whole_positions(n_frames)
-        .into_iter()
-        .chain(all.iter().copied())
-        .flatten()
-        .next();
     let seen: Vec<(f64, f64)> = all.iter().flatten().copied().collect();
+    let first_position = whole.iter().flatten().next().or(seen.first()).copied();
     let path_length = seen
         .windows(2)
         .map(|w| (w[1].0 - w[0].0).hypot(w[1].1 - w[0].1))
