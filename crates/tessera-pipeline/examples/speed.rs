@@ -1,6 +1,7 @@
 //! Where a 2-second 64×64 generation spends its time, per phase, for the default model (or its
 //! architecture with random weights when the folder is absent):
-//! `cargo run --release -p tessera-pipeline --example speed -- [STEPS] [CFG] [NEGATIVE]`.
+//! `cargo run --release -p tessera-pipeline --example speed -- [STEPS] [CFG] [NEGATIVE]` (the
+//! model's own sampling defaults where left out).
 
 use std::ops::ControlFlow;
 
@@ -8,17 +9,8 @@ use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSp
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
-    let default = tessera_pipeline::Sampling::default();
-    let steps = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(default.steps);
-    let cfg = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()?
-        .unwrap_or(default.cfg);
+    let steps: Option<usize> = args.next().map(|s| s.parse()).transpose()?;
+    let cfg: Option<f64> = args.next().map(|s| s.parse()).transpose()?;
     let negative = args.next().unwrap_or_default();
     let dir = Model::default_dir();
     let model = if dir.join("dit").is_dir() {
@@ -36,8 +28,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         height: 64,
         fps: 16.0,
         sampling: Sampling {
-            steps,
-            cfg,
+            steps: steps.unwrap_or(model.sampling.steps),
+            cfg: cfg.unwrap_or(model.sampling.cfg),
             ..model.sampling.clone()
         },
         seed: 0,

@@ -127,6 +127,8 @@ impl Model {
                 path: dir.to_path_buf(),
             });
         }
+        // A few bytes: a bad file fails before any weights are read.
+        let sampling = Sampling::for_model(dir)?;
         let vae_dir = dir.join("vae");
         let vae_cfg =
             VaeConfig::from_diffusers_json(&need_file(vae_dir.join("config.json"), "VAE config")?)?;
@@ -160,7 +162,7 @@ impl Model {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| dir.display().to_string());
         let mut model = Self::assemble(name, vae, dit, Box::new(text), device.clone())?;
-        model.sampling = Sampling::for_model(dir)?;
+        model.sampling = sampling;
         Ok(model)
     }
 
