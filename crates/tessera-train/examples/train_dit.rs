@@ -3,7 +3,9 @@
 use std::ops::ControlFlow;
 use std::path::PathBuf;
 
-use tessera_train::dit::{export_dit, train_dit, DitEvent, DitTrainOptions, TimestepDist};
+use tessera_train::dit::{
+    export_dit, parse_lr_scale, train_dit, DitEvent, DitTrainOptions, TimestepDist,
+};
 use tessera_train::latents::BucketSpec;
 
 // Like `tessera` (tessera-cli): freed tensor pages are reused instead of faulted in again.
@@ -14,7 +16,7 @@ const USAGE: &str = "usage: train_dit OUT [--vae DIR] [--config NAME|FILE.json] 
 [--lr X] [--warmup N] [--size PX] [--frames N] [--clips N] [--images N] [--batch N] [--minutes M] [--checkpoint-every N] [--timestep-shift S] [--logit-normal] \
 [--align-steps N] [--align-grid G] [--init-from MODEL_DIR [--realign-text]] \
 [--masks none=W,first=W,first_k=W,…] \
-[--train-text [--text-lr-scale X]] [--text-layers N] [--dropout P] [--sample-every N] \
+[--train-text [--text-lr-scale X]] [--lr-scale PREFIX=X]… [--text-layers N] [--dropout P] [--sample-every N] \
 [--cache FILE] [--resume] | train_dit OUT --export MODEL_DIR";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -96,6 +98,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(v) = get("--text-lr-scale") {
         opts.text_lr_scale = v.parse()?;
+    }
+    for (i, _) in args.iter().enumerate().filter(|(_, a)| *a == "--lr-scale") {
+        let v = args.get(i + 1).ok_or("--lr-scale needs PREFIX=X")?;
+        opts.lr_scales.push(parse_lr_scale(v)?);
     }
     if let Some(v) = get("--align-steps") {
         opts.text_align_steps = v.parse()?;

@@ -120,6 +120,11 @@ pub struct DitTrainOptions {
     /// off): an encoder the DiT already reads should move slower than the DiT.
     #[serde(default = "one")]
     pub text_lr_scale: f64,
+    /// Learning-rate multipliers by parameter-name prefix (`dit.pos_embedder.` = 30): a part
+    /// grafted on at zero, whose Adam steps are ~lr and whose gradient's sign is noisy, needs a
+    /// faster rate to be taken up within a run (TRAINING.md, session 12).
+    #[serde(default)]
+    pub lr_scales: Vec<(String, f64)>,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -153,6 +158,23 @@ pub struct DitTrainOptions {
 
 fn two() -> usize {
     2
+}
+
+/// Parses one `--lr-scale PREFIX=X` (a parameter-name prefix such as `dit.pos_embedder.` and
+/// its learning-rate multiplier) for [`DitTrainOptions::lr_scales`].
+pub fn parse_lr_scale(s: &str) -> std::result::Result<(String, f64), String> {
+    let (prefix, x) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected PREFIX=SCALE, e.g. dit.pos_embedder.=30"))?;
+    let x: f64 = x
+        .parse()
+        .map_err(|_| format!("`{s}`: the scale `{x}` is not a number"))?;
+    if prefix.is_empty() || !(x.is_finite() && x >= 0.0) {
+        return Err(format!(
+            "`{s}`: needs a non-empty prefix and a finite scale ≥ 0"
+        ));
+    }
+    Ok((prefix.to_string(), x))
 }
 
 fn one() -> f64 {
@@ -208,6 +230,7 @@ impl DitTrainOptions {
             // few hundred steps (TRAINING.md, session 3); frozen at its init it cannot.
             freeze_text: true,
             text_lr_scale: 1.0,
+            lr_scales: Vec::new(),
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
@@ -260,6 +283,15 @@ impl DitTrainOptions {
             return bad(format!(
                 "lr {} must be positive, lr_floor {} and text_lr_scale {} in [0, 1]",
                 self.lr, self.lr_floor, self.text_lr_scale
+            ));
+        }
+        if let Some((prefix, s)) = self
+            .lr_scales
+            .iter()
+            .find(|(_, s)| !(s.is_finite() && *s >= 0.0))
+        {
+            return bad(format!(
+                "learning-rate scale {s} for `{prefix}` must be finite and ≥ 0"
             ));
         }
         for (name, p) in [
@@ -897,6 +929,9 @@ pub fn train_dit(
     let named = models.named.clone();
     let mut opt = AdamW::new(named.clone(), opts.adamw)?;
     opt.scale_lr("text.", opts.text_lr_scale);
+    for (prefix, scale) in &opts.lr_scales {
+        opt.scale_lr(prefix, *scale);
+    }
     let mut ema = Ema::new(&named, opts.ema_decay)?;
     let mut start = 0usize;
     if let (Some(ck), Some(meta)) = (&resume_ck, &meta) {
@@ -1332,10 +1367,27 @@ mod tests {
         });
         assert!(msg.contains("4k+1"), "{msg}");
         let msg = err(DitTrainOptions {
+            lr_scales: vec![("dit.blocks.0.".into(), f64::NAN)],
+            ..ok.clone()
+        });
+        assert!(msg.contains("dit.blocks.0."), "{msg}");
+        let msg = err(DitTrainOptions {
             config: "huge".into(),
             ..ok
         });
         assert!(msg.contains("unknown DiT config"), "{msg}");
+    }
+
+    #[test]
+    fn lr_scale_flag_parses_prefix_and_scale() {
+        assert_eq!(
+            parse_lr_scale("dit.pos_embedder.=30"),
+            Ok(("dit.pos_embedder.".to_string(), 30.0))
+        );
+        for bad in ["dit.pos_embedder.", "=2", "dit.=x", "dit.=-1", "dit.=inf"] {
+            let msg = parse_lr_scale(bad).unwrap_err();
+            assert!(msg.contains(bad), "{bad}: {msg}");
+        }
     }
 
     #[test]

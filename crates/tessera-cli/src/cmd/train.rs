@@ -7,7 +7,9 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_diffusion::MaskProbs;
 use tessera_pipeline::Model;
-use tessera_train::dit::{export_dit, export_dit_checkpoint, train_dit, DitEvent, DitTrainOptions};
+use tessera_train::dit::{
+    export_dit, export_dit_checkpoint, parse_lr_scale, train_dit, DitEvent, DitTrainOptions,
+};
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
 
@@ -106,6 +108,11 @@ pub struct DitArgs {
     /// model the DiT already reads (--init-from), a slow encoder adapts without drifting.
     #[arg(long, requires = "train_text")]
     text_lr_scale: Option<f64>,
+    /// Learning-rate multiplier of every parameter whose name starts with PREFIX, e.g.
+    /// `dit.pos_embedder.=30` (repeatable): a part grafted on at zero by --init-from is
+    /// otherwise taken up too slowly to matter within a run (TRAINING.md, session 12).
+    #[arg(long, value_name = "PREFIX=X", value_parser = parse_lr_scale)]
+    lr_scale: Vec<(String, f64)>,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -191,6 +198,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.vae_dir = Some(a.vae);
             o.freeze_text = !a.train_text;
             o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
+            o.lr_scales = a.lr_scale;
             o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
             o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
