@@ -308,6 +308,32 @@ impl Config {
         if self.patch_size == Some(0) || self.decoder_base_dim == Some(0) {
             return bad("patch_size and decoder_base_dim must be positive when set".into());
         }
+        if self.is_residual {
+            // The shortcuts average (down) or repeat (up) whole channel groups: a level's
+            // widths times its block size must divide evenly, as diffusers asserts.
+            let n = self.dim_mult.len();
+            for level in 0..n {
+                let last = level + 1 == n;
+                let f = if last {
+                    1
+                } else if self.temperal_downsample[level] {
+                    8
+                } else {
+                    4
+                };
+                let m = |l: usize| if l == 0 { 1 } else { self.dim_mult[l - 1] };
+                let (cin, cout) = (m(level), self.dim_mult[level]);
+                if (cin * f) % cout != 0 {
+                    return bad(format!(
+                        "dim_mult {:?} does not fit is_residual: level {level}'s shortcut averages \
+                         groups of its {cin}×{f} (width × block) input channels down to width \
+                         {cout}, which must divide evenly; end on two equal multipliers, like \
+                         [1, 2, 4, 4]",
+                        self.dim_mult
+                    ));
+                }
+            }
+        }
         let rgb = 3 * self.patch() * self.patch();
         if self.in_channels != rgb || self.out_channels != rgb {
             return bad(format!(
@@ -1793,6 +1819,23 @@ mod tests {
         let mut bad = Config::tiny();
         bad.temperal_downsample.pop();
         assert!(matches!(bad.validate(), Err(VaeError::Config(_))));
+        // The residual shortcut cannot average 2 channel groups into 4 at the last level.
+        let widening = Config {
+            dim_mult: vec![1, 2, 4],
+            temperal_downsample: vec![true, true],
+            ..Config::tiny_residual()
+        };
+        let err = widening.validate().unwrap_err().to_string();
+        assert!(
+            err.contains("level 2") && err.contains("[1, 2, 4, 4]"),
+            "{err}"
+        );
+        Config {
+            dim_mult: vec![1, 2, 2],
+            ..widening
+        }
+        .validate()
+        .unwrap();
     }
 
     #[test]

@@ -40,7 +40,7 @@ use crate::optim::{AdamW, AdamWParams};
 use crate::rng::{randn, step_rng};
 use crate::schedule::WarmupCosine;
 use crate::write_f16_atomic;
-use crate::{checkpoint, io_err, Result, TrainError};
+use crate::{checkpoint, io_err, read_json_file, Result, TrainError};
 
 // ---------------------------------------------------------------------------------------------
 // Options
@@ -1273,14 +1273,6 @@ pub fn load_trained(out: &Path, ema: bool) -> Result<TrainedDit> {
 
 /// File names inside the exported text encoder folder.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
-
-fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
-    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
-    serde_json::from_str(&text).map_err(|source| TrainError::Json {
-        path: path.to_path_buf(),
-        source,
-    })
-}
 
 /// The vocabulary of an exported `text/` folder.
 fn read_tokenizer(text_dir: &Path) -> Result<WordTokenizer> {

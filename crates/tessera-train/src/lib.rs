@@ -25,7 +25,7 @@ pub mod schedule;
 pub mod text_align;
 pub mod vae;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Training failures, each naming what failed and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +74,15 @@ pub type Result<T> = std::result::Result<T, TrainError>;
 pub enum Flow {
     Continue,
     Stop,
+}
+
+/// A JSON file (a config, a tokenizer) as `T`; errors name the file.
+pub(crate) fn read_json_file<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let text = std::fs::read_to_string(path).map_err(io_err(path))?;
+    serde_json::from_str(&text).map_err(|source| TrainError::Json {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> TrainError {

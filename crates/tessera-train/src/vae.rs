@@ -174,8 +174,13 @@ pub fn config_by_name(name: &str) -> Result<Config> {
         "small" => Ok(Config::small()),
         "tiny-residual" => Ok(Config::tiny_residual()),
         "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
+        path if path.ends_with(".json") => {
+            let cfg: Config = crate::read_json_file(Path::new(path))?;
+            cfg.validate()?;
+            Ok(cfg)
+        }
         other => Err(TrainError::Options(format!(
-            "unknown VAE config `{other}`; use tiny, small, tiny-residual or wan2.1"
+            "unknown VAE config `{other}`; use tiny, small, tiny-residual, wan2.1 or a config.json path"
         ))),
     }
 }
