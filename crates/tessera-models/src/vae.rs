@@ -230,6 +230,21 @@ impl Config {
         }
     }
 
+    /// `tiny-residual` at half the work a step: 2×2 pixel patches folded into channels first
+    /// (Wan2.2's `patch_size`) replace the full-resolution level, and the three levels left are
+    /// twice as wide (32, 64, 64) for about the same parameters; 8× space, 4× time as before.
+    pub fn tiny_patch() -> Self {
+        Self {
+            base_dim: 32,
+            dim_mult: vec![1, 2, 2],
+            temperal_downsample: vec![true, true],
+            patch_size: Some(2),
+            in_channels: 12,
+            out_channels: 12,
+            ..Self::tiny_residual()
+        }
+    }
+
     /// The encoder's `down_blocks` in order (Wan2.1 layout): per level, `num_res_blocks`
     /// residual blocks (each followed by attention on the levels in `attn_scales`), then a
     /// downsample on all but the last level.
@@ -1810,7 +1825,12 @@ mod tests {
 
     #[test]
     fn presets_validate_and_factors() {
-        for c in [Config::tiny(), Config::tiny_residual(), Config::wan2_1()] {
+        for c in [
+            Config::tiny(),
+            Config::tiny_residual(),
+            Config::tiny_patch(),
+            Config::wan2_1(),
+        ] {
             c.validate().unwrap();
             assert_eq!(c.spatial_factor(), 8);
             assert_eq!(c.temporal_factor(), 4);

@@ -173,6 +173,7 @@ pub fn config_by_name(name: &str) -> Result<Config> {
         "tiny" => Ok(Config::tiny()),
         "small" => Ok(Config::small()),
         "tiny-residual" => Ok(Config::tiny_residual()),
+        "tiny-patch" => Ok(Config::tiny_patch()),
         "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
         path if path.ends_with(".json") => {
             let cfg: Config = crate::read_json_file(Path::new(path))?;
@@ -180,7 +181,7 @@ pub fn config_by_name(name: &str) -> Result<Config> {
             Ok(cfg)
         }
         other => Err(TrainError::Options(format!(
-            "unknown VAE config `{other}`; use tiny, small, tiny-residual, wan2.1 or a config.json path"
+            "unknown VAE config `{other}`; use tiny, small, tiny-residual, tiny-patch, wan2.1 or a config.json path"
         ))),
     }
 }

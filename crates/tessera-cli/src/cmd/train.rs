@@ -43,7 +43,7 @@ pub struct Common {
     /// Dataset folder (videos + captions.jsonl); omitted = shapes world generated in memory.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Model preset (VAE: tiny, small, tiny-residual, wan2.1; DiT: tiny, micro, wan2.1-1.3b)
+    /// Model preset (VAE: tiny, small, tiny-residual, tiny-patch, wan2.1; DiT: tiny, micro, wan2.1-1.3b)
     /// or a config.json file in the model's own format.
     #[arg(long, default_value = "tiny")]
     config: String,
