@@ -1,9 +1,10 @@
 //! VAE streaming memory and training-step speed (encode/decode timings live in tessera-bench).
 //!
 //! ```text
-//! cargo run --release -p tessera-models --example vae_bench -- stream FRAMES [SIZE]
-//! cargo run --release -p tessera-models --example vae_bench -- train FRAMES [SIZE]
+//! cargo run --release -p tessera-models --example vae_bench -- stream FRAMES [SIZE [CONFIG]]
+//! cargo run --release -p tessera-models --example vae_bench -- train FRAMES [SIZE [CONFIG]]
 //! ```
+//! CONFIG is a preset name (`tiny` by default; see `vae::PRESETS`).
 //! `stream` decodes a random latent for `FRAMES` frames one latent frame at a time through
 //! [`DecodeStream`], dropping each chunk as a file writer would, and prints the process's peak
 //! RSS: run it for 33, 129 and 257 frames to see that memory stays flat.
@@ -32,7 +33,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let frames: usize = args.get(1).map(|a| a.parse()).transpose()?.unwrap_or(33);
     let size: usize = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(64);
     let dev = Device::Cpu;
-    let cfg = Config::tiny();
+    let name = args.get(3).map(String::as_str).unwrap_or("tiny");
+    let cfg = Config::preset(name).ok_or_else(|| {
+        format!(
+            "unknown config `{name}`; use {}",
+            tessera_models::vae::PRESETS
+        )
+    })?;
     cfg.check_video_dims(&[1, 3, frames, size, size])?;
     let vm = init_varmap(&cfg, 0, &dev)?;
     let vae = AutoencoderKLWan::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;
@@ -49,7 +56,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let vae =
                 AutoencoderKLWan::new(&cfg, VarBuilder::from_tensors(plain, DType::F32, &dev))?;
             let lat = cfg.latent_frames(frames);
-            let z = Tensor::randn(0f32, 1.0, (1, cfg.z_dim, lat, size / 8, size / 8), &dev)?;
+            let s = size / cfg.spatial_factor();
+            let z = Tensor::randn(0f32, 1.0, (1, cfg.z_dim, lat, s, s), &dev)?;
             let base = peak_rss_mib();
             let t = Instant::now();
             let mut stream = DecodeStream::new(&vae, None);

@@ -170,6 +170,9 @@ fn three() -> usize {
     3
 }
 
+/// Names [`Config::preset`] knows.
+pub const PRESETS: &str = "tiny, small, tiny-residual, tiny-patch, wan2.1";
+
 impl Config {
     /// Wan2.1's VAE (`Wan-AI/Wan2.1-T2V-*-Diffusers/vae/config.json`), ~127 M parameters.
     pub fn wan2_1() -> Self {
@@ -227,6 +230,19 @@ impl Config {
         Self {
             is_residual: true,
             ..Self::tiny()
+        }
+    }
+
+    /// The named configs (`tessera train vae --config NAME`, the benches), `None` for others;
+    /// [`PRESETS`] lists them.
+    pub fn preset(name: &str) -> Option<Self> {
+        match name {
+            "tiny" => Some(Self::tiny()),
+            "small" => Some(Self::small()),
+            "tiny-residual" => Some(Self::tiny_residual()),
+            "tiny-patch" => Some(Self::tiny_patch()),
+            "wan2.1" | "wan2_1" => Some(Self::wan2_1()),
+            _ => None,
         }
     }
 

@@ -167,23 +167,20 @@ impl VaeTrainOptions {
     }
 }
 
-/// `tiny`, `small`, `tiny-residual` or `wan2.1`.
+/// A preset ([`Config::preset`]) or a `config.json` file in diffusers' format.
 pub fn config_by_name(name: &str) -> Result<Config> {
-    match name {
-        "tiny" => Ok(Config::tiny()),
-        "small" => Ok(Config::small()),
-        "tiny-residual" => Ok(Config::tiny_residual()),
-        "tiny-patch" => Ok(Config::tiny_patch()),
-        "wan2.1" | "wan2_1" => Ok(Config::wan2_1()),
-        path if path.ends_with(".json") => {
-            let cfg: Config = crate::read_json_file(Path::new(path))?;
-            cfg.validate()?;
-            Ok(cfg)
-        }
-        other => Err(TrainError::Options(format!(
-            "unknown VAE config `{other}`; use tiny, small, tiny-residual, tiny-patch, wan2.1 or a config.json path"
-        ))),
+    if let Some(cfg) = Config::preset(name) {
+        return Ok(cfg);
     }
+    if name.ends_with(".json") {
+        let cfg: Config = crate::read_json_file(Path::new(name))?;
+        cfg.validate()?;
+        return Ok(cfg);
+    }
+    Err(TrainError::Options(format!(
+        "unknown VAE config `{name}`; use {} or a config.json path",
+        tessera_models::vae::PRESETS
+    )))
 }
 
 /// One step's numbers, for the progress callback and the log.
