@@ -1900,9 +1900,20 @@ mod tests {
         }
     }
 
+    /// `tiny-patch`'s layout at `micro`'s widths.
+    fn micro_patch() -> Config {
+        Config {
+            base_dim: 4,
+            z_dim: 4,
+            latents_mean: vec![0.0; 4],
+            latents_std: vec![1.0; 4],
+            ..Config::tiny_patch()
+        }
+    }
+
     #[test]
     fn shapes_round_trip() -> VaeResult<()> {
-        for cfg in [micro(), micro_residual()] {
+        for cfg in [micro(), micro_residual(), micro_patch()] {
             let m = model(&cfg, 0);
             let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 24), &Device::Cpu)?;
             let p = m.encode(&x)?;
@@ -1920,7 +1931,7 @@ mod tests {
     /// frames of latent frames < k.
     #[test]
     fn encoder_and_decoder_are_causal() -> VaeResult<()> {
-        for cfg in [micro(), micro_residual()] {
+        for cfg in [micro(), micro_residual(), micro_patch()] {
             let m = model(&cfg, 1);
             let x = Tensor::randn(0f32, 0.5, (1, 3, 9, 16, 16), &Device::Cpu)?;
             let tail = Tensor::randn(0f32, 0.5, (1, 3, 4, 16, 16), &Device::Cpu)?;
