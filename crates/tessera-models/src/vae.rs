@@ -342,16 +342,9 @@ impl Config {
         if self.is_residual {
             // The shortcuts average (down) or repeat (up) whole channel groups: a level's
             // widths times its block size must divide evenly, as diffusers asserts.
-            let n = self.dim_mult.len();
-            for level in 0..n {
-                let last = level + 1 == n;
-                let f = if last {
-                    1
-                } else if self.temperal_downsample[level] {
-                    8
-                } else {
-                    4
-                };
+            for level in 0..self.dim_mult.len() {
+                let (ft, fs) = self.shortcut_block(level);
+                let f = ft * fs * fs;
                 let m = |l: usize| if l == 0 { 1 } else { self.dim_mult[l - 1] };
                 let (cin, cout) = (m(level), self.dim_mult[level]);
                 if (cin * f) % cout != 0 {
@@ -375,6 +368,18 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The (time, space) block the residual layout's down shortcut folds at `level`: 2×2 space
+    /// (×2 time where the level downsamples time), none on the last level, which keeps its size.
+    fn shortcut_block(&self, level: usize) -> (usize, usize) {
+        if level + 1 == self.dim_mult.len() {
+            (1, 1)
+        } else if self.temperal_downsample[level] {
+            (2, 2)
+        } else {
+            (1, 2)
+        }
     }
 
     /// Side of the pixel patches folded into channels (1 = none).
@@ -1067,14 +1072,11 @@ impl Encoder {
                         vl.pp("downsampler"),
                     )?));
                 }
+                let (factor_t, factor_s) = cfg.shortcut_block(level);
                 down.push(DownLayer::Merge(AvgDown3d {
                     cout,
-                    factor_t: if !last && cfg.temperal_downsample[level] {
-                        2
-                    } else {
-                        1
-                    },
-                    factor_s: if last { 1 } else { 2 },
+                    factor_t,
+                    factor_s,
                 }));
             }
         } else {
@@ -1823,15 +1825,22 @@ pub fn init_varmap(cfg: &Config, seed: u64, dev: &Device) -> VaeResult<VarMap> {
 mod tests {
     use super::*;
 
-    fn micro() -> Config {
+    /// `cfg`'s layout at 4 channels wide, 4 latent channels: tests run in milliseconds.
+    fn at_micro_widths(cfg: Config) -> Config {
         Config {
             base_dim: 4,
             z_dim: 4,
-            dim_mult: vec![1, 2, 2, 2],
             latents_mean: vec![0.0; 4],
             latents_std: vec![1.0; 4],
-            ..Config::tiny()
+            ..cfg
         }
+    }
+
+    fn micro() -> Config {
+        at_micro_widths(Config {
+            dim_mult: vec![1, 2, 2, 2],
+            ..Config::tiny()
+        })
     }
 
     fn model(cfg: &Config, seed: u64) -> AutoencoderKLWan {
@@ -1900,15 +1909,8 @@ mod tests {
         }
     }
 
-    /// `tiny-patch`'s layout at `micro`'s widths.
     fn micro_patch() -> Config {
-        Config {
-            base_dim: 4,
-            z_dim: 4,
-            latents_mean: vec![0.0; 4],
-            latents_std: vec![1.0; 4],
-            ..Config::tiny_patch()
-        }
+        at_micro_widths(Config::tiny_patch())
     }
 
     #[test]
