@@ -71,6 +71,13 @@ pub struct VaeTrainOptions {
     /// scores.
     #[serde(default)]
     pub ssim_weight: f64,
+    /// Gaussian noise added to the latent before decoding, per item `σ ~ U(0, latent_noise)` in
+    /// units of each channel's spread (a DiT's normalised latent space). A DiT's samples land
+    /// near the encoder's latents, not on them, and a decoder that has only seen exact latents
+    /// draws the difference as speckles and smudges; this teaches it to draw the nearest clean
+    /// scene instead.
+    #[serde(default)]
+    pub latent_noise: f64,
     pub checkpoint_every: usize,
     /// 0 = never.
     pub eval_every: usize,
@@ -113,6 +120,7 @@ impl VaeTrainOptions {
             mse_weight: 0.0,
             cycle_weight: 0.0,
             ssim_weight: 0.0,
+            latent_noise: 0.0,
             checkpoint_every: 100,
             eval_every: 500,
             eval_clips: 8,
@@ -158,6 +166,7 @@ impl VaeTrainOptions {
             ("mse_weight", self.mse_weight),
             ("cycle_weight", self.cycle_weight),
             ("ssim_weight", self.ssim_weight),
+            ("latent_noise", self.latent_noise),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} {w} must be zero or positive"));
@@ -380,6 +389,9 @@ fn losses(
     if !opts.train_encoder {
         z = z.detach(); // gradients stop at the frozen encoder
     }
+    if opts.latent_noise > 0.0 {
+        z = (&z + latent_noise(&z, noise_rng, opts.latent_noise)?)?;
+    }
     let y = vae.decode_unclamped(&z)?;
     let l1 = (&y - x)?.abs()?.mean_all()?;
     let diff = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
@@ -416,6 +428,24 @@ fn losses(
         // Range 2 ([-1, 1]) → peak² = 4.
         psnr: 10.0 * (4.0 / mse.max(1e-12)).log10(),
     })
+}
+
+/// `σ·s_c·ε` with `σ ~ U(0, max)` per item and `s_c` channel `c`'s standard deviation over the
+/// batch (a constant: the noise's size does not train the encoder).
+fn latent_noise(z: &Tensor, rng: &mut rand_chacha::ChaCha8Rng, max: f64) -> Result<Tensor> {
+    let (b, c) = (z.dim(0)?, z.dim(1)?);
+    let per_channel = z.detach().transpose(0, 1)?.reshape((c, ()))?;
+    let mean = per_channel.mean_keepdim(1)?;
+    let std = per_channel
+        .broadcast_sub(&mean)?
+        .sqr()?
+        .mean_keepdim(1)?
+        .sqrt()?
+        .reshape((1, c, 1, 1, 1))?;
+    let sigma: Vec<f32> = (0..b).map(|_| rng.random_range(0.0..max) as f32).collect();
+    let sigma = Tensor::from_vec(sigma, (b, 1, 1, 1, 1), z.device())?;
+    let eps = randn(rng, z.shape(), z.device())?;
+    Ok(eps.broadcast_mul(&std)?.broadcast_mul(&sigma)?)
 }
 
 /// `1 − SSIM` of the luma of `y` against `x` (`(B, 3, T, H, W)` in `[-1, 1]`), averaged over

@@ -431,3 +431,38 @@ fn ssim_term_adds_its_weighted_loss_and_old_options_load() {
     let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
     assert_eq!(back.ssim_weight, 0.0);
 }
+
+/// `latent_noise` perturbs only what the decoder sees: the encoder's KL is the same number,
+/// the reconstruction of the same batch gets worse as the noise grows, 0 is the plain run,
+/// and options saved before the option existed load with it off.
+#[test]
+fn latent_noise_reaches_the_decoder_only_and_old_options_load() {
+    let first = |noise: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        first_step(&VaeTrainOptions {
+            latent_noise: noise,
+            ..opts(dir.path())
+        })
+    };
+    let (plain, off, some, lots) = (first(0.0), first(0.0), first(1.0), first(8.0));
+    assert_eq!((plain.loss, plain.psnr), (off.loss, off.psnr));
+    assert_eq!(plain.kl, lots.kl);
+    assert!(
+        plain.psnr > some.psnr && some.psnr > lots.psnr,
+        "PSNR {} → {} → {} should fall as the latent noise grows",
+        plain.psnr,
+        some.psnr,
+        lots.psnr
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = serde_json::to_value(opts(dir.path())).unwrap();
+    old.as_object_mut().unwrap().remove("latent_noise");
+    let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.latent_noise, 0.0);
+    let bad = VaeTrainOptions {
+        latent_noise: -1.0,
+        ..opts(dir.path())
+    };
+    assert!(matches!(bad.validate(), Err(TrainError::Options(m)) if m.contains("latent_noise")));
+}

@@ -92,6 +92,11 @@ pub struct VaeArgs {
     /// rings) that MSE blurs away and that the SSIM target scores.
     #[arg(long, default_value_t = 0.0)]
     ssim_weight: f64,
+    /// Noise on the latent before decoding (0 = off): per clip up to this many of each
+    /// channel's standard deviations. With --decoder-only, teaches the decoder to draw a DiT's
+    /// near-miss latents as clean objects instead of speckles (TRAINING.md, session 14).
+    #[arg(long, default_value_t = 0.0)]
+    latent_noise: f64,
 }
 
 #[derive(Args)]
@@ -176,6 +181,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.mse_weight = a.mse_weight;
             o.cycle_weight = a.cycle_weight;
             o.ssim_weight = a.ssim_weight;
+            o.latent_noise = a.latent_noise;
             let bar = super::progress(o.steps as u64, "vae", c.json);
             let summary = train_vae(&o, |r| {
                 if c.json {
