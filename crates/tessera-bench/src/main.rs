@@ -26,10 +26,23 @@ struct Args {
     /// Timed repetitions for the 33×256×256 VAE clip (seconds per pass); 0 skips it.
     #[arg(long, default_value_t = 5)]
     big_runs: usize,
+    /// VAE layout the `vae` suite times, with random weights: a preset name (`tiny-residual`
+    /// is the default model's, `tiny-patch` its half-work successor).
+    #[arg(long, default_value = "tiny", value_parser = vae_preset)]
+    vae_config: String,
     /// Folder for the weights, inputs and outputs of the model suites (read by
     /// `bench/peer/peer.py`); a temporary folder when absent.
     #[arg(long)]
     export: Option<std::path::PathBuf>,
+}
+
+/// Refuses an unknown preset before any suite runs.
+fn vae_preset(name: &str) -> Result<String, String> {
+    use tessera_models::vae;
+    match vae::Config::preset(name) {
+        Some(_) => Ok(name.to_string()),
+        None => Err(format!("unknown VAE preset; use {}", vae::PRESETS)),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -96,7 +109,12 @@ fn main() -> anyhow::Result<()> {
         rows.extend(model_suites::dit(args.runs, &export)?);
     }
     if want(Suite::Vae) {
-        rows.extend(model_suites::vae(args.runs, &export, args.big_runs)?);
+        rows.extend(model_suites::vae(
+            args.runs,
+            &args.vae_config,
+            &export,
+            args.big_runs,
+        )?);
     }
     if args.suites.contains(&Suite::Generate) {
         rows.extend(generate_suite::generate_suite(

@@ -204,11 +204,11 @@ pub fn dit(runs: usize, export: &Path) -> Result<Vec<Row>> {
 }
 
 /// VAE encode (posterior, whole clip in one pass) and decode (latent back to frames, clamped) of
-/// the default VAE config on 33-frame clips; `big_runs` repeats the 256×256 clip (0 skips it).
-pub fn vae(runs: usize, export: &Path, big_runs: usize) -> Result<Vec<Row>> {
+/// the preset `config` on 33-frame clips; `big_runs` repeats the 256×256 clip (0 skips it).
+pub fn vae(runs: usize, config: &str, export: &Path, big_runs: usize) -> Result<Vec<Row>> {
+    let cfg = vae::Config::preset(config).with_context(|| format!("no VAE preset `{config}`"))?;
     let dir = export.join("vae");
     std::fs::create_dir_all(&dir)?;
-    let cfg = vae::Config::tiny();
     let dev = Device::Cpu;
     let varmap = vae::init_varmap(&cfg, 7, &dev)?;
     let weights = dir.join("weights.safetensors");
@@ -250,7 +250,7 @@ pub fn vae(runs: usize, export: &Path, big_runs: usize) -> Result<Vec<Row>> {
                 throughput: f as f64 * 1e3 / ms,
                 unit: "frames/s",
                 note: format!(
-                    "base_dim {}, latent {:?}, median of {runs}",
+                    "{config}, base_dim {}, latent {:?}, median of {runs}",
                     cfg.base_dim,
                     &lat[1..]
                 ),
