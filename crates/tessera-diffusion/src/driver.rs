@@ -1,4 +1,4 @@
-//! The sampling loop, known-frame conditioning and classifier-free guidance.
+//! The sampling loop and known-frame conditioning.
 //!
 //! Every generation mode is one loop: text→video has no known frames; image→video, extend,
 //! connect and loop keep some latent frames clean (t = 0) and re-impose them after each update.
@@ -172,37 +172,6 @@ where
     Ok(x)
 }
 
-/// Classifier-free guidance: `v_uncond + scale·(v_cond − v_uncond)`. Scale 1 is the
-/// conditional prediction alone, 0 the unconditional one.
-pub fn cfg(v_cond: &Tensor, v_uncond: &Tensor, scale: f64) -> Result<Tensor> {
-    if !scale.is_finite() || scale < 0.0 {
-        return Err(DiffusionError::InvalidCfgScale { scale });
-    }
-    let diff = (v_cond - v_uncond)?;
-    Ok((v_uncond + diff.affine(scale, 0.0)?)?)
-}
-
-/// The batch of `2B` for one guided forward pass: `x` twice along dim 0. Pair it with text
-/// states `[cond; uncond]` in the same order and split the output with [`cfg_batched`].
-pub fn cfg_input(x: &Tensor) -> Result<Tensor> {
-    Ok(Tensor::cat(&[x, x], 0)?)
-}
-
-/// Guides the output of a forward pass on [`cfg_input`]: first half conditional, second half
-/// unconditional.
-pub fn cfg_batched(v: &Tensor, scale: f64) -> Result<Tensor> {
-    let n = v.dim(0)?;
-    if n % 2 != 0 {
-        return Err(DiffusionError::ShapeMismatch {
-            what: "guided batch [cond; uncond]",
-            expected: "an even batch size 2B".to_string(),
-            got: v.dims().to_vec(),
-        });
-    }
-    let half = n / 2;
-    cfg(&v.narrow(0, 0, half)?, &v.narrow(0, half, half)?, scale)
-}
-
 /// A `(B,)` f32 tensor of one value, for scalar per-item quantities.
 pub(crate) fn filled(value: f64, n: usize, device: &Device) -> Result<Tensor> {
     Ok(Tensor::full(value as f32, n, device)?)
@@ -293,33 +262,6 @@ mod tests {
                 );
             }
         }
-    }
-
-    #[test]
-    fn cfg_extrapolates_from_uncond() {
-        let c = Tensor::new(&[1.0f32, 2.0], &Device::Cpu).unwrap();
-        let u = Tensor::new(&[0.0f32, 1.0], &Device::Cpu).unwrap();
-        let g = cfg(&c, &u, 5.0).unwrap();
-        assert_eq!(g.to_vec1::<f32>().unwrap(), vec![5.0, 6.0]);
-        assert_eq!(
-            cfg(&c, &u, 1.0).unwrap().to_vec1::<f32>().unwrap(),
-            vec![1.0, 2.0]
-        );
-        assert!(matches!(
-            cfg(&c, &u, -1.0),
-            Err(DiffusionError::InvalidCfgScale { .. })
-        ));
-        let both = cfg_input(&Tensor::cat(&[&c, &u], 0).unwrap().reshape((2, 2)).unwrap())
-            .unwrap()
-            .narrow(0, 0, 2)
-            .unwrap();
-        let g2 = cfg_batched(&both, 5.0).unwrap();
-        assert_eq!(g2.to_vec2::<f32>().unwrap(), vec![vec![5.0, 6.0]]);
-        assert!(cfg_batched(
-            &Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap(),
-            2.0
-        )
-        .is_err());
     }
 
     #[test]

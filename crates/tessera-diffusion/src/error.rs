@@ -17,6 +17,8 @@ pub enum DiffusionError {
     UnknownSampler { name: String },
     #[error("classifier-free guidance scale must be finite and ≥ 0, got {scale}")]
     InvalidCfgScale { scale: f64 },
+    #[error("unknown guidance {name:?}; valid: cfg (classifier-free), apg (adaptive projected)")]
+    UnknownGuidance { name: String },
     #[error("{what}: expected shape {expected}, got {got:?}")]
     ShapeMismatch {
         what: &'static str,

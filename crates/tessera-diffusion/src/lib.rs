@@ -39,17 +39,19 @@
 mod driver;
 mod error;
 mod flow;
+mod guidance;
 mod mask;
 mod noise;
 mod sampler;
 mod schedule;
 
-pub use driver::{cfg, cfg_batched, cfg_input, frame_levels, sample, Eval, KnownFrames};
+pub use driver::{frame_levels, sample, Eval, KnownFrames};
 pub use error::{DiffusionError, Result};
 pub use flow::{
     add_noise, drop_caption, sdedit_start, velocity_target, TimestepSampler, TrainingExample,
     CAPTION_DROPOUT,
 };
+pub use guidance::{cfg, cfg_batched, cfg_input, Guidance};
 pub use mask::{masked_mse, masks_to_tensor, ConditionMask, MaskProbs, MaskSampler};
 pub use noise::randn;
 pub use sampler::{Euler, Heun, Sampler, SamplerKind, UniPc};

@@ -622,7 +622,8 @@ mod tests {
             (r#"{"cfg": -1}"#, "cfg scale"),
             (r#"{"cfg_interval": [0.9, 0.2]}"#, "guidance interval"),
             (r#"{"sampler": "ddim"}"#, "ddim"),
-            (r#"{"guidance": 3}"#, "guidance"),
+            (r#"{"guidance": "pag"}"#, "pag"),
+            (r#"{"scale": 3}"#, "unknown field `scale`"),
             ("{cfg: 3", "key must be a string"),
         ] {
             std::fs::write(&file, text).unwrap();

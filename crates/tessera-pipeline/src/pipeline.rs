@@ -33,7 +33,7 @@ use std::time::Instant;
 
 use candle_core::{DType, Tensor};
 use serde::Serialize;
-use tessera_diffusion::{cfg_batched, cfg_input, sample, sdedit_start, KnownFrames};
+use tessera_diffusion::{cfg_input, sample, sdedit_start, KnownFrames};
 use tessera_media::{Video, VideoWriter};
 use tessera_models::vae::{tensor_to_video, video_to_tensor, DecodeStream, Tiling};
 
@@ -119,6 +119,8 @@ pub struct Summary {
     pub cfg: f64,
     /// Noise levels where guidance applied.
     pub cfg_interval: (f64, f64),
+    /// Guidance rule, `cfg` or `apg`.
+    pub guidance: &'static str,
     pub windows: usize,
     /// Adjustments made to inputs (resizing, trimming) and other remarks.
     pub notes: Vec<String>,
@@ -237,6 +239,7 @@ pub fn generate(
         sampler: req.sampler.name(),
         cfg: req.cfg,
         cfg_interval: req.cfg_interval,
+        guidance: req.guidance.name(),
         windows: run.windows,
         notes,
         timings,
@@ -558,6 +561,7 @@ impl Run<'_> {
         };
         let mut sampler = self.req.sampler.build();
         let (model, guided, cfg_scale) = (self.model, self.guided, self.req.cfg);
+        let rule = self.req.guidance;
         let (lo, hi) = self.req.cfg_interval;
         let (text, mask) = (self.text.clone(), self.text_mask.clone());
         // The conditional half alone, for steps outside the guidance interval.
@@ -570,7 +574,8 @@ impl Run<'_> {
                 // [cond; uncond] as one batch of 2: one pass over the weights per step.
                 let xx = cfg_input(x)?;
                 let tt = cfg_input(&e.frame_timesteps)?;
-                cfg_batched(&model.dit.forward(&xx, &tt, &text, Some(&mask))?, cfg_scale)?
+                let v = model.dit.forward(&xx, &tt, &text, Some(&mask))?;
+                rule.guide_batched(x, &v, e.sigma, cfg_scale)?
             } else {
                 model
                     .dit

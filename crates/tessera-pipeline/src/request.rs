@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tessera_diffusion::SamplerKind;
+use tessera_diffusion::{Guidance, SamplerKind};
 use tessera_media::OutputKind;
 
 /// Why a request was rejected; each message names the fix.
@@ -49,6 +49,8 @@ pub enum RequestError {
     Strength(f64),
     #[error("unknown sampler {0:?}; valid samplers: euler, heun, unipc")]
     Sampler(String),
+    #[error("unknown guidance {0:?}; valid: cfg (classifier-free), apg (adaptive projected)")]
+    Guidance(String),
     #[error("{what} must add a multiple of 4 frames (the VAE packs 4 frames per latent), got {got}; nearest valid counts: {below} or {above}")]
     NewFrames {
         what: &'static str,
@@ -151,6 +153,8 @@ pub struct Sampling {
     pub cfg_interval: (f64, f64),
     /// Timestep shift of the schedule (1 = none).
     pub shift: f64,
+    /// Guidance rule: `cfg` or `apg` ([`Guidance`]).
+    pub guidance: String,
 }
 
 impl Default for Sampling {
@@ -161,17 +165,22 @@ impl Default for Sampling {
             cfg: DEFAULT_CFG,
             cfg_interval: DEFAULT_CFG_INTERVAL,
             shift: DEFAULT_SHIFT,
+            guidance: Guidance::Cfg.name().into(),
         }
     }
 }
 
 impl Sampling {
-    /// Checks every field; returns the sampler it names.
-    pub fn check(&self) -> Result<SamplerKind, RequestError> {
+    /// Checks every field; returns the sampler and the guidance rule it names.
+    pub fn check(&self) -> Result<(SamplerKind, Guidance), RequestError> {
         let sampler = self
             .sampler
             .parse()
             .map_err(|_| RequestError::Sampler(self.sampler.clone()))?;
+        let guidance = self
+            .guidance
+            .parse()
+            .map_err(|_| RequestError::Guidance(self.guidance.clone()))?;
         if self.steps == 0 {
             return Err(RequestError::Steps);
         }
@@ -185,7 +194,7 @@ impl Sampling {
         if !valid_interval(lo, hi) {
             return Err(RequestError::CfgInterval(lo, hi));
         }
-        Ok(sampler)
+        Ok((sampler, guidance))
     }
 }
 
@@ -232,6 +241,8 @@ pub struct GenerateRequest {
     pub shift: f64,
     /// Noise levels where guidance applies ([`DEFAULT_CFG_INTERVAL`]).
     pub cfg_interval: (f64, f64),
+    #[serde(serialize_with = "guidance_name")]
+    pub guidance: Guidance,
     pub mode: Mode,
     /// Expand the prompt into the dense caption style before encoding.
     pub extend_prompt: bool,
@@ -248,6 +259,10 @@ fn kind_name<S: serde::Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Err
         OutputKind::Png => "png",
         OutputKind::PngFolder => "png_folder",
     })
+}
+
+fn guidance_name<S: serde::Serializer>(g: &Guidance, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(g.name())
 }
 
 fn sampler_name<S: serde::Serializer>(k: &SamplerKind, s: S) -> Result<S::Ok, S::Error> {
@@ -330,7 +345,7 @@ impl GenerateRequest {
             return Err(RequestError::Fps(spec.fps));
         }
         let kind = check_output(&spec.output)?;
-        let sampler = spec.sampling.check()?;
+        let (sampler, guidance) = spec.sampling.check()?;
         let frames = match &spec.mode {
             Mode::Extend { .. } | Mode::Connect { .. } => {
                 let what = if matches!(spec.mode, Mode::Connect { .. }) {
@@ -400,6 +415,7 @@ impl GenerateRequest {
             sampler,
             shift: spec.sampling.shift,
             cfg_interval: spec.sampling.cfg_interval,
+            guidance,
             mode: spec.mode,
             extend_prompt: spec.extend_prompt,
             prompt_endpoint: spec.prompt_endpoint,
@@ -579,6 +595,15 @@ mod tests {
             GenerateRequest::new(s).unwrap_err(),
             RequestError::Sampler("ddim".into())
         );
+        let mut s = spec();
+        s.sampling.guidance = "pag".into();
+        assert_eq!(
+            GenerateRequest::new(s).unwrap_err(),
+            RequestError::Guidance("pag".into())
+        );
+        let mut s = spec();
+        s.sampling.guidance = "APG".into();
+        assert_eq!(GenerateRequest::new(s).unwrap().guidance, Guidance::Apg);
         let mut s = spec();
         s.mode = Mode::Image {
             image: PathBuf::from("/no/such.png"),

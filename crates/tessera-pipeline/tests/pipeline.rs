@@ -150,6 +150,29 @@ fn guidance_applies_only_inside_its_noise_interval() {
     );
 }
 
+/// APG is a guidance rule of its own: deterministic, not CFG's video, reported in the summary,
+/// and at scale 1 (no guidance step to project) the same video as CFG.
+#[test]
+fn apg_guidance_is_its_own_rule_and_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = |name: &str, guidance: &str, cfg: f64| {
+        let mut s = spec(dir.path(), name, Mode::Text);
+        s.frames = Some(5);
+        (s.sampling.steps, s.sampling.cfg, s.sampling.guidance) = (4, cfg, guidance.into());
+        GenerateRequest::new(s).unwrap()
+    };
+    let (sum, apg) = run(tiny(), &req("a.mp4", "apg", 3.0));
+    assert_eq!((sum.guidance, sum.cfg), ("apg", 3.0));
+    assert_eq!(apg, run(tiny(), &req("a2.mp4", "apg", 3.0)).1);
+    let (sum, cfg) = run(tiny(), &req("c.mp4", "cfg", 3.0));
+    assert_eq!(sum.guidance, "cfg");
+    assert_ne!(apg, cfg, "APG drops part of CFG's step");
+    assert_eq!(
+        run(tiny(), &req("a1.mp4", "apg", 1.0)).1,
+        run(tiny(), &req("c1.mp4", "cfg", 1.0)).1
+    );
+}
+
 #[test]
 fn text_to_image_writes_one_png_frame() {
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,11 @@ pub struct SamplingArgs {
     /// the conditional prediction alone, one forward each [default: the model's, else 0.3,0.9]
     #[arg(long, value_name = "LO,HI", value_parser = tessera_pipeline::parse_cfg_interval)]
     cfg_interval: Option<(f64, f64)>,
+    /// Guidance rule: cfg (classifier-free) | apg (adaptive projected: drops the part of the
+    /// guidance step along the denoised estimate, which over-saturates at high scales)
+    /// [default: the model's, else cfg]
+    #[arg(long)]
+    guidance: Option<String>,
 }
 
 impl SamplingArgs {
@@ -54,6 +59,9 @@ impl SamplingArgs {
         }
         if let Some(v) = self.cfg_interval {
             s.cfg_interval = v;
+        }
+        if let Some(v) = &self.guidance {
+            s.guidance = v.clone();
         }
         s
     }
