@@ -31,6 +31,8 @@ pub enum DiffusionError {
         "invalid probabilities: {reason}; give finite, non-negative weights with a positive sum"
     )]
     InvalidProbabilities { reason: String },
+    #[error("object loss weight {strength} must be finite and >= 0 (0 = plain MSE, e.g. 4)")]
+    InvalidObjectWeight { strength: f64 },
     #[error("invalid timestep sampler: {reason}")]
     InvalidTimestepSampler { reason: String },
     #[error("sampler used out of order: {reason}; call reset() before a new trajectory")]

@@ -52,7 +52,10 @@ pub use flow::{
     CAPTION_DROPOUT,
 };
 pub use guidance::{cfg, cfg_batched, cfg_input, Guidance};
-pub use mask::{masked_mse, masks_to_tensor, ConditionMask, MaskProbs, MaskSampler};
+pub use mask::{
+    masked_mse, masks_to_tensor, object_weights, weighted_masked_mse, ConditionMask, MaskProbs,
+    MaskSampler,
+};
 pub use noise::randn;
 pub use sampler::{Euler, Heun, Sampler, SamplerKind, UniPc};
 pub use schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};

@@ -236,6 +236,17 @@ pub fn masks_to_tensor(masks: &[Vec<bool>], device: &Device) -> Result<Tensor> {
 /// Mean squared error over the unknown frames only: `pred`, `target` `(B, C, T, H, W)`,
 /// `known` `(B, T)` with 1 on known frames (from [`masks_to_tensor`]). Differentiable in `pred`.
 pub fn masked_mse(pred: &Tensor, target: &Tensor, known: &Tensor) -> Result<Tensor> {
+    weighted_masked_mse(pred, target, known, None)
+}
+
+/// [`masked_mse`] with each position's squared error scaled by `weights` `(B, 1, T, H, W)`
+/// (e.g. [`object_weights`], mean 1 per frame, so the loss keeps its scale).
+pub fn weighted_masked_mse(
+    pred: &Tensor,
+    target: &Tensor,
+    known: &Tensor,
+    weights: Option<&Tensor>,
+) -> Result<Tensor> {
     if pred.dims() != target.dims() {
         return Err(DiffusionError::ShapeMismatch {
             what: "prediction vs target",
@@ -264,9 +275,41 @@ pub fn masked_mse(pred: &Tensor, target: &Tensor, known: &Tensor) -> Result<Tens
     if unknown_frames <= 0.0 {
         return Err(DiffusionError::NoLossFrames);
     }
-    let sq = (pred - target)?.sqr()?.broadcast_mul(&weight)?;
+    let mut sq = (pred - target)?.sqr()?.broadcast_mul(&weight)?;
+    if let Some(wt) = weights {
+        if wt.dims() != [b, 1, t, h, w] {
+            return Err(DiffusionError::ShapeMismatch {
+                what: "loss weights",
+                expected: format!("({b}, 1, {t}, {h}, {w})"),
+                got: wt.dims().to_vec(),
+            });
+        }
+        sq = sq.broadcast_mul(&wt.to_dtype(pred.dtype())?)?;
+    }
     let count = f64::from(unknown_frames) * (c * h * w) as f64;
     Ok(sq.sum_all()?.affine(1.0 / count, 0.0)?)
+}
+
+/// Loss weights `(B, 1, T, H, W)` that lift what stands out of each latent frame: a position's
+/// distance (over channels) from the frame's mean latent, relative to the frame's mean distance
+/// `s`, as `(1 + strength·s) / (1 + strength)` — mean 1 per frame, `strength` 0 gives all ones.
+/// A small object fills a few latent positions, so under a plain MSE the backdrop outweighs it
+/// and a DiT can lower its loss while ignoring the caption's objects (TRAINING.md, session 14).
+pub fn object_weights(x0: &Tensor, strength: f64) -> Result<Tensor> {
+    if !(strength.is_finite() && strength >= 0.0) {
+        return Err(DiffusionError::InvalidObjectWeight { strength });
+    }
+    let x0 = x0.to_dtype(DType::F32)?;
+    let frame_mean = x0.mean_keepdim(3)?.mean_keepdim(4)?;
+    // + 1e-3 (latents have unit spread): a flat frame weighs every position 1.
+    let dist = x0
+        .broadcast_sub(&frame_mean)?
+        .sqr()?
+        .sum_keepdim(1)?
+        .sqrt()?
+        .affine(1.0, 1e-3)?;
+    let s = dist.broadcast_div(&dist.mean_keepdim(3)?.mean_keepdim(4)?)?;
+    Ok(s.affine(strength / (1.0 + strength), 1.0 / (1.0 + strength))?)
 }
 
 #[cfg(test)]
@@ -458,6 +501,53 @@ mod tests {
         assert!(matches!(
             masked_mse(&pred, &target, &all),
             Err(DiffusionError::NoLossFrames)
+        ));
+    }
+
+    /// A frame of one plain value with one odd position: the odd position gets the most weight,
+    /// every frame's weights average 1, strength 0 is all ones (and the plain MSE), a bad
+    /// strength is refused; the weighted loss is the hand-computed weighted mean.
+    #[test]
+    fn object_weights_lift_the_odd_position_and_keep_the_loss_scale() {
+        let dev = Device::Cpu;
+        let mut data = vec![0.5f32; 2 * 3 * 4];
+        data[3] = 4.0; // channel 0, frame 0, position (h 1, w 0) of a (1, 2, 2, 2, 3) clip
+        let x0 = Tensor::from_vec(data, (1, 2, 2, 2, 3), &dev).unwrap();
+        let w = object_weights(&x0, 4.0).unwrap();
+        assert_eq!(w.dims(), &[1, 1, 2, 2, 3]);
+        let v: Vec<f32> = w.flatten_all().unwrap().to_vec1().unwrap();
+        let (frame0, frame1) = v.split_at(6);
+        // Distances 35/12 and 7/12 (mean 35/36): s = 3 and 0.6, weights (1 + 4s) / 5.
+        assert!((frame0[3] - 2.6).abs() < 3e-3, "{frame0:?}");
+        assert!(frame0
+            .iter()
+            .enumerate()
+            .all(|(i, &x)| i == 3 || (x - 0.68).abs() < 1e-3));
+        for f in [frame0, frame1] {
+            let mean = f.iter().sum::<f32>() / 6.0;
+            assert!((mean - 1.0).abs() < 1e-5, "frame mean weight {mean}");
+        }
+        // Frame 1 is flat: nothing stands out, every weight is 1.
+        assert!(frame1.iter().all(|&x| (x - 1.0).abs() < 1e-6), "{frame1:?}");
+        let ones = object_weights(&x0, 0.0).unwrap().flatten_all().unwrap();
+        assert!(ones.to_vec1::<f32>().unwrap().iter().all(|&x| x == 1.0));
+        assert!(matches!(
+            object_weights(&x0, -1.0),
+            Err(DiffusionError::InvalidObjectWeight { .. })
+        ));
+
+        let pred = Tensor::zeros((1, 2, 2, 2, 3), DType::F32, &dev).unwrap();
+        let target = Tensor::ones((1, 2, 2, 2, 3), DType::F32, &dev).unwrap();
+        let known = Tensor::new(&[[1f32, 0.0]], &dev).unwrap();
+        let plain = masked_mse(&pred, &target, &known).unwrap();
+        let weighted = weighted_masked_mse(&pred, &target, &known, Some(&w)).unwrap();
+        // Squared error 1 everywhere, frame 0 known: the weighted mean is frame 1's mean weight.
+        assert_eq!(plain.to_scalar::<f32>().unwrap(), 1.0);
+        assert!((weighted.to_scalar::<f32>().unwrap() - 1.0).abs() < 1e-5);
+        let bad = Tensor::ones((1, 1, 2, 2, 2), DType::F32, &dev).unwrap();
+        assert!(matches!(
+            weighted_masked_mse(&pred, &target, &known, Some(&bad)),
+            Err(DiffusionError::ShapeMismatch { .. })
         ));
     }
 }

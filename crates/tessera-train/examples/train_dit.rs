@@ -16,7 +16,7 @@ const USAGE: &str = "usage: train_dit OUT [--vae DIR] [--config NAME|FILE.json] 
 [--lr X] [--warmup N] [--size PX] [--frames N] [--clips N] [--images N] [--batch N] [--minutes M] [--checkpoint-every N] [--timestep-shift S] [--logit-normal] \
 [--align-steps N] [--align-grid G] [--init-from MODEL_DIR [--realign-text]] \
 [--masks none=W,first=W,first_k=W,…] \
-[--train-text [--text-lr-scale X]] [--lr-scale PREFIX=X]… [--text-layers N] [--dropout P] [--sample-every N] \
+[--train-text [--text-lr-scale X]] [--lr-scale PREFIX=X]… [--object-weight X] [--text-layers N] [--dropout P] [--sample-every N] \
 [--cache FILE] [--resume] | train_dit OUT --export MODEL_DIR";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -102,6 +102,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (i, _) in args.iter().enumerate().filter(|(_, a)| *a == "--lr-scale") {
         let v = args.get(i + 1).ok_or("--lr-scale needs PREFIX=X")?;
         opts.lr_scales.push(parse_lr_scale(v)?);
+    }
+    if let Some(v) = get("--object-weight") {
+        opts.object_weight = v.parse()?;
     }
     if let Some(v) = get("--align-steps") {
         opts.text_align_steps = v.parse()?;

@@ -25,8 +25,8 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tessera_diffusion::{
-    cfg_batched, cfg_input, masked_mse, sample, KnownFrames, MaskProbs, MaskSampler, SamplerKind,
-    TimestepSampler, TrainingExample,
+    cfg_batched, cfg_input, object_weights, sample, weighted_masked_mse, KnownFrames, MaskProbs,
+    MaskSampler, SamplerKind, TimestepSampler, TrainingExample,
 };
 use tessera_models::dit::{Config as DitConfig, Dit};
 use tessera_models::text::{SmallEncoderConfig, SmallTextEncoder, WordTokenizer};
@@ -125,6 +125,11 @@ pub struct DitTrainOptions {
     /// faster rate to be taken up within a run (TRAINING.md, session 12).
     #[serde(default)]
     pub lr_scales: Vec<(String, f64)>,
+    /// Strength of [`object_weights`] in the loss (0 = plain MSE): positions that stand out of
+    /// their latent frame weigh more, so the caption's small objects are not outweighed by the
+    /// backdrop (TRAINING.md, session 14).
+    #[serde(default)]
+    pub object_weight: f64,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -231,6 +236,7 @@ impl DitTrainOptions {
             freeze_text: true,
             text_lr_scale: 1.0,
             lr_scales: Vec::new(),
+            object_weight: 0.0,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
@@ -292,6 +298,12 @@ impl DitTrainOptions {
         {
             return bad(format!(
                 "learning-rate scale {s} for `{prefix}` must be finite and ≥ 0"
+            ));
+        }
+        if !(self.object_weight.is_finite() && self.object_weight >= 0.0) {
+            return bad(format!(
+                "object_weight {} must be finite and ≥ 0 (0 = plain MSE)",
+                self.object_weight
             ));
         }
         for (name, p) in [
@@ -1083,7 +1095,10 @@ pub fn train_dit(
             let pred = models
                 .dit
                 .forward(&ex.x_t, &ex.timesteps, &states, Some(&mask))?;
-            let loss = masked_mse(&pred, &ex.target, &ex.known)?;
+            let weights = (opts.object_weight > 0.0)
+                .then(|| object_weights(&x0, opts.object_weight))
+                .transpose()?;
+            let loss = weighted_masked_mse(&pred, &ex.target, &ex.known, weights.as_ref())?;
             let value = loss.to_scalar::<f32>()? as f64;
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, value });

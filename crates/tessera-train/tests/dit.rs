@@ -540,3 +540,40 @@ fn trains_on_a_folder_dataset_and_writes_samples() {
     let gif = tessera_media::read_video(&samples[0]).expect("sample GIF reads back");
     assert_eq!((gif.width, gif.height, gif.frames.len()), (32, 32, 9));
 }
+
+/// `object_weight` reweights the first batch's loss (the same draws, another number), and run
+/// options saved before it existed load with it off.
+#[test]
+fn object_weight_reweights_the_loss_and_old_options_load() {
+    let first_loss = |w: f64| {
+        let tmp = tempfile::tempdir().unwrap();
+        let opts = DitTrainOptions {
+            steps: 1,
+            object_weight: w,
+            ..micro(tmp.path())
+        };
+        train_dit(&opts, |_| ControlFlow::Continue(())).expect("one step");
+        log_lines(tmp.path())[0]["loss"].as_f64().expect("loss")
+    };
+    let (plain, again, weighted) = (first_loss(0.0), first_loss(0.0), first_loss(4.0));
+    assert_eq!(plain, again);
+    assert!(
+        weighted.is_finite() && (weighted - plain).abs() > 1e-4 * plain,
+        "{plain} vs {weighted}"
+    );
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mut old = serde_json::to_value(micro(tmp.path())).unwrap();
+    old.as_object_mut().unwrap().remove("object_weight");
+    let back: DitTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.object_weight, 0.0);
+    let bad = DitTrainOptions {
+        object_weight: f64::INFINITY,
+        ..micro(tmp.path())
+    };
+    assert!(bad
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("object_weight"));
+}

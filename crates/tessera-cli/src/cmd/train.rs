@@ -119,6 +119,12 @@ pub struct DitArgs {
     /// otherwise taken up too slowly to matter within a run (TRAINING.md, session 12).
     #[arg(long, value_name = "PREFIX=X", value_parser = parse_lr_scale)]
     lr_scale: Vec<(String, f64)>,
+    /// Weight the loss toward latent positions that stand out of their frame (0 = plain MSE;
+    /// 4 makes an object's position count several times a plain backdrop's): small objects
+    /// otherwise hardly move the loss, and a DiT learns the backdrop but not the caption's
+    /// objects (TRAINING.md, session 14).
+    #[arg(long, default_value_t = 0.0)]
+    object_weight: f64,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -206,6 +212,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.freeze_text = !a.train_text;
             o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
             o.lr_scales = a.lr_scale;
+            o.object_weight = a.object_weight;
             o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
             o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
