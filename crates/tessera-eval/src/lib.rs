@@ -61,7 +61,9 @@ pub mod segment;
 pub mod track;
 
 pub use error::{EvalError, Result};
-pub use report::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
+pub use report::{
+    eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource, CAPTION_METRICS,
+};
 
 use tessera_media::Video;
 

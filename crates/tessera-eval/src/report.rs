@@ -11,7 +11,7 @@ use tessera_media::Video;
 use crate::error::{EvalError, Result};
 use crate::features::clip_features;
 use crate::frechet::frechet_distance;
-use crate::metrics::{analyze, score, AnalysisParams, ClipScores, ObservedEvent};
+use crate::metrics::{analyze, score, Analysis, AnalysisParams, ClipScores, ObservedEvent};
 use crate::scene::{ExpectedScene, ObservedObject};
 
 /// How clips are brought to a common footing before analysis.
@@ -74,6 +74,11 @@ pub struct MetricSummary {
     pub mean: Option<f64>,
     pub clips: usize,
     pub unit: &'static str,
+    /// For the metrics a caption decides ([`CAPTION_METRICS`]): the mean with each clip scored
+    /// against another clip's caption instead of its own. A generator that ignores the
+    /// prompt scores `mean ≈ chance`; what it follows is `mean − chance`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chance: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -89,22 +94,27 @@ pub struct Report {
 impl Report {
     /// The summary as an aligned text table, for the CLI to print.
     pub fn summary_table(&self) -> String {
-        let mut s = format!("{:<24} {:>9} {:>6}  unit\n", "metric", "mean", "clips");
+        let mut s = format!(
+            "{:<24} {:>9} {:>9} {:>6}  unit\n",
+            "metric", "mean", "chance", "clips"
+        );
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         for m in &self.summary {
             s += &format!(
-                "{:<24} {:>9} {:>6}  {}\n",
+                "{:<24} {:>9} {:>9} {:>6}  {}\n",
                 m.metric,
                 fmt(m.mean),
+                fmt(m.chance),
                 m.clips,
                 m.unit
             );
         }
         if let Some(f) = self.fvd {
             s += &format!(
-                "{:<24} {:>9.3} {:>6}  feature units²\n",
+                "{:<24} {:>9.3} {:>9} {:>6}  feature units²\n",
                 "fvd",
                 f,
+                "-",
                 self.clips.len()
             );
         }
@@ -155,6 +165,34 @@ const METRICS: &[(&str, &str, Getter)] = &[
     ("mean_speed", "frame widths/s", |s| s.mean_speed),
 ];
 
+/// The metrics a caption decides, which get a [`MetricSummary::chance`].
+pub const CAPTION_METRICS: &[&str] = &[
+    "object_count",
+    "colour",
+    "shape",
+    "direction",
+    "position",
+    "backdrop",
+];
+
+/// Each clip's scores against the caption of the next clip (cyclically) whose caption differs
+/// from its own (clips of one prompt under several seeds sit together); `None` where every
+/// caption is the same.
+fn mismatched_scores(clips: &[ClipReport], analyses: &[Analysis]) -> Vec<Option<ClipScores>> {
+    let n = clips.len();
+    (0..n)
+        .map(|i| {
+            let j = (1..n)
+                .map(|k| (i + k) % n)
+                .find(|&j| clips[j].caption != clips[i].caption)?;
+            Some(score(
+                &analyses[i],
+                &ExpectedScene::from_prompt(&clips[j].caption),
+            ))
+        })
+        .collect()
+}
+
 /// Brings a clip to the analysis size and rate when it differs.
 fn conform(video: &Video, name: &str, o: &EvalOptions) -> Result<Video> {
     if video.width == o.width && video.height == o.height && (video.fps - o.fps).abs() < 1e-9 {
@@ -169,6 +207,7 @@ fn conform(video: &Video, name: &str, o: &EvalOptions) -> Result<Video> {
 struct Scored {
     report: ClipReport,
     features: Vec<f64>,
+    analysis: Analysis,
 }
 
 fn score_one(name: &str, video: &Video, caption: &str, o: &EvalOptions) -> Result<Scored> {
@@ -187,6 +226,7 @@ fn score_one(name: &str, video: &Video, caption: &str, o: &EvalOptions) -> Resul
             events: a.events.clone(),
             strip: None,
         },
+        analysis: a,
     })
 }
 
@@ -384,6 +424,7 @@ fn build_report(
         errors: Vec::new(),
     };
     let mut features = Vec::new();
+    let mut analyses = Vec::new();
     for (i, (name, r)) in results.into_iter().enumerate() {
         match r {
             Ok((mut s, video)) => {
@@ -391,6 +432,7 @@ fn build_report(
                 write_strip(&video, options.strip_frames, &out_dir.join(&rel))?;
                 s.report.strip = Some(rel);
                 features.push(s.features);
+                analyses.push(s.analysis);
                 report.clips.push(s.report);
             }
             Err(error) => report.errors.push(ClipFailure { name, error }),
@@ -407,15 +449,23 @@ fn build_report(
     if !ref_features.is_empty() {
         report.fvd = frechet_distance(&ref_features, &features).ok();
     }
+    let mismatched = mismatched_scores(&report.clips, &analyses);
+    let mean_of =
+        |vals: Vec<f64>| (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64);
     report.summary = METRICS
         .iter()
         .map(|(name, unit, get)| {
             let vals: Vec<f64> = report.clips.iter().filter_map(|c| get(&c.scores)).collect();
+            let chance = CAPTION_METRICS
+                .contains(name)
+                .then(|| mean_of(mismatched.iter().flatten().filter_map(get).collect()))
+                .flatten();
             MetricSummary {
                 metric: name.to_string(),
-                mean: (!vals.is_empty()).then(|| vals.iter().sum::<f64>() / vals.len() as f64),
                 clips: vals.len(),
+                mean: mean_of(vals),
                 unit,
+                chance,
             }
         })
         .collect();
@@ -432,6 +482,7 @@ fn build_report(
                 mean: Some(value),
                 clips: recon.len(),
                 unit,
+                chance: None,
             });
         }
     }
@@ -507,20 +558,22 @@ fn html(r: &Report) -> String {
          td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\
          td:first-child{text-align:left}img{image-rendering:pixelated;height:128px}\
          .clip{margin:1.5em 0}.err{color:#a00}</style></head><body><h1>Tessera evaluation</h1>\
-         <table><tr><th>metric</th><th>mean</th><th>clips</th><th>unit</th></tr>",
+         <table><tr><th>metric</th><th>mean</th><th>chance (another clip's caption)</th>\
+         <th>clips</th><th>unit</th></tr>",
     );
     for m in &r.summary {
         s += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             m.metric,
             fmt(m.mean),
+            fmt(m.chance),
             m.clips,
             m.unit
         );
     }
     if let Some(f) = r.fvd {
         s += &format!(
-            "<tr><td>fvd</td><td>{f:.3}</td><td>{}</td><td>feature units²</td></tr>",
+            "<tr><td>fvd</td><td>{f:.3}</td><td>–</td><td>{}</td><td>feature units²</td></tr>",
             r.clips.len()
         );
     }

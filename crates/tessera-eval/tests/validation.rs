@@ -379,6 +379,25 @@ fn wrong_caption_lowers_prompt_following() {
             / 4.0
     };
     assert!(follow(&wrong) <= follow(&right) - 0.3);
+
+    // The report's own chance column is this experiment: each clip against the next caption.
+    let chance = |r: &Report, m: &str| r.summary.iter().find(|s| s.metric == m).unwrap().chance;
+    for m in tessera_eval::CAPTION_METRICS {
+        let (c, w) = (chance(&right, m), wrong.mean(m));
+        assert!(
+            c.zip(w).is_some_and(|(c, w)| (c - w).abs() < 1e-12),
+            "{m}: chance {c:?} vs wrong-caption mean {w:?}"
+        );
+    }
+    assert_eq!(chance(&right, "flicker"), None);
+    // One caption for every clip: no other caption to score against.
+    let same = report_for(
+        real.iter()
+            .take(3)
+            .map(|c| (c.video.clone(), real[0].caption.clone()))
+            .collect(),
+    );
+    assert_eq!(chance(&same, "colour"), None);
 }
 
 #[test]
