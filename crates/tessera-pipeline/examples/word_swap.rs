@@ -2,8 +2,10 @@
 //! copies of it with one word swapped, and prints how much of each video moved: the mean
 //! absolute pixel change and the fraction of pixels that changed by more than 40 levels (a
 //! different colour, not noise). A model that binds the word moves about the object's share of
-//! the frame; one that ignores it moves almost nothing. Prompts are used as written (no
-//! extension), sampling is the model's own.
+//! the frame; one that ignores it moves almost nothing. Beside them, the text encoder's side:
+//! the largest relative change of any token's state, so a word the encoder already loses is
+//! told apart from one the DiT does not read. Prompts are used as written (no extension),
+//! sampling is the model's own.
 //!
 //! ```text
 //! cargo run --release -p tessera-pipeline --example word_swap -- MODEL_DIR SEEDS "PROMPT" WORD=OTHER...
@@ -15,7 +17,7 @@
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use tessera_pipeline::{
     generate, FrameHook, GenerateRequest, Mode, Model, RequestSpec, Result as PipelineResult,
 };
@@ -57,6 +59,15 @@ fn video(
     Ok(frames.0.concat())
 }
 
+/// Largest `|a_i − b_i| / |a_i|` over the token positions `i` of two encoded prompts.
+fn token_change(m: &Model, a: &str, b: &str) -> Result<f32, Box<dyn std::error::Error>> {
+    let e = m.text.encode(&[a, b])?;
+    let norm = |t: &Tensor| t.sqr()?.sum_keepdim(2)?.sqrt();
+    let (sa, sb) = (e.states.narrow(0, 0, 1)?, e.states.narrow(0, 1, 1)?);
+    let rel = (norm(&(&sa - &sb)?)? / norm(&sa)?.clamp(1e-12f32, f32::MAX)?)?;
+    Ok(rel.max_all()?.to_scalar::<f32>()?)
+}
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let usage = "usage: word_swap MODEL_DIR SEEDS \"PROMPT\" WORD=OTHER...";
@@ -70,7 +81,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let base: Vec<Vec<u8>> = (0..seeds)
         .map(|s| video(&m, prompt, s, out("base")))
         .collect::<Result<_, _>>()?;
-    println!("{:<20} {:>12} {:>14}", "swap", "mean |Δ|", "pixels > 40");
+    println!(
+        "{:<20} {:>12} {:>14} {:>16}",
+        "swap", "mean |Δ|", "pixels > 40", "text Δ (token)"
+    );
     for swap in swaps {
         let (word, other) = swap.split_once('=').ok_or(usage)?;
         let swapped = prompt
@@ -93,10 +107,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             pixels += a.len() / 3;
         }
         println!(
-            "{:<20} {:>12.2} {:>13.1}%",
+            "{:<20} {:>12.2} {:>13.1}% {:>16.2}",
             swap,
             sum as f64 / values as f64,
-            100.0 * moved as f64 / pixels as f64
+            100.0 * moved as f64 / pixels as f64,
+            token_change(&m, prompt, &swapped)?
         );
     }
     Ok(())
