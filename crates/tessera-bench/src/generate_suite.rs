@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::Device;
-use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec};
+use tessera_pipeline::{generate, GenerateRequest, Model, NoHook, RequestSpec};
 
 use crate::Row;
 
@@ -38,19 +38,9 @@ fn model() -> Result<(Model, String)> {
 /// The bench's clip at `model`'s own sampling defaults.
 fn request(model: &Model, seconds: f64, out: &std::path::Path) -> Result<GenerateRequest> {
     Ok(GenerateRequest::new(RequestSpec {
-        prompt: "a red ball bounces and a blue box slides left".into(),
-        negative: String::new(),
-        frames: None,
         seconds: Some(seconds),
-        width: 64,
-        height: 64,
-        fps: 16.0,
         sampling: model.sampling.clone(),
-        seed: 0,
-        output: out.to_path_buf(),
-        mode: Mode::Text,
-        extend_prompt: true,
-        prompt_endpoint: None,
+        ..RequestSpec::text("a red ball bounces and a blue box slides left", out)
     })?)
 }
 

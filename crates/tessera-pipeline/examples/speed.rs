@@ -5,7 +5,7 @@
 
 use std::ops::ControlFlow;
 
-use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
+use tessera_pipeline::{generate, GenerateRequest, Model, NoHook, RequestSpec, Sampling};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -20,23 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let out = tempfile_path();
     let req = GenerateRequest::new(RequestSpec {
-        prompt: "a red ball bounces".into(),
         negative,
         frames: Some(33),
-        seconds: None,
-        width: 64,
-        height: 64,
-        fps: 16.0,
         sampling: Sampling {
             steps: steps.unwrap_or(model.sampling.steps),
             cfg: cfg.unwrap_or(model.sampling.cfg),
             ..model.sampling.clone()
         },
-        seed: 0,
-        output: out.clone(),
-        mode: Mode::Text,
-        extend_prompt: true,
-        prompt_endpoint: None,
+        ..RequestSpec::text("a red ball bounces", &out)
     })?;
     for _ in 0..2 {
         let s = generate(

@@ -15,11 +15,11 @@
 //! ```
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use tessera_pipeline::{
-    generate, FrameHook, GenerateRequest, Mode, Model, RequestSpec, Result as PipelineResult,
+    generate, FrameHook, GenerateRequest, Model, RequestSpec, Result as PipelineResult,
 };
 
 /// Every frame the pipeline writes, as RGB bytes.
@@ -37,22 +37,13 @@ fn video(
     m: &Model,
     prompt: &str,
     seed: u64,
-    out: PathBuf,
+    out: &Path,
 ) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
     let req = GenerateRequest::new(RequestSpec {
-        prompt: prompt.to_string(),
-        negative: String::new(),
-        frames: None,
-        seconds: None,
-        width: 64,
-        height: 64,
-        fps: 16.0,
         sampling: m.sampling.clone(),
         seed,
-        output: out,
-        mode: Mode::Text,
         extend_prompt: false,
-        prompt_endpoint: None,
+        ..RequestSpec::text(prompt, out)
     })?;
     let mut frames = Frames::default();
     generate(m, &req, &mut frames, &mut |_| ControlFlow::Continue(()))?;
@@ -79,7 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let tmp = tempfile::tempdir()?;
     let out = |name: &str| tmp.path().join(format!("{name}.mp4"));
     let base: Vec<Vec<u8>> = (0..seeds)
-        .map(|s| video(&m, prompt, s, out("base")))
+        .map(|s| video(&m, prompt, s, &out("base")))
         .collect::<Result<_, _>>()?;
     println!(
         "{:<20} {:>12} {:>14} {:>16}",
@@ -97,7 +88,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let (mut sum, mut moved, mut values, mut pixels) = (0u64, 0usize, 0usize, 0usize);
         for (s, a) in base.iter().enumerate() {
-            let b = video(&m, &swapped, s as u64, out("swap"))?;
+            let b = video(&m, &swapped, s as u64, &out("swap"))?;
             for (pa, pb) in a.chunks(3).zip(b.chunks(3)) {
                 let d: Vec<u8> = pa.iter().zip(pb).map(|(x, y)| x.abs_diff(*y)).collect();
                 sum += d.iter().map(|&x| u64::from(x)).sum::<u64>();

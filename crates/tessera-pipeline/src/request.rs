@@ -289,6 +289,29 @@ pub struct RequestSpec {
     pub prompt_endpoint: Option<String>,
 }
 
+impl RequestSpec {
+    /// Text → video of `prompt` into `output` with every other field at its default: 64×64 at
+    /// 16 fps, the default length, `sampling`'s defaults, seed 0, the prompt extended by the
+    /// rules. Callers override fields with struct update syntax.
+    pub fn text(prompt: &str, output: &Path) -> Self {
+        Self {
+            prompt: prompt.to_string(),
+            negative: String::new(),
+            frames: None,
+            seconds: None,
+            width: 64,
+            height: 64,
+            fps: 16.0,
+            sampling: Sampling::default(),
+            seed: 0,
+            output: output.to_path_buf(),
+            mode: Mode::Text,
+            extend_prompt: true,
+            prompt_endpoint: None,
+        }
+    }
+}
+
 /// `n` is a valid frame count when it is 4k+1 (the VAE packs 4 frames per latent after the first).
 pub fn check_frames(n: usize) -> Result<usize, RequestError> {
     if n % 4 == 1 {
@@ -481,21 +504,7 @@ mod tests {
     use super::*;
 
     fn spec() -> RequestSpec {
-        RequestSpec {
-            prompt: "a red ball".into(),
-            negative: String::new(),
-            frames: None,
-            seconds: None,
-            width: 64,
-            height: 64,
-            fps: 16.0,
-            sampling: Sampling::default(),
-            seed: 0,
-            output: std::env::temp_dir().join("x.mp4"),
-            mode: Mode::Text,
-            extend_prompt: true,
-            prompt_endpoint: None,
-        }
+        RequestSpec::text("a red ball", &std::env::temp_dir().join("x.mp4"))
     }
 
     #[test]

@@ -40,13 +40,8 @@ fn tiny() -> &'static Model {
 
 fn spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
     RequestSpec {
-        prompt: "a red circle bounces".into(),
-        negative: String::new(),
-        frames: None,
-        seconds: None,
         width: 32,
         height: 32,
-        fps: 16.0,
         sampling: Sampling {
             sampler: "euler".into(),
             steps: 2,
@@ -54,10 +49,8 @@ fn spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
             ..Sampling::default()
         },
         seed: 5,
-        output: dir.join(name),
         mode,
-        extend_prompt: true,
-        prompt_endpoint: None,
+        ..RequestSpec::text("a red circle bounces", &dir.join(name))
     }
 }
 

@@ -6,7 +6,7 @@ use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
-use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
+use tessera_pipeline::{generate, GenerateRequest, Model, NoHook, RequestSpec, Sampling};
 use tessera_world::{generate_clip, SampleOptions, Split};
 
 /// `tessera eval --model DIR …` generates from held-out captions and scores them;
@@ -148,19 +148,14 @@ fn clip_request(
     extend_prompt: bool,
 ) -> Result<GenerateRequest> {
     Ok(GenerateRequest::new(RequestSpec {
-        prompt: prompt.to_string(),
-        negative: String::new(),
         frames: Some(world.frames as usize),
-        seconds: None,
         width: world.width,
         height: world.height,
         fps: world.fps,
         sampling: sampling.clone(),
         seed,
-        output: output.to_path_buf(),
-        mode: Mode::Text,
         extend_prompt,
-        prompt_endpoint: None,
+        ..RequestSpec::text(prompt, output)
     })?)
 }
 
