@@ -137,6 +137,21 @@ impl Report {
         (!defined.is_empty()).then(|| defined.iter().sum::<f64>() / defined.len() as f64)
     }
 
+    /// [`Report::prompt_following`] above its chance level: the mean over the same metrics of
+    /// `mean − chance`. A generator that ignores the prompt scores about 0 however many objects
+    /// it draws (more objects match more colours by chance); `None` without a chance level
+    /// (every caption the same, or one clip).
+    pub fn prompt_following_lift(&self) -> Option<f64> {
+        let lifts: Vec<f64> = ["object_count", "colour", "shape", "direction"]
+            .iter()
+            .filter_map(|m| {
+                let s = self.summary.iter().find(|s| s.metric == *m)?;
+                Some(s.mean? - s.chance?)
+            })
+            .collect();
+        (!lifts.is_empty()).then(|| lifts.iter().sum::<f64>() / lifts.len() as f64)
+    }
+
     /// The mean of metric `name` (as in the summary), if any clip defines it.
     pub fn mean(&self, name: &str) -> Option<f64> {
         self.summary.iter().find(|m| m.metric == name)?.mean

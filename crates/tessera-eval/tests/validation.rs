@@ -390,6 +390,14 @@ fn wrong_caption_lowers_prompt_following() {
         );
     }
     assert_eq!(chance(&right, "flicker"), None);
+    let (lift_right, lift_wrong) = (
+        right.prompt_following_lift().unwrap(),
+        wrong.prompt_following_lift().unwrap(),
+    );
+    assert!(
+        lift_right >= 0.3 && lift_wrong < lift_right - 0.3,
+        "lift {lift_right} with the right captions, {lift_wrong} with the wrong ones"
+    );
     // One caption for every clip: no other caption to score against.
     let same = report_for(
         real.iter()
@@ -398,6 +406,7 @@ fn wrong_caption_lowers_prompt_following() {
             .collect(),
     );
     assert_eq!(chance(&same, "colour"), None);
+    assert_eq!(same.prompt_following_lift(), None);
 }
 
 #[test]

@@ -147,9 +147,10 @@ pub struct DitArgs {
     masks: Option<MaskProbs>,
     /// Every N steps (a multiple of the checkpoint interval, 250), export the checkpoint's EMA
     /// weights with the VAE, generate from `--select-prompts` held-out captions and score prompt
-    /// following (`tessera eval`'s object count, colour, shape and direction, averaged); the
-    /// best so far is kept as RUN/best, a model folder, and every score (with position and
-    /// FVD-style) goes to RUN/select.jsonl. Later steps are not always better (TRAINING.md, session 8). 0 = off.
+    /// following above chance (`tessera eval`'s object count, colour, shape and direction,
+    /// each minus its chance level, averaged); the best so far is kept as RUN/best, a model
+    /// folder, and every score (raw, chance, position, FVD-style) goes to RUN/select.jsonl.
+    /// Later steps are not always better (TRAINING.md, session 8). 0 = off.
     #[arg(long, default_value_t = 0)]
     select_every: usize,
     /// Held-out prompts per selection (`tessera eval --count`; ~3 s each with the default
@@ -297,7 +298,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             }
             if let Some((step, score)) = select.and_then(|s| s.best) {
                 eprintln!(
-                    "best checkpoint: step {step} (prompt following {score:.3}) in {}",
+                    "best checkpoint: step {step} (prompt following above chance {score:.3}) in {}",
                     o.out.join("best").display()
                 );
             }
@@ -333,7 +334,9 @@ impl Selector {
             for line in std::fs::read_to_string(&log)?.lines() {
                 let v: serde_json::Value = serde_json::from_str(line)
                     .with_context(|| format!("{}: bad line `{line}`", log.display()))?;
-                if let (Some(step), Some(score)) = (v["step"].as_u64(), v["score"].as_f64()) {
+                // The lift when the line has one (runs before it: the raw score).
+                let score = v["lift"].as_f64().or(v["score"].as_f64());
+                if let (Some(step), Some(score)) = (v["step"].as_u64(), score) {
                     if best.is_none_or(|(_, b)| score > b) {
                         best = Some((step as usize, score));
                     }
@@ -368,10 +371,21 @@ impl Selector {
         let model = Model::load(&model_dir, &Device::Cpu)?;
         let settings = Prompted::held_out(self.prompts, &model);
         let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
-        let score = report.prompt_following().unwrap_or(0.0);
-        let mut line = serde_json::json!({"step": step, "score": score, "fvd": report.fvd});
+        // Above chance where the report has a chance level (two or more distinct prompts): a
+        // checkpoint that draws more objects matches more colours by chance alone (session 14).
+        let raw = report.prompt_following().unwrap_or(0.0);
+        let lift = report.prompt_following_lift();
+        let score = lift.unwrap_or(raw);
+        let mut line =
+            serde_json::json!({"step": step, "score": raw, "lift": lift, "fvd": report.fvd});
         for m in ["object_count", "colour", "shape", "direction", "position"] {
             line[m] = report.mean(m).into();
+            line[format!("{m}_chance")] = report
+                .summary
+                .iter()
+                .find(|s| s.metric == m)
+                .and_then(|s| s.chance)
+                .into();
         }
         let mut log = std::fs::OpenOptions::new()
             .create(true)
@@ -395,7 +409,8 @@ impl Selector {
             std::fs::remove_dir_all(&model_dir)?;
         }
         Ok(format!(
-            "step {step}: prompt following {score:.3}{} (report {})",
+            "step {step}: prompt following {raw:.3}, above chance {}{} (report {})",
+            lift.map_or("-".into(), |l| format!("{l:.3}")),
             if better { ", the best so far" } else { "" },
             dir.join("eval").display()
         ))
@@ -407,7 +422,8 @@ mod tests {
     use super::*;
     use tessera_train::latents::BucketSpec;
 
-    /// Two checkpoints of a micro DiT scored on one prompt: both scores are logged, RUN/best is
+    /// Two checkpoints of a micro DiT scored on one prompt (so by the raw score: no chance level
+    /// without a second caption): both scores are logged, RUN/best is
     /// the better one's model (the first on a tie) and loads, the other's export is removed,
     /// and a resumed selector reads the best back.
     #[test]
@@ -449,6 +465,8 @@ mod tests {
                 .map(|l| serde_json::from_str(l).unwrap())
                 .collect();
         assert_eq!(logged.len(), 2);
+        // One prompt has no other caption to be scored against: no lift, the raw score ranks.
+        assert!(logged[0]["lift"].is_null() && logged[0]["colour_chance"].is_null());
         let score = |i: usize| logged[i]["score"].as_f64().unwrap();
         let best_step = if score(1) > score(0) { 2 } else { 1 };
         assert_eq!(sel.best.map(|b| b.0), Some(best_step));
