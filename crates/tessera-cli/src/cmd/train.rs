@@ -93,8 +93,9 @@ pub struct VaeArgs {
     #[arg(long, default_value_t = 0.0)]
     ssim_weight: f64,
     /// Noise on the latent before decoding (0 = off): per clip up to this many of each
-    /// channel's standard deviations. With --decoder-only, teaches the decoder to draw a DiT's
-    /// near-miss latents as clean objects instead of speckles (TRAINING.md, session 14).
+    /// channel's standard deviations. With --decoder-only, a decoder for a DiT's near-miss
+    /// latents: 0.5 kept the clean PSNR and made the shipped DiT's clips flicker less
+    /// (TRAINING.md, session 14).
     #[arg(long, default_value_t = 0.0)]
     latent_noise: f64,
 }
@@ -121,8 +122,9 @@ pub struct DitArgs {
     lr_scale: Vec<(String, f64)>,
     /// Weight the loss toward latent positions that stand out of their frame (0 = plain MSE;
     /// 4 makes an object's position count several times a plain backdrop's): small objects
-    /// otherwise hardly move the loss, and a DiT learns the backdrop but not the caption's
-    /// objects (TRAINING.md, session 14).
+    /// otherwise hardly move the loss. Alone it made a DiT draw more objects, not ones that
+    /// follow the caption; with --train-text the colour words began to move the video
+    /// (TRAINING.md, session 14).
     #[arg(long, default_value_t = 0.0)]
     object_weight: f64,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
