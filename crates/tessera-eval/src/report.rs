@@ -130,7 +130,7 @@ impl Report {
     /// The mean of the prompt-following metrics (object count, colour, shape, direction) the
     /// clips define: one number to rank checkpoints of a model by.
     pub fn prompt_following(&self) -> Option<f64> {
-        let defined: Vec<f64> = ["object_count", "colour", "shape", "direction"]
+        let defined: Vec<f64> = PROMPT_FOLLOWING
             .iter()
             .filter_map(|m| self.mean(m))
             .collect();
@@ -142,7 +142,7 @@ impl Report {
     /// it draws (more objects match more colours by chance); `None` without a chance level
     /// (every caption the same, or one clip).
     pub fn prompt_following_lift(&self) -> Option<f64> {
-        let lifts: Vec<f64> = ["object_count", "colour", "shape", "direction"]
+        let lifts: Vec<f64> = PROMPT_FOLLOWING
             .iter()
             .filter_map(|m| {
                 let s = self.summary.iter().find(|s| s.metric == *m)?;
@@ -179,6 +179,9 @@ const METRICS: &[(&str, &str, Getter)] = &[
     ("flicker_level", "RGB8 levels", |s| Some(s.flicker_level)),
     ("mean_speed", "frame widths/s", |s| s.mean_speed),
 ];
+
+/// The metrics [`Report::prompt_following`] and its lift average.
+const PROMPT_FOLLOWING: [&str; 4] = ["object_count", "colour", "shape", "direction"];
 
 /// The metrics a caption decides, which get a [`MetricSummary::chance`].
 pub const CAPTION_METRICS: &[&str] = &[
