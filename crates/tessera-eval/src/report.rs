@@ -75,7 +75,7 @@ pub struct MetricSummary {
     pub clips: usize,
     pub unit: &'static str,
     /// For the metrics a caption decides ([`CAPTION_METRICS`]): the mean with each clip scored
-    /// against another clip's caption instead of its own. A generator that ignores the
+    /// against every other caption of the report instead of its own. A generator that ignores the
     /// prompt scores `mean ≈ chance`; what it follows is `mean − chance`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chance: Option<f64>,
@@ -193,20 +193,26 @@ pub const CAPTION_METRICS: &[&str] = &[
     "backdrop",
 ];
 
-/// Each clip's scores against the caption of the next clip (cyclically) whose caption differs
-/// from its own (clips of one prompt under several seeds sit together); `None` where every
-/// caption is the same.
-fn mismatched_scores(clips: &[ClipReport], analyses: &[Analysis]) -> Vec<Option<ClipScores>> {
-    let n = clips.len();
-    (0..n)
-        .map(|i| {
-            let j = (1..n)
-                .map(|k| (i + k) % n)
-                .find(|&j| clips[j].caption != clips[i].caption)?;
-            Some(score(
-                &analyses[i],
-                &ExpectedScene::from_prompt(&clips[j].caption),
-            ))
+/// Each clip's scores against every caption in the report that differs from its own (clips of
+/// one prompt under several seeds share a caption): the expectation over the prompts, not one
+/// draw of them, so two models' chance levels differ by what they drew, not by the pairing.
+/// Empty where every caption is the same.
+fn mismatched_scores(clips: &[ClipReport], analyses: &[Analysis]) -> Vec<ClipScores> {
+    let mut captions: Vec<&str> = clips.iter().map(|c| c.caption.as_str()).collect();
+    captions.sort_unstable();
+    captions.dedup();
+    let scenes: Vec<(&str, ExpectedScene)> = captions
+        .into_iter()
+        .map(|c| (c, ExpectedScene::from_prompt(c)))
+        .collect();
+    clips
+        .iter()
+        .zip(analyses)
+        .flat_map(|(clip, a)| {
+            scenes
+                .iter()
+                .filter(move |(c, _)| *c != clip.caption)
+                .map(move |(_, scene)| score(a, scene))
         })
         .collect()
 }
@@ -476,7 +482,7 @@ fn build_report(
             let vals: Vec<f64> = report.clips.iter().filter_map(|c| get(&c.scores)).collect();
             let chance = CAPTION_METRICS
                 .contains(name)
-                .then(|| mean_of(mismatched.iter().flatten().filter_map(get).collect()))
+                .then(|| mean_of(mismatched.iter().filter_map(get).collect()))
                 .flatten();
             MetricSummary {
                 metric: name.to_string(),
@@ -576,7 +582,7 @@ fn html(r: &Report) -> String {
          td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}\
          td:first-child{text-align:left}img{image-rendering:pixelated;height:128px}\
          .clip{margin:1.5em 0}.err{color:#a00}</style></head><body><h1>Tessera evaluation</h1>\
-         <table><tr><th>metric</th><th>mean</th><th>chance (another clip's caption)</th>\
+         <table><tr><th>metric</th><th>mean</th><th>chance (the other captions)</th>\
          <th>clips</th><th>unit</th></tr>",
     );
     for m in &r.summary {
