@@ -78,9 +78,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     for swap in swaps {
         let (word, other) = swap.split_once('=').ok_or(usage)?;
+        // Whole words only, punctuation kept: `left.` swaps to `right.`, `leftmost` stays.
         let swapped = prompt
             .split(' ')
-            .map(|w| if w == word { other } else { w })
+            .map(|w| match w.strip_prefix(word) {
+                Some(rest) if rest.chars().all(|c| c.is_ascii_punctuation()) => {
+                    format!("{other}{rest}")
+                }
+                _ => w.to_string(),
+            })
             .collect::<Vec<_>>()
             .join(" ");
         if swapped == *prompt {
