@@ -95,27 +95,35 @@ impl Report {
     /// The summary as an aligned text table, for the CLI to print.
     pub fn summary_table(&self) -> String {
         let mut s = format!(
-            "{:<24} {:>9} {:>9} {:>6}  unit\n",
-            "metric", "mean", "chance", "clips"
+            "{:<24} {:>9} {:>9} {:>9} {:>6}  unit\n",
+            "metric", "mean", "chance", "above", "clips"
         );
         let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.3}"));
         for m in &self.summary {
             s += &format!(
-                "{:<24} {:>9} {:>9} {:>6}  {}\n",
+                "{:<24} {:>9} {:>9} {:>9} {:>6}  {}\n",
                 m.metric,
                 fmt(m.mean),
                 fmt(m.chance),
+                fmt(m.mean.zip(m.chance).map(|(m, c)| m - c)),
                 m.clips,
                 m.unit
             );
         }
         if let Some(f) = self.fvd {
             s += &format!(
-                "{:<24} {:>9.3} {:>9} {:>6}  feature units²\n",
+                "{:<24} {:>9.3} {:>9} {:>9} {:>6}  feature units²\n",
                 "fvd",
                 f,
                 "-",
+                "-",
                 self.clips.len()
+            );
+        }
+        if let Some(lift) = self.prompt_following_lift() {
+            s += &format!(
+                "prompt following above chance ({}, averaged): {lift:.3}\n",
+                PROMPT_FOLLOWING.join(", ")
             );
         }
         if !self.errors.is_empty() {

@@ -416,6 +416,11 @@ fn wrong_caption_lowers_prompt_following() {
         lift_right >= 0.3 && lift_wrong < lift_right - 0.3,
         "lift {lift_right} with the right captions, {lift_wrong} with the wrong ones"
     );
+    // The table prints the same lift.
+    assert!(right.summary_table().contains(&format!(
+        "prompt following above chance (object_count, colour, shape, direction, averaged): \
+         {lift_right:.3}"
+    )));
     // One caption for every clip: no other caption to score against.
     let same = report_for(
         real.iter()
@@ -425,6 +430,7 @@ fn wrong_caption_lowers_prompt_following() {
     );
     assert_eq!(chance(&same, "colour"), None);
     assert_eq!(same.prompt_following_lift(), None);
+    assert!(!same.summary_table().contains("above chance"));
 }
 
 #[test]
