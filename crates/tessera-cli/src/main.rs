@@ -50,6 +50,13 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // A closed pipe (`tessera … --json | head`) ends the process quietly, as it does any Unix
+    // tool, instead of `println!` panicking; files are complete before anything is printed.
+    #[cfg(unix)]
+    // SAFETY: restores the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     tessera_models::kernels::prefer_rayon_over_candle_pool();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cli.log));
