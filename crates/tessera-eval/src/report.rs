@@ -81,6 +81,13 @@ pub struct MetricSummary {
     pub chance: Option<f64>,
 }
 
+impl MetricSummary {
+    /// `mean − chance`: how much of the metric the prompt, not luck, explains.
+    pub fn above_chance(&self) -> Option<f64> {
+        Some(self.mean? - self.chance?)
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub summary: Vec<MetricSummary>,
@@ -105,7 +112,7 @@ impl Report {
                 m.metric,
                 fmt(m.mean),
                 fmt(m.chance),
-                fmt(m.mean.zip(m.chance).map(|(m, c)| m - c)),
+                fmt(m.above_chance()),
                 m.clips,
                 m.unit
             );
@@ -152,10 +159,7 @@ impl Report {
     pub fn prompt_following_lift(&self) -> Option<f64> {
         let lifts: Vec<f64> = PROMPT_FOLLOWING
             .iter()
-            .filter_map(|m| {
-                let s = self.summary.iter().find(|s| s.metric == *m)?;
-                Some(s.mean? - s.chance?)
-            })
+            .filter_map(|m| self.summary.iter().find(|s| s.metric == *m)?.above_chance())
             .collect();
         (!lifts.is_empty()).then(|| lifts.iter().sum::<f64>() / lifts.len() as f64)
     }
@@ -591,21 +595,23 @@ fn html(r: &Report) -> String {
          td:first-child{text-align:left}img{image-rendering:pixelated;height:128px}\
          .clip{margin:1.5em 0}.err{color:#a00}</style></head><body><h1>Tessera evaluation</h1>\
          <table><tr><th>metric</th><th>mean</th><th>chance (the other captions)</th>\
-         <th>clips</th><th>unit</th></tr>",
+         <th>above chance</th><th>clips</th><th>unit</th></tr>",
     );
     for m in &r.summary {
         s += &format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             m.metric,
             fmt(m.mean),
             fmt(m.chance),
+            fmt(m.above_chance()),
             m.clips,
             m.unit
         );
     }
     if let Some(f) = r.fvd {
         s += &format!(
-            "<tr><td>fvd</td><td>{f:.3}</td><td>–</td><td>{}</td><td>feature units²</td></tr>",
+            "<tr><td>fvd</td><td>{f:.3}</td><td>–</td><td>–</td><td>{}</td>\
+             <td>feature units²</td></tr>",
             r.clips.len()
         );
     }
