@@ -3,9 +3,13 @@
 //! Pixel quantities are at the analysed resolution; thresholds scale with the frame's shorter
 //! side relative to the 64-pixel world default, so they mean the same at any size.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use serde::Serialize;
 use tessera_media::Video;
-use tessera_world::caption::{Colour, MotionKind, Region};
+use tessera_world::caption::{Background, BackgroundKind, BgColour, Colour, MotionKind, Region};
+use tessera_world::render::Renderer;
 
 use crate::error::{EvalError, Result};
 use crate::scene::{direction_matches, match_objects, observe, ExpectedScene, ObservedObject};
@@ -717,7 +721,6 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
 /// rendering of every colour the band could have (the other band as the prompt says), and
 /// counts when the prompt's colour is the nearest.
 fn backdrop_score(a: &Analysis, expected: &ExpectedScene) -> Option<f64> {
-    use tessera_world::caption::{Background, BackgroundKind, BgColour};
     let bg = expected.parsed.background.as_ref()?;
     let kind = bg.kind?;
     let (top, bottom) = match (kind, bg.colours.as_slice()) {
@@ -725,17 +728,11 @@ fn backdrop_score(a: &Analysis, expected: &ExpectedScene) -> Option<f64> {
         (_, [t, b, ..]) => (*t, *b),
         _ => return None,
     };
-    let (w, h) = (a.width, a.height);
-    let mut renderer = tessera_world::render::Renderer::new(w, h);
-    let mut frame = Vec::new();
-    let mut bands = |top, bottom| {
-        renderer.render(&Background { kind, top, bottom }, 0.0, &[], &mut frame);
-        backdrop_bands(std::slice::from_ref(&frame), None, w as usize, h as usize)
-    };
+    let bands = |top, bottom| rendered_bands(kind, top, bottom, a.width, a.height);
     let dist =
         |x: &[f64; 3], y: &[f64; 3]| -> f64 { x.iter().zip(y).map(|(p, q)| (p - q).powi(2)).sum() };
     // Which colour for the band(s) `vary` makes the rendering closest to the clip.
-    let mut nearest = |vary: &dyn Fn(BgColour) -> (BgColour, BgColour), use_bands: &[usize]| {
+    let nearest = |vary: &dyn Fn(BgColour) -> (BgColour, BgColour), use_bands: &[usize]| {
         BgColour::ALL
             .iter()
             .map(|&c| {
@@ -754,6 +751,34 @@ fn backdrop_score(a: &Analysis, expected: &ExpectedScene) -> Option<f64> {
         let b_ok = nearest(&|c| (top, c), &[1]) == Some(bottom);
         (f64::from(u8::from(t_ok)) + f64::from(u8::from(b_ok))) / 2.0
     })
+}
+
+/// [`backdrop_bands`] of the world's own rendering of a backdrop at `w × h`. The same for every
+/// clip scored at one size, and most of the cost of [`score`] (a report's chance level scores
+/// each clip against every other caption), so each is rendered once per process.
+fn rendered_bands(
+    kind: BackgroundKind,
+    top: BgColour,
+    bottom: BgColour,
+    w: u32,
+    h: u32,
+) -> [[f64; 3]; 2] {
+    type Key = (BackgroundKind, BgColour, BgColour, u32, u32);
+    static CACHE: OnceLock<Mutex<HashMap<Key, [[f64; 3]; 2]>>> = OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    let key = (kind, top, bottom, w, h);
+    if let Some(b) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return *b;
+    }
+    let mut frame = Vec::new();
+    let bg = Background { kind, top, bottom };
+    Renderer::new(w, h).render(&bg, 0.0, &[], &mut frame);
+    let b = backdrop_bands(std::slice::from_ref(&frame), None, w as usize, h as usize);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key, b);
+    b
 }
 
 /// An object that was never seen, for asking whether a prompt states a direction at all.
