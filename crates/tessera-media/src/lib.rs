@@ -29,6 +29,6 @@ pub use read::{
     decode_bytes, ffmpeg_available, read_video, read_video_native, read_with_ffmpeg, sniff, Format,
     FOLDER_FPS, MAX_DECODED_BYTES,
 };
-pub use transform::{center_crop, fit, resample_fps, resize};
+pub use transform::{center_crop, fit, mirror, resample_fps, resize};
 pub use video::{check_fps, check_size, Video, MAX_DIM, MAX_FPS};
 pub use write::{encode_mp4, temp_file_beside, write_video, OutputKind, VideoWriter};

@@ -102,6 +102,27 @@ pub fn fit(video: &Video, width: u32, height: u32, fps: f64) -> Result<Video> {
     center_crop(&resize(&v, sw, sh)?, width, height)
 }
 
+/// Mirrors every frame left to right, for training data whose captions can be mirrored too
+/// ("moves left" ↔ "moves right"): the pair differs only in the words that name a side.
+pub fn mirror(video: &Video) -> Result<Video> {
+    video.validate()?;
+    let row = video.width as usize * 3;
+    let frames = video
+        .frames
+        .iter()
+        .map(|f| {
+            f.chunks_exact(row)
+                .flat_map(|r| r.chunks_exact(3).rev().flatten())
+                .copied()
+                .collect()
+        })
+        .collect();
+    Ok(Video {
+        frames,
+        ..video.clone()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +164,20 @@ mod tests {
             center_crop(&v, 5, 2),
             Err(MediaError::ShapeMismatch { .. })
         ));
+    }
+
+    #[test]
+    fn mirror_reverses_pixels_in_each_row() {
+        let mut v = Video::new(3, 2, 16.0);
+        v.frames.push((0..18).collect());
+        let m = mirror(&v).unwrap();
+        assert_eq!(
+            m.frames[0],
+            [6, 7, 8, 3, 4, 5, 0, 1, 2, 15, 16, 17, 12, 13, 14, 9, 10, 11]
+        );
+        assert_eq!(mirror(&m).unwrap(), v);
+        v.frames.push(vec![0; 5]);
+        assert!(matches!(mirror(&v), Err(MediaError::FrameSize { .. })));
     }
 
     #[test]

@@ -31,6 +31,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             frames: 33,
             count: count.parse()?,
         }],
+        mirror: false,
     };
     let (set, path) = load_or_encode(&spec, &vae, vae_id, Path::new(out), |_, _| {})?;
     println!("{} items → {}", set.items.len(), path.display());

@@ -130,6 +130,11 @@ pub struct DitTrainOptions {
     /// backdrop (TRAINING.md, session 14).
     #[serde(default)]
     pub object_weight: f64,
+    /// Train on every world clip's left-right mirror too, captions swapped to match: pairs that
+    /// differ only in the words naming a side, so the model must read them (TRAINING.md,
+    /// session 16). World data only.
+    #[serde(default)]
+    pub mirror: bool,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -237,6 +242,7 @@ impl DitTrainOptions {
             text_lr_scale: 1.0,
             lr_scales: Vec::new(),
             object_weight: 0.0,
+            mirror: false,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
@@ -305,6 +311,13 @@ impl DitTrainOptions {
                 "object_weight {} must be finite and ≥ 0 (0 = plain MSE)",
                 self.object_weight
             ));
+        }
+        if self.mirror && self.data.is_some() {
+            return bad(
+                "--mirror needs shapes-world data: a folder's captions cannot be mirrored \
+                 (drop --data or --mirror)"
+                    .to_string(),
+            );
         }
         for (name, p) in [
             ("caption_dropout", self.caption_dropout),
@@ -779,6 +792,7 @@ pub fn train_dit(
             size: opts.size,
             fps: opts.fps,
             buckets: opts.buckets.clone(),
+            mirror: false,
         },
         Some(dir) => DataSpec::Folder {
             dir: dir.clone(),
@@ -792,11 +806,26 @@ pub fn train_dit(
         .clone()
         .unwrap_or_else(|| opts.out.join("latents"));
     let mut stop_requested = false;
-    let (set, latents_path) = load_or_encode(&spec, &vae, vae_id, &cache, |done, total| {
-        if progress(&DitEvent::Encoding { done, total }).is_break() {
-            stop_requested = true;
+    let mut specs = vec![spec];
+    if let (true, DataSpec::World { .. }) = (opts.mirror, &specs[0]) {
+        let mut mirrored = specs[0].clone();
+        if let DataSpec::World { mirror, .. } = &mut mirrored {
+            *mirror = true;
         }
-    })?;
+        specs.push(mirrored);
+    }
+    let mut items = Vec::new();
+    let mut latents_path = PathBuf::new();
+    for spec in &specs {
+        let (set, path) = load_or_encode(spec, &vae, vae_id, &cache, |done, total| {
+            if progress(&DitEvent::Encoding { done, total }).is_break() {
+                stop_requested = true;
+            }
+        })?;
+        items.extend(set.items);
+        latents_path = path;
+    }
+    let set = LatentSet::new(items)?;
     {
         let flat = Tensor::cat(
             &set.items

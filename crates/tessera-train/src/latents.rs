@@ -81,6 +81,10 @@ pub enum DataSpec {
         size: u32,
         fps: f64,
         buckets: Vec<BucketSpec>,
+        /// Each clip's left-right mirror instead of the clip ([`tessera_world::Clip::mirrored`]),
+        /// a separate cache from the plain clips'.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mirror: bool,
     },
     /// A folder of videos with `captions.jsonl` (`{"video": "...", "caption": "..."}`), each
     /// video fitted to `size`×`size` at `fps` and put in the longest bucket it is long enough
@@ -113,6 +117,7 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
             size,
             fps,
             buckets,
+            mirror,
         } => {
             let mut out = Vec::new();
             for (b, bucket) in buckets.iter().enumerate() {
@@ -126,7 +131,10 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
                     split: *split,
                 };
                 for i in 0..bucket.count as u64 {
-                    let clip = generate_clip(&opts, b as u64 * 1_000_000 + i)?;
+                    let mut clip = generate_clip(&opts, b as u64 * 1_000_000 + i)?;
+                    if *mirror {
+                        clip = clip.mirrored()?;
+                    }
                     out.push((clip.video, clip.caption, Some(clip.short_caption)));
                 }
             }

@@ -577,3 +577,60 @@ fn object_weight_reweights_the_loss_and_old_options_load() {
         .to_string()
         .contains("object_weight"));
 }
+
+#[test]
+fn mirror_trains_on_each_clip_and_its_mirror() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = DitTrainOptions {
+        steps: 1,
+        mirror: true,
+        ..micro(tmp.path())
+    };
+    let mut items = 0;
+    train_dit(&opts, |e| {
+        if let DitEvent::Latents { items: n, .. } = e {
+            items = *n;
+        }
+        ControlFlow::Continue(())
+    })
+    .expect("one step");
+    assert_eq!(items, 16, "8 clips and their 8 mirrors");
+
+    // Two caches: the plain clips' (shared with runs without --mirror) and the mirrors'.
+    let mut caches: Vec<_> = std::fs::read_dir(tmp.path().join("latents"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+        .collect();
+    caches.sort();
+    assert_eq!(caches.len(), 2);
+    let sets: Vec<_> = caches
+        .iter()
+        .map(|p| tessera_train::latents::read_cache(p).unwrap())
+        .collect();
+    let (a, b) = (&sets[0].items, &sets[1].items);
+    let pairs: Vec<(&str, &str)> = a
+        .iter()
+        .zip(b)
+        .map(|(x, y)| (x.caption.as_str(), y.caption.as_str()))
+        .collect();
+    let sided = pairs.iter().filter(|(x, y)| x != y).count();
+    assert!(sided > 0, "{pairs:?}");
+    for (x, y) in pairs {
+        assert_eq!(x.split(' ').count(), y.split(' ').count(), "{x} / {y}");
+    }
+
+    let plain = DitTrainOptions {
+        data: Some(tmp.path().to_path_buf()),
+        ..opts
+    };
+    assert!(plain
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("--mirror"));
+    let mut old = serde_json::to_value(micro(tmp.path())).unwrap();
+    old.as_object_mut().unwrap().remove("mirror");
+    let back: DitTrainOptions = serde_json::from_value(old).unwrap();
+    assert!(!back.mirror);
+}

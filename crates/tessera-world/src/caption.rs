@@ -481,6 +481,97 @@ impl SceneDescription {
     }
 }
 
+// ───────────────────────────── mirroring ─────────────────────────────
+// A scene seen in a left-right mirror: the same objects and events with every side swapped.
+// Every shape's outline is symmetric about the vertical axis, so only directions, start
+// regions, senses of rotation, walls and the camera change.
+
+impl Direction {
+    pub fn mirrored(self) -> Direction {
+        let (x, y) = self.unit();
+        Direction::nearest(-x, y).unwrap_or(self)
+    }
+}
+
+impl Region {
+    pub fn mirrored(self) -> Region {
+        let (row, col) = self.cell();
+        Region::from_cell(row, 2 - col)
+    }
+}
+
+impl Turn {
+    pub fn mirrored(self) -> Turn {
+        match self {
+            Turn::Clockwise => Turn::Counterclockwise,
+            Turn::Counterclockwise => Turn::Clockwise,
+        }
+    }
+}
+
+impl Motion {
+    pub fn mirrored(self) -> Motion {
+        match self {
+            Motion::Linear { direction, speed } => Motion::Linear {
+                direction: direction.mirrored(),
+                speed,
+            },
+            Motion::Bounce { direction, speed } => Motion::Bounce {
+                direction: direction.mirrored(),
+                speed,
+            },
+            Motion::Orbit { turn, speed } => Motion::Orbit {
+                turn: turn.mirrored(),
+                speed,
+            },
+            Motion::Spin { turn, speed } => Motion::Spin {
+                turn: turn.mirrored(),
+                speed,
+            },
+            Motion::Still | Motion::Fall => self,
+        }
+    }
+}
+
+impl SceneDescription {
+    pub fn mirrored(&self) -> SceneDescription {
+        SceneDescription {
+            objects: self
+                .objects
+                .iter()
+                .map(|o| ObjectSpec {
+                    motion: o.motion.mirrored(),
+                    region: o.region.map(Region::mirrored),
+                    ..*o
+                })
+                .collect(),
+            background: self.background,
+            camera: match self.camera {
+                Camera::Pan { direction } => Camera::Pan {
+                    direction: direction.mirrored(),
+                },
+                Camera::Still => Camera::Still,
+            },
+            events: self
+                .events
+                .iter()
+                .map(|e| Event {
+                    kind: match e.kind {
+                        EventKind::Wall { wall: Wall::Left } => {
+                            EventKind::Wall { wall: Wall::Right }
+                        }
+                        EventKind::Wall { wall: Wall::Right } => {
+                            EventKind::Wall { wall: Wall::Left }
+                        }
+                        kind => kind,
+                    },
+                    ..*e
+                })
+                .collect(),
+        }
+    }
+}
+
 // ───────────────────────────── writing captions ─────────────────────────────
 
 const NUMBER_WORDS: [&str; 5] = ["zero", "one", "two", "three", "four"];

@@ -100,6 +100,13 @@ pub enum WorldError {
         source: tessera_media::MediaError,
     },
 
+    #[error("clip {id}: {source}")]
+    Video {
+        id: String,
+        #[source]
+        source: tessera_media::MediaError,
+    },
+
     #[error("serialising {what} to JSON failed: {source}")]
     Json {
         what: &'static str,

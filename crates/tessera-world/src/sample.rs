@@ -72,6 +72,47 @@ impl Clip {
     pub fn events(&self) -> &[Event] {
         &self.scene.events
     }
+
+    /// The same clip seen in a left-right mirror, with captions and tracks to match: a pair of
+    /// clips whose captions differ only in the words that name a side, so a model trained on
+    /// both must read those words. Id `<id>-mirror`.
+    pub fn mirrored(&self) -> Result<Clip, WorldError> {
+        let width = f64::from(self.video.width);
+        let scene = self.scene.mirrored();
+        let tracks = self
+            .tracks
+            .iter()
+            .map(|frame| {
+                frame
+                    .iter()
+                    .map(|p| TrackPoint {
+                        x: round3(width - p.x),
+                        bbox: [
+                            round3(width - p.bbox[2]),
+                            p.bbox[1],
+                            round3(width - p.bbox[0]),
+                            p.bbox[3],
+                        ],
+                        angle: round3(-p.angle),
+                        ..*p
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(Clip {
+            id: format!("{}-mirror", self.id),
+            index: self.index,
+            video: tessera_media::mirror(&self.video).map_err(|source| WorldError::Video {
+                id: self.id.clone(),
+                source,
+            })?,
+            caption: dense_caption(&scene),
+            short_caption: short_caption(&scene),
+            scene,
+            objects: self.objects.clone(),
+            tracks,
+        })
+    }
 }
 
 /// One line of `captions.jsonl`.

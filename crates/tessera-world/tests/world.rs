@@ -223,7 +223,14 @@ fn short_captions_parse_back() {
 
 #[test]
 fn captions_agree_with_tracks() {
-    let clips = clips(150);
+    // Mirrored clips too: their captions and tracks are derived, not simulated.
+    let clips: Vec<Clip> = clips(150)
+        .into_iter()
+        .flat_map(|c| {
+            let m = c.mirrored().expect("mirror");
+            [c, m]
+        })
+        .collect();
     let (mut linear, mut falls, mut walls, mut hidden) = (0, 0, 0, 0);
     for clip in &clips {
         let track = |o: usize| clip.tracks.iter().map(move |f| f[o]);
@@ -325,6 +332,57 @@ fn captions_agree_with_tracks() {
     assert!(
         linear > 10 && falls > 10 && walls > 10 && hidden > 5,
         "linear {linear} falls {falls} walls {walls} hidden {hidden}"
+    );
+}
+
+#[test]
+fn mirrored_clips_swap_sides_and_nothing_else() {
+    let (mut sided, mut centres) = (0, 0);
+    for clip in clips(40) {
+        let m = clip.mirrored().expect("mirror");
+        let back = m.mirrored().expect("mirror");
+        assert_eq!(
+            (&back.video, &back.caption, &back.scene, &back.tracks),
+            (&clip.video, &clip.caption, &clip.scene, &clip.tracks)
+        );
+        // The captions differ exactly where a side is named.
+        let swap = |w: &str| {
+            let word = w.trim_end_matches(['.', ',']);
+            let other = match word {
+                "left" => "right",
+                "right" => "left",
+                "clockwise" => "counterclockwise",
+                "counterclockwise" => "clockwise",
+                _ => word,
+            };
+            format!("{other}{}", &w[word.len()..])
+        };
+        let swapped: Vec<String> = clip.caption.split(' ').map(swap).collect();
+        assert_eq!(swapped.join(" "), m.caption);
+        sided += usize::from(clip.caption != m.caption);
+        // The mirrored frames show each fully visible object at its mirrored track point.
+        let w = clip.video.width as usize;
+        for (f, frame) in m.video.frames.iter().enumerate().step_by(8) {
+            for (o, p) in m.tracks[f].iter().enumerate() {
+                let info = clip.objects[o];
+                if p.visible < 1.0 || info.shape == tessera_world::caption::Shape::Ring {
+                    continue;
+                }
+                let (x, y) = (p.x.floor() as usize, p.y.floor() as usize);
+                let i = (y * w + x) * 3;
+                assert_eq!(
+                    frame[i..i + 3],
+                    info.colour.rgb(),
+                    "{} frame {f}",
+                    m.caption
+                );
+                centres += 1;
+            }
+        }
+    }
+    assert!(
+        sided > 30 && centres > 100,
+        "sided {sided} centres {centres}"
     );
 }
 

@@ -127,6 +127,11 @@ pub struct DitArgs {
     /// (TRAINING.md, session 14).
     #[arg(long, default_value_t = 0.0)]
     object_weight: f64,
+    /// Also train on every world clip's left-right mirror, its caption's sides swapped ("moves
+    /// left" ↔ "moves right"): pairs that differ only in those words, so the model must read
+    /// them. Encodes a second latent cache; world data only (TRAINING.md, session 16).
+    #[arg(long)]
+    mirror: bool,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -216,6 +221,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
             o.lr_scales = a.lr_scale;
             o.object_weight = a.object_weight;
+            o.mirror = a.mirror;
             o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
             o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
             o.init_from = a.init_from;
