@@ -4,7 +4,8 @@
 //! train_vae train OUT_DIR STEPS [--resume] [--crop N|--no-crop] [--lr X] [--seed N]
 //!     [--frames-per-step N] [--clip-lengths 1,5,9,17,33] [--warmup N] [--eval-every N]
 //!     [--init-from MODEL_DIR] [--decoder-only] [--data DIR] [--mse-weight X]
-//!     [--cycle-weight X] [--ssim-weight X] [--latent-noise X] [--config tiny|small|tiny-residual|tiny-patch|FILE.json]
+//!     [--cycle-weight X] [--ssim-weight X] [--latent-noise X] [--object-weight X]
+//!     [--config tiny|small|tiny-residual|tiny-patch|FILE.json]
 //! train_vae eval  OUT_DIR [CLIPS]          # val PSNR/SSIM of the latest checkpoint's EMA
 //! train_vae export OUT_DIR MODEL_DIR       # fp16 diffusers-style folder + latent statistics
 //! ```
@@ -80,6 +81,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             if let Some(v) = arg_after(&args, "--latent-noise") {
                 o.latent_noise = v.parse()?;
+            }
+            if let Some(v) = arg_after(&args, "--object-weight") {
+                o.object_weight = v.parse()?;
             }
             if let Some(v) = arg_after(&args, "--warmup") {
                 o.warmup = v.parse()?;

@@ -13,6 +13,15 @@ use crate::{io_err, Result, TrainError};
 pub trait ClipSource {
     /// A clip of exactly `frames` frames, `size`×`size` pixels.
     fn sample(&mut self, rng: &mut ChaCha8Rng, frames: usize) -> Result<Video>;
+    /// [`sample`](Self::sample) with where the clip's objects are, where the source knows:
+    /// per frame, one byte a pixel, 1 on or next to an object's box and 0 elsewhere.
+    fn sample_with_objects(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        frames: usize,
+    ) -> Result<(Video, Option<Vec<Vec<u8>>>)> {
+        Ok((self.sample(rng, frames)?, None))
+    }
     /// Frame side in pixels.
     fn size(&self) -> usize;
 }
@@ -128,21 +137,63 @@ impl WorldSource {
 
     /// Clip `index` with `frames` frames (deterministic, for evaluation sets).
     pub fn clip(&self, index: u64, frames: usize) -> Result<Video> {
+        self.world_clip(index, frames).map(|c| c.video)
+    }
+
+    fn world_clip(&self, index: u64, frames: usize) -> Result<tessera_world::Clip> {
         let opts = tessera_world::SampleOptions {
             frames: frames as u32,
             ..self.opts
         };
         tessera_world::generate_clip(&opts, index)
-            .map(|c| c.video)
             .map_err(|e| TrainError::Data(format!("shapes world: {e}")))
     }
 }
 
+/// Index space far beyond any run: fresh clips, reproducible from the step RNG.
+fn fresh_index(rng: &mut ChaCha8Rng) -> u64 {
+    rng.random_range(0..1u64 << 40)
+}
+
+/// Per frame, 1 inside any object's box grown by a pixel (its anti-aliased rim), else 0. A box,
+/// not the object's own pixels: its corners are where a circle and a square differ.
+pub fn object_boxes(clip: &tessera_world::Clip) -> Vec<Vec<u8>> {
+    let (w, h) = (clip.video.width as i64, clip.video.height as i64);
+    clip.tracks
+        .iter()
+        .map(|objects| {
+            let mut mask = vec![0u8; (w * h) as usize];
+            for p in objects.iter().filter(|p| p.visible > 0.0) {
+                let [x0, y0, x1, y1] = p.bbox;
+                let (x0, y0) = (
+                    (x0.floor() as i64 - 1).max(0),
+                    (y0.floor() as i64 - 1).max(0),
+                );
+                let (x1, y1) = ((x1.ceil() as i64 + 1).min(w), (y1.ceil() as i64 + 1).min(h));
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        mask[(y * w + x) as usize] = 1;
+                    }
+                }
+            }
+            mask
+        })
+        .collect()
+}
+
 impl ClipSource for WorldSource {
     fn sample(&mut self, rng: &mut ChaCha8Rng, frames: usize) -> Result<Video> {
-        // Index space far beyond any run: fresh clips, reproducible from the step RNG.
-        let index = rng.random_range(0..1u64 << 40);
-        self.clip(index, frames)
+        self.clip(fresh_index(rng), frames)
+    }
+
+    fn sample_with_objects(
+        &mut self,
+        rng: &mut ChaCha8Rng,
+        frames: usize,
+    ) -> Result<(Video, Option<Vec<Vec<u8>>>)> {
+        let clip = self.world_clip(fresh_index(rng), frames)?;
+        let boxes = object_boxes(&clip);
+        Ok((clip.video, Some(boxes)))
     }
 
     fn size(&self) -> usize {
@@ -150,22 +201,36 @@ impl ClipSource for WorldSource {
     }
 }
 
-/// Random `crop`×`crop` window of a clip (same window for every frame).
-pub fn random_crop(v: &Video, crop: usize, rng: &mut ChaCha8Rng) -> Video {
+/// A `[x0, y0, width, height]` window of a `w`×`h` frame.
+pub type Window = [usize; 4];
+
+/// Random `crop`×`crop` window of a clip (same window for every frame), and the window, so a
+/// per-pixel mask of the clip can be cut to match ([`crop_planes`]).
+pub fn random_crop(v: &Video, crop: usize, rng: &mut ChaCha8Rng) -> (Video, Window) {
     let (w, h) = (v.width as usize, v.height as usize);
     if crop >= w && crop >= h {
-        return v.clone();
+        return (v.clone(), [0, 0, w, h]);
     }
     let (cw, ch) = (crop.min(w), crop.min(h));
     let x0 = rng.random_range(0..=w - cw);
     let y0 = rng.random_range(0..=h - ch);
+    let window = [x0, y0, cw, ch];
     let mut out = Video::new(cw as u32, ch as u32, v.fps);
-    for f in &v.frames {
-        let mut nf = Vec::with_capacity(cw * ch * 3);
-        for y in y0..y0 + ch {
-            nf.extend_from_slice(&f[(y * w + x0) * 3..(y * w + x0 + cw) * 3]);
-        }
-        out.frames.push(nf);
-    }
-    out
+    out.frames = crop_planes(&v.frames, w, 3, window);
+    (out, window)
+}
+
+/// `window` of frames `w` pixels wide with `channels` bytes a pixel.
+pub fn crop_planes(frames: &[Vec<u8>], w: usize, channels: usize, window: Window) -> Vec<Vec<u8>> {
+    let [x0, y0, cw, ch] = window;
+    frames
+        .iter()
+        .map(|f| {
+            let mut nf = Vec::with_capacity(cw * ch * channels);
+            for y in y0..y0 + ch {
+                nf.extend_from_slice(&f[(y * w + x0) * channels..(y * w + x0 + cw) * channels]);
+            }
+            nf
+        })
+        .collect()
 }

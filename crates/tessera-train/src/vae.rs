@@ -15,7 +15,7 @@ use tessera_models::vae::{
     init_varmap, tensor_to_video, video_to_tensor, AutoencoderKLWan, Config,
 };
 
-use crate::data::{random_crop, ClipSource, FolderSource, WorldSource};
+use crate::data::{crop_planes, random_crop, ClipSource, FolderSource, WorldSource};
 use crate::ema::Ema;
 use crate::log::JsonlLog;
 use crate::optim::{AdamW, AdamWParams};
@@ -79,6 +79,12 @@ pub struct VaeTrainOptions {
     /// following did not change.
     #[serde(default)]
     pub latent_noise: f64,
+    /// Pixels in and around the objects' boxes count `1 + object_weight` times in the L1 and MSE
+    /// terms (shapes world only: it knows where its objects are). A few percent of the pixels,
+    /// they hardly move a plain mean, and a blurred object loses its shape: the shipped VAE's
+    /// clips score shape at chance (TRAINING.md, session 15).
+    #[serde(default)]
+    pub object_weight: f64,
     pub checkpoint_every: usize,
     /// 0 = never.
     pub eval_every: usize,
@@ -122,6 +128,7 @@ impl VaeTrainOptions {
             cycle_weight: 0.0,
             ssim_weight: 0.0,
             latent_noise: 0.0,
+            object_weight: 0.0,
             checkpoint_every: 100,
             eval_every: 500,
             eval_clips: 8,
@@ -168,10 +175,18 @@ impl VaeTrainOptions {
             ("cycle_weight", self.cycle_weight),
             ("ssim_weight", self.ssim_weight),
             ("latent_noise", self.latent_noise),
+            ("object_weight", self.object_weight),
         ] {
             if !(w >= 0.0 && w.is_finite()) {
                 return bad(format!("{name} {w} must be zero or positive"));
             }
+        }
+        if self.object_weight > 0.0 && self.data.is_some() {
+            return bad(
+                "object_weight needs the shapes world's object boxes; a --data folder has none \
+                 (drop --object-weight or --data)"
+                    .into(),
+            );
         }
         Ok(cfg)
     }
@@ -349,25 +364,49 @@ fn named_vars(varmap: &candle_nn::VarMap) -> Result<Vec<(String, Var)>> {
     Ok(v)
 }
 
-/// A batch for `step`: `(clips, 3, T, S, S)` in `[-1, 1]`, drawn from the step's own RNG.
+/// A batch for `step`: `(clips, 3, T, S, S)` in `[-1, 1]`, drawn from the step's own RNG, and
+/// with `object_weight` the per-pixel loss weights `1 + object_weight·box`, `(clips, 1, T, S, S)`.
 fn batch_for_step(
     opts: &VaeTrainOptions,
     source: &mut dyn ClipSource,
     rng: &mut rand_chacha::ChaCha8Rng,
     dev: &Device,
-) -> Result<Tensor> {
+) -> Result<(Tensor, Option<Tensor>)> {
     let t = opts.clip_lengths[rng.random_range(0..opts.clip_lengths.len())];
     let n = (opts.frames_per_step / t).max(1);
-    let mut clips = Vec::with_capacity(n);
+    let (mut clips, mut weights) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
-        let v = source.sample(rng, t)?;
-        let v = match opts.crop {
-            Some(c) => random_crop(&v, c, rng),
-            None => v,
+        let (v, boxes) = if opts.object_weight > 0.0 {
+            source.sample_with_objects(rng, t)?
+        } else {
+            (source.sample(rng, t)?, None)
         };
+        let width = v.width as usize;
+        let (v, window) = match opts.crop {
+            Some(c) => random_crop(&v, c, rng),
+            None => {
+                let height = v.height as usize;
+                (v, [0, 0, width, height])
+            }
+        };
+        if opts.object_weight > 0.0 {
+            let boxes = boxes.ok_or_else(|| {
+                TrainError::Options("object_weight: this clip source has no object boxes".into())
+            })?;
+            let [_, _, cw, ch] = window;
+            let flat: Vec<f32> = crop_planes(&boxes, width, 1, window)
+                .concat()
+                .into_iter()
+                .map(|b| 1.0 + opts.object_weight as f32 * f32::from(b))
+                .collect();
+            weights.push(Tensor::from_vec(flat, (1, 1, t, ch, cw), dev)?);
+        }
         clips.push(video_to_tensor(&v, dev)?);
     }
-    Ok(Tensor::cat(&clips, 0)?)
+    let weights = (opts.object_weight > 0.0)
+        .then(|| Tensor::cat(&weights, 0))
+        .transpose()?;
+    Ok((Tensor::cat(&clips, 0)?, weights))
 }
 
 /// `L1 + λ_grad·L1(∇) + λ_KL·KL + λ_MSE·MSE`, plus the batch PSNR (dB, of the clamped output).
@@ -381,6 +420,7 @@ struct Losses {
 fn losses(
     vae: &AutoencoderKLWan,
     x: &Tensor,
+    weights: Option<&Tensor>,
     noise_rng: &mut rand_chacha::ChaCha8Rng,
     opts: &VaeTrainOptions,
 ) -> Result<Losses> {
@@ -394,7 +434,14 @@ fn losses(
         z = (&z + latent_noise(&z, noise_rng, opts.latent_noise)?)?;
     }
     let y = vae.decode_unclamped(&z)?;
-    let l1 = (&y - x)?.abs()?.mean_all()?;
+    let err = (&y - x)?;
+    let weighted = |e: Tensor| -> candle_core::Result<Tensor> {
+        match weights {
+            Some(w) => e.broadcast_mul(w)?.mean_all(),
+            None => e.mean_all(),
+        }
+    };
+    let l1 = err.abs()?.mean_all()?;
     let diff = |t: &Tensor, dim: usize| -> candle_core::Result<Tensor> {
         let n = t.dim(dim)?;
         t.narrow(dim, 1, n - 1)? - t.narrow(dim, 0, n - 1)?
@@ -402,9 +449,13 @@ fn losses(
     let gx = (diff(&y, 4)? - diff(x, 4)?)?.abs()?.mean_all()?;
     let gy = (diff(&y, 3)? - diff(x, 3)?)?.abs()?.mean_all()?;
     let kl = post.kl_mean()?;
-    let mut total = ((&l1 + ((gx + gy)? * opts.grad_weight)?)? + (&kl * opts.kl_weight)?)?;
+    let l1_term = match weights {
+        Some(_) => weighted(err.abs()?)?,
+        None => l1.clone(),
+    };
+    let mut total = ((l1_term + ((gx + gy)? * opts.grad_weight)?)? + (&kl * opts.kl_weight)?)?;
     if opts.mse_weight > 0.0 {
-        total = (total + ((&y - x)?.sqr()?.mean_all()? * opts.mse_weight)?)?;
+        total = (total + (weighted(err.sqr()?)? * opts.mse_weight)?)?;
     }
     if opts.cycle_weight > 0.0 {
         // What the next long-video window is conditioned on: the last 4·1+1 decoded frames,
@@ -580,10 +631,10 @@ pub fn train_vae_with(
     let mut t0 = Instant::now();
     for step in start..opts.steps {
         let mut rng = step_rng(opts.seed, step as u64, 0);
-        let x = batch_for_step(opts, source, &mut rng, &dev)?;
+        let (x, weights) = batch_for_step(opts, source, &mut rng, &dev)?;
         let frames = x.dim(0)? * x.dim(2)?;
         let mut noise_rng = step_rng(opts.seed, step as u64, 1);
-        let l = losses(&vae, &x, &mut noise_rng, opts)?;
+        let l = losses(&vae, &x, weights.as_ref(), &mut noise_rng, opts)?;
         let loss = l.total.to_scalar::<f32>()? as f64;
         if !loss.is_finite() {
             return Err(TrainError::NonFinite { step, value: loss });

@@ -466,3 +466,96 @@ fn latent_noise_reaches_the_decoder_only_and_old_options_load() {
     };
     assert!(matches!(bad.validate(), Err(TrainError::Options(m)) if m.contains("latent_noise")));
 }
+
+/// `object_weight` counts the pixels in the objects' boxes `1 + w` times in the L1 and MSE terms:
+/// the same batch and forward (PSNR and the logged plain L1 unchanged), a positive term linear
+/// in `w`; folders (no boxes) are refused by name; options saved before it load with it off.
+#[test]
+fn object_weight_adds_a_term_linear_in_its_weight_and_old_options_load() {
+    let first = |w: f64| {
+        let dir = tempfile::tempdir().unwrap();
+        first_step(&VaeTrainOptions {
+            object_weight: w,
+            mse_weight: 2.0,
+            clip_lengths: vec![5],
+            ..opts(dir.path())
+        })
+    };
+    let (plain, one, three) = (first(0.0), first(1.0), first(3.0));
+    assert_eq!((plain.psnr, plain.l1), (one.psnr, one.l1));
+    let term = one.loss - plain.loss;
+    assert!(term > 1e-5, "object term {term}");
+    assert!(
+        ((three.loss - plain.loss) - 3.0 * term).abs() < 1e-3 * term,
+        "not linear: {} vs 3 × {term}",
+        three.loss - plain.loss
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut old = serde_json::to_value(opts(dir.path())).unwrap();
+    old.as_object_mut().unwrap().remove("object_weight");
+    let back: VaeTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.object_weight, 0.0);
+    let folder = VaeTrainOptions {
+        object_weight: 1.0,
+        data: Some(dir.path().to_path_buf()),
+        ..opts(dir.path())
+    };
+    assert!(
+        matches!(folder.validate(), Err(TrainError::Options(m)) if m.contains("--object-weight"))
+    );
+}
+
+/// The boxes cover every visible object's centre and leave most of the frame out; a random crop's
+/// window cuts a mask exactly where it cut the video.
+#[test]
+fn object_boxes_cover_the_objects_and_crop_with_the_video() {
+    use rand::SeedableRng;
+    use tessera_train::data::{crop_planes, object_boxes, random_crop};
+    let opts = tessera_world::SampleOptions {
+        frames: 9,
+        ..Default::default()
+    };
+    let (mut centres, mut covered) = (0usize, 0f64);
+    for i in 0..6 {
+        let clip = tessera_world::generate_clip(&opts, i).unwrap();
+        let boxes = object_boxes(&clip);
+        let w = clip.video.width as usize;
+        assert_eq!(boxes.len(), clip.video.frames.len());
+        for (mask, objects) in boxes.iter().zip(&clip.tracks) {
+            assert_eq!(mask.len(), w * clip.video.height as usize);
+            covered += mask.iter().map(|&b| f64::from(b)).sum::<f64>() / mask.len() as f64;
+            for p in objects.iter().filter(|p| p.visible > 0.0) {
+                let (x, y) = (p.x.floor() as i64, p.y.floor() as i64);
+                if (0..w as i64).contains(&x) && (0..clip.video.height as i64).contains(&y) {
+                    assert_eq!(
+                        mask[y as usize * w + x as usize],
+                        1,
+                        "clip {i}: centre {x},{y}"
+                    );
+                    centres += 1;
+                }
+            }
+        }
+        // The mask of the video's own red channel, cut by the crop's window, is the crop's red.
+        let red: Vec<Vec<u8>> = clip
+            .video
+            .frames
+            .iter()
+            .map(|f| f.iter().step_by(3).copied().collect())
+            .collect();
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(i);
+        let (cropped, window) = random_crop(&clip.video, 32, &mut rng);
+        let cut = crop_planes(&red, w, 1, window);
+        for (f, m) in cropped.frames.iter().zip(&cut) {
+            let r: Vec<u8> = f.iter().step_by(3).copied().collect();
+            assert_eq!(&r, m);
+        }
+    }
+    assert!(centres > 20, "only {centres} object centres checked");
+    let share = covered / (6.0 * 9.0);
+    assert!(
+        share > 0.01 && share < 0.5,
+        "boxes cover {share} of the frame"
+    );
+}

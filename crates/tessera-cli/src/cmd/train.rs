@@ -98,6 +98,11 @@ pub struct VaeArgs {
     /// (TRAINING.md, session 14).
     #[arg(long, default_value_t = 0.0)]
     latent_noise: f64,
+    /// Pixels in and around the objects' boxes count 1 + this many times in the L1 and MSE
+    /// terms (0 = off; shapes world only): small objects otherwise hardly move the loss and
+    /// come out blurred past their shape (TRAINING.md, session 16).
+    #[arg(long, default_value_t = 0.0)]
+    object_weight: f64,
 }
 
 #[derive(Args)]
@@ -196,6 +201,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.cycle_weight = a.cycle_weight;
             o.ssim_weight = a.ssim_weight;
             o.latent_noise = a.latent_noise;
+            o.object_weight = a.object_weight;
             let bar = super::progress(o.steps as u64, "vae", c.json);
             let summary = train_vae(&o, |r| {
                 if c.json {
