@@ -1,6 +1,7 @@
 //! Where a VAE loses: PSNR of `val` clips (33×64×64) by frame group (the first frame, which the
 //! causal VAE encodes alone; frames 1–4; the rest) and region (above the floor's horizon, the
-//! floor), per clip and from the MSE over all clips, plus a contact sheet (originals left,
+//! floor, the objects' boxes grown by a pixel: where their shape is), per clip and from the MSE
+//! over all clips, plus a contact sheet (originals left,
 //! reconstructions right, every 6th frame), then the one-frame path alone (`val` images, what
 //! image→video keeps as its first frame) and the posterior's noise against the latent's spread:
 //! `vae_probe MODEL_VAE_DIR [CLIPS] [SHEET.png]`.
@@ -24,21 +25,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vae = AutoencoderKLWan::load(&cfg, &[w], DType::F32, &Device::Cpu)?;
     let src = WorldSource::new(64, 0, tessera_world::Split::Val);
     let psnr = |m: f64| 10.0 * (4.0 / m).log10();
-    let line = |mse: [f64; 6]| {
-        let names = ["all", "f0", "f1-4", "f5+", "sky", "floor"];
-        let parts: Vec<String> = (0..6)
+    let line = |mse: [f64; 7]| {
+        let names = ["all", "f0", "f1-4", "f5+", "sky", "floor", "objects"];
+        let parts: Vec<String> = (0..7)
             .map(|k| format!("{} {:.2}", names[k], psnr(mse[k])))
             .collect();
         parts.join(" ")
     };
-    let mut tot = [0f64; 6];
+    let mut tot = [0f64; 7];
     let (cols, side) = (6usize, 64usize);
     let mut sheet =
         tessera_media::Video::new((cols * side * 2) as u32, (n as usize * side) as u32, 1.0);
     let mut img = vec![0u8; cols * side * 2 * n as usize * side * 3];
     for i in 0..n {
-        let v = src.clip(i, 33)?;
-        let x = video_to_tensor(&v, &Device::Cpu)?;
+        let clip = src.world_clip(i, 33)?;
+        let v = &clip.video;
+        let x = video_to_tensor(v, &Device::Cpu)?;
         let post = vae.encode_chunked(&x)?;
         let y = vae.decode(&post.mean)?.clamp(-1f32, 1f32)?;
         let out = tessera_models::vae::tensor_to_video(&y, v.fps)?;
@@ -62,10 +64,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let sky = m(&e.narrow(3, 0, 44)?);
         let floor = m(&e.narrow(3, 45, 19)?);
         let all = m(&e);
-        for (k, val) in [all, f0, f14, rest, sky, floor].iter().enumerate() {
+        let boxes: Vec<f32> = tessera_train::data::object_boxes(&clip)
+            .concat()
+            .into_iter()
+            .map(f32::from)
+            .collect();
+        let boxes = Tensor::from_vec(boxes, (1, 1, 33, side, side), &Device::Cpu)?;
+        let inside = boxes.sum_all()?.to_scalar::<f32>()? as f64 * 3.0;
+        let objects = e.broadcast_mul(&boxes)?.sum_all()?.to_scalar::<f32>()? as f64 / inside;
+        let per_clip = [all, f0, f14, rest, sky, floor, objects];
+        for (k, val) in per_clip.iter().enumerate() {
             tot[k] += val / n as f64;
         }
-        println!("clip {i}: {}", line([all, f0, f14, rest, sky, floor]));
+        println!("clip {i}: {}", line(per_clip));
     }
     sheet.frames.push(img);
     tessera_media::write_video(&sheet_path, &sheet)?;

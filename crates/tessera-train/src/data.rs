@@ -140,7 +140,8 @@ impl WorldSource {
         self.world_clip(index, frames).map(|c| c.video)
     }
 
-    fn world_clip(&self, index: u64, frames: usize) -> Result<tessera_world::Clip> {
+    /// [`clip`](Self::clip) with everything the world knows about it (tracks, captions).
+    pub fn world_clip(&self, index: u64, frames: usize) -> Result<tessera_world::Clip> {
         let opts = tessera_world::SampleOptions {
             frames: frames as u32,
             ..self.opts
