@@ -25,14 +25,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let vae = AutoencoderKLWan::load(&cfg, &[w], DType::F32, &Device::Cpu)?;
     let src = WorldSource::new(64, 0, tessera_world::Split::Val);
     let psnr = |m: f64| 10.0 * (4.0 / m).log10();
-    let line = |mse: [f64; 7]| {
-        let names = ["all", "f0", "f1-4", "f5+", "sky", "floor", "objects"];
-        let parts: Vec<String> = (0..7)
+    let line = |mse: [f64; 8]| {
+        let names = [
+            "all",
+            "f0",
+            "f1-4",
+            "f5+",
+            "sky",
+            "floor",
+            "objects",
+            "objects-f0",
+        ];
+        let parts: Vec<String> = (0..8)
             .map(|k| format!("{} {:.2}", names[k], psnr(mse[k])))
             .collect();
         parts.join(" ")
     };
-    let mut tot = [0f64; 7];
+    let mut tot = [0f64; 8];
     let (cols, side) = (6usize, 64usize);
     let mut sheet =
         tessera_media::Video::new((cols * side * 2) as u32, (n as usize * side) as u32, 1.0);
@@ -70,9 +79,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .map(f32::from)
             .collect();
         let boxes = Tensor::from_vec(boxes, (1, 1, 33, side, side), &Device::Cpu)?;
-        let inside = boxes.sum_all()?.to_scalar::<f32>()? as f64 * 3.0;
-        let objects = e.broadcast_mul(&boxes)?.sum_all()?.to_scalar::<f32>()? as f64 / inside;
-        let per_clip = [all, f0, f14, rest, sky, floor, objects];
+        let in_boxes = |e: &Tensor, b: &Tensor| -> Result<f64, candle_core::Error> {
+            let inside = b.sum_all()?.to_scalar::<f32>()? as f64 * 3.0;
+            let err = e.broadcast_mul(b)?.sum_all()?.to_scalar::<f32>()? as f64;
+            Ok(err / inside.max(1.0))
+        };
+        let objects = in_boxes(&e, &boxes)?;
+        let objects_f0 = in_boxes(&e.narrow(2, 0, 1)?, &boxes.narrow(2, 0, 1)?)?;
+        let per_clip = [all, f0, f14, rest, sky, floor, objects, objects_f0];
         for (k, val) in per_clip.iter().enumerate() {
             tot[k] += val / n as f64;
         }
