@@ -910,26 +910,34 @@ pub fn train_dit(
                 ))
             })?;
             // A folder without the position path grows one, starting silent: the same function.
+            // Another patch size (a VAE with a finer latent) keeps the blocks, the text and
+            // timestep paths; the patch embedding and the head start fresh.
             let theirs: DitConfig = read_json_file(&dir.join("dit").join("config.json"))?;
             let grows = dcfg.abs_pos_embed && !theirs.abs_pos_embed;
-            if theirs != dcfg
-                && !(grows
-                    && DitConfig {
-                        abs_pos_embed: true,
-                        ..theirs
-                    } == dcfg)
-            {
+            let repatch = theirs.patch_size != dcfg.patch_size;
+            let as_ours = DitConfig {
+                abs_pos_embed: theirs.abs_pos_embed || grows,
+                patch_size: dcfg.patch_size,
+                ..theirs
+            };
+            if as_ours != dcfg {
                 return Err(TrainError::Options(format!(
                     "--init-from {}: its dit/config.json differs from the run's --config {} \
-                     beyond adding abs_pos_embed",
+                     beyond adding abs_pos_embed or changing patch_size",
                     dir.display(),
                     opts.config
                 )));
             }
+            let fresh = |n: &str| {
+                (grows && n.starts_with("dit.pos_embedder."))
+                    || (repatch
+                        && (n.starts_with("dit.patch_embedding.")
+                            || n.starts_with("dit.proj_out.")))
+            };
             let vars: Vec<(String, Var)> = models
                 .named
                 .iter()
-                .filter(|(n, _)| !(grows && n.starts_with("dit.pos_embedder.")))
+                .filter(|(n, _)| !fresh(n))
                 .cloned()
                 .collect();
             checkpoint::init_vars_from(&vars, "dit.", &path)?;

@@ -463,6 +463,37 @@ fn export_round_trip() {
             &grown["dit.pos_embedder.weight"].zeros_like().expect("z")
         ) < 1e-9
     );
+    // Another patch size keeps everything but the patch embedding and the head.
+    let repatched = DitConfig {
+        patch_size: [1, 4, 4],
+        ..tessera_train::dit::dit_config_by_name("micro").expect("micro")
+    };
+    std::fs::write(&cfg_path, serde_json::to_string(&repatched).expect("json")).expect("write");
+    let (_, repatch) = tuned(&DitTrainOptions {
+        out: tmp.path().join("repatch"),
+        ..grow.clone()
+    });
+    let exported =
+        candle_core::safetensors::load(model.join("dit").join("model.safetensors"), &dev)
+            .expect("exported");
+    let (mut kept, mut fresh) = (0, 0);
+    for (name, w) in &exported {
+        let mine = &repatch[&format!("dit.{name}")];
+        if name.starts_with("patch_embedding.") || name.starts_with("proj_out.") {
+            fresh += usize::from(name.ends_with("weight") && w.dims() != mine.dims());
+        } else {
+            assert!(
+                max_diff(&w.to_dtype(DType::F32).expect("f32"), mine) < 1e-6,
+                "{name}"
+            );
+            kept += 1;
+        }
+    }
+    assert_eq!(
+        fresh, 2,
+        "the patch embedding and the head take the new patch's shapes"
+    );
+    assert!(kept > 10, "only {kept} tensors kept");
     let deeper = DitConfig {
         num_layers: with_pos.num_layers + 1,
         ..with_pos
