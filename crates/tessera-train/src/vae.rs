@@ -81,8 +81,9 @@ pub struct VaeTrainOptions {
     pub latent_noise: f64,
     /// Pixels in and around the objects' boxes count `1 + object_weight` times in the L1 and MSE
     /// terms (shapes world only: it knows where its objects are). A few percent of the pixels,
-    /// they hardly move a plain mean, and a blurred object loses its shape: the shipped VAE's
-    /// clips score shape at chance (TRAINING.md, session 15).
+    /// they hardly move a plain mean, and a blurred object loses its shape. At 4 on the shipped
+    /// decoder: real clips' colour and position through it up, their PSNR the same, and the
+    /// DiT's near-miss latents drawn as speckles (TRAINING.md, session 16).
     #[serde(default)]
     pub object_weight: f64,
     pub checkpoint_every: usize,
