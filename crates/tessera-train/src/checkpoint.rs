@@ -63,6 +63,29 @@ pub fn save(
     Ok(fin)
 }
 
+/// Where a run starts: the checkpoint to resume from (`resume`), or `None` for a fresh run.
+/// A fresh run into a folder that already holds checkpoints is refused: its saves would be
+/// pruned against the old run's higher step numbers (losing the new ones) and its log would
+/// overwrite the old one.
+pub fn run_start(dir: &Path, resume: bool) -> Result<Option<PathBuf>> {
+    if resume {
+        return latest(dir)?
+            .map(Some)
+            .ok_or_else(|| TrainError::NoCheckpoint(dir.to_path_buf()));
+    }
+    let held = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok())
+            .any(|e| e.file_name().to_string_lossy().starts_with("step-")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    if held {
+        return Err(TrainError::RunExists(dir.to_path_buf()));
+    }
+    Ok(None)
+}
+
 /// The checkpoint `latest` points at, if any.
 pub fn latest(dir: &Path) -> Result<Option<PathBuf>> {
     let p = dir.join("latest");

@@ -782,6 +782,7 @@ pub fn train_dit(
     let dev = Device::Cpu;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
+    let resume_ck = checkpoint::run_start(&ck_dir, opts.resume)?;
 
     // 1. Latents (cached) and the tokenizer built from their captions.
     let (vae, vae_id) = load_vae(opts.vae_dir.as_deref(), opts.seed)?;
@@ -853,11 +854,6 @@ pub fn train_dit(
             vae.config().z_dim
         )));
     }
-    let resume_ck = if opts.resume {
-        Some(checkpoint::latest(&ck_dir)?.ok_or_else(|| TrainError::NoCheckpoint(ck_dir.clone()))?)
-    } else {
-        None
-    };
     let meta = resume_ck
         .as_deref()
         .map(checkpoint::load_meta)

@@ -44,6 +44,8 @@ pub enum TrainError {
     },
     #[error("no checkpoint to resume in {0}; run without --resume to start fresh")]
     NoCheckpoint(PathBuf),
+    #[error("{0} already holds another run's checkpoints; pass --resume to continue that run, or give a new --out folder")]
+    RunExists(PathBuf),
     #[error("checkpoint {path} does not match this run: {what}")]
     CheckpointMismatch { path: PathBuf, what: String },
     #[error("loss became {value} at step {step}; stopped. The last good checkpoint is kept: resume from it with a lower --lr")]

@@ -553,6 +553,7 @@ pub fn train_vae_with(
     let dev = Device::Cpu;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
+    let resume_ck = checkpoint::run_start(&ck_dir, opts.resume)?;
     let varmap = init_varmap(&cfg, opts.seed, &dev)?;
     let all = named_vars(&varmap)?;
     if let Some(dir) = &opts.init_from {
@@ -568,9 +569,7 @@ pub fn train_vae_with(
     // Over every parameter, updated only for the trained ones: frozen weights stay exact.
     let mut ema = Ema::new(&all, opts.ema_decay)?;
     let mut start = 0usize;
-    if opts.resume {
-        let ck =
-            checkpoint::latest(&ck_dir)?.ok_or_else(|| TrainError::NoCheckpoint(ck_dir.clone()))?;
+    if let Some(ck) = resume_ck {
         let meta = checkpoint::load_meta(&ck)?;
         let saved: VaeTrainOptions =
             serde_json::from_value(meta["options"].clone()).map_err(|source| TrainError::Json {

@@ -47,6 +47,37 @@ fn logged_losses(out: &Path) -> Vec<f64> {
         .collect()
 }
 
+/// A fresh run into a folder that holds another run's checkpoints is refused before any step:
+/// it would overwrite that run's log, and its own saves would be pruned against the old run's
+/// higher step numbers (seen on a device run: the new run's only checkpoint was deleted).
+#[test]
+fn fresh_run_into_a_used_folder_is_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let o = opts(d.path());
+    run(&o, None).unwrap();
+    let log = std::fs::read_to_string(d.path().join("log.jsonl")).unwrap();
+    let ck = checkpoint::latest(&d.path().join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let err = run(&o, None).unwrap_err();
+    assert!(matches!(err, TrainError::RunExists(_)), "{err}");
+    assert!(err.to_string().contains("--resume"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.path().join("log.jsonl")).unwrap(),
+        log
+    );
+    assert_eq!(
+        checkpoint::latest(&d.path().join("checkpoints"))
+            .unwrap()
+            .unwrap(),
+        ck
+    );
+    // An empty checkpoints folder (a run killed before its first save) is not a run.
+    let e = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(e.path().join("checkpoints")).unwrap();
+    run(&opts(e.path()), None).unwrap();
+}
+
 /// Train 3 steps straight vs 2 steps, "kill", resume, 1 more: identical parameters and curve.
 #[test]
 fn resume_continues_the_same_curve() {
