@@ -26,3 +26,36 @@ fn closed_stdout_is_not_a_panic() {
         "the files are written before anything is printed"
     );
 }
+
+/// A GPU asked of a CPU-only build is refused before any work, naming the build that has it.
+#[cfg(not(feature = "cuda"))]
+#[test]
+fn a_gpu_without_a_cuda_build_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ball.mp4");
+    for args in [
+        vec!["generate", "a red ball", "--device", "cuda", "-o"],
+        vec![
+            "train", "dit", "--vae", "none", "--device", "cuda:1", "--out",
+        ],
+    ] {
+        let run = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(&args)
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{args:?}");
+        assert!(
+            stderr.contains("built without CUDA") && stderr.contains("--features tessera-cli/cuda"),
+            "{args:?}: {stderr}"
+        );
+        assert!(!out.exists(), "nothing written");
+    }
+    let run = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["generate", "a red ball", "--device", "tpu", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&run.stderr).contains("use cpu, cuda or cuda:N"));
+}

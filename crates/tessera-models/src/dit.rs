@@ -821,6 +821,11 @@ impl Dit {
         &self.cfg
     }
 
+    /// Where the weights live; inputs must be placed there too.
+    pub fn device(&self) -> &Device {
+        self.scale_shift_table.device()
+    }
+
     /// Chooses the attention implementation (both train; `Naive` materialises `L×L` scores).
     pub fn set_attention_impl(&mut self, imp: AttentionImpl) {
         self.attention_impl = imp;

@@ -4,6 +4,7 @@
 
 pub mod attention;
 pub mod conv3d;
+pub mod device;
 pub mod dit;
 pub mod kernels;
 pub mod layers;

@@ -1424,6 +1424,11 @@ impl AutoencoderKLWan {
         &self.cfg
     }
 
+    /// Where the weights live; inputs must be placed there too.
+    pub fn device(&self) -> &Device {
+        self.latents_mean.device()
+    }
+
     /// Fresh causal context for [`Self::encode_chunk`].
     pub fn new_encoder_cache(&self) -> EncoderCache {
         self.encoder.new_cache()

@@ -149,7 +149,7 @@ pub fn set_vars(
                 ),
             });
         }
-        v.set(&t.to_dtype(candle_core::DType::F32)?)?;
+        v.set(&t.to_dtype(candle_core::DType::F32)?.to_device(v.device())?)?;
     }
     Ok(())
 }

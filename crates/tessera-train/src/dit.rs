@@ -28,6 +28,7 @@ use tessera_diffusion::{
     cfg_batched, cfg_input, object_weights, sample, weighted_masked_mse, KnownFrames, MaskProbs,
     MaskSampler, SamplerKind, TimestepSampler, TrainingExample,
 };
+use tessera_models::device::DeviceSpec;
 use tessera_models::dit::{Config as DitConfig, Dit};
 use tessera_models::text::{SmallEncoderConfig, SmallTextEncoder, WordTokenizer};
 use tessera_models::vae::{init_varmap, tensor_to_video, AutoencoderKLWan, Config as VaeConfig};
@@ -164,6 +165,10 @@ pub struct DitTrainOptions {
     pub sample_cfg: f64,
     pub resume: bool,
     pub seed: u64,
+    /// Where the DiT and text encoder train (the VAE encodes and decodes on the CPU); may change
+    /// on resume.
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 fn two() -> usize {
@@ -256,6 +261,7 @@ impl DitTrainOptions {
             sample_cfg: 4.0,
             resume: false,
             seed: 0,
+            device: DeviceSpec::Cpu,
         }
     }
 
@@ -712,7 +718,7 @@ pub struct SampleSettings {
 }
 
 /// Samples normalised latents `(B, C, T', h, w)` for `prompts` with guidance, keeping the frames
-/// of `known` (if any) fixed. Deterministic in `settings.seed`.
+/// of `known` (if any) fixed, on the DiT's device. Deterministic in `settings.seed`.
 pub fn sample_latents(
     dit: &Dit,
     text: &SmallTextEncoder,
@@ -721,7 +727,7 @@ pub fn sample_latents(
     settings: SampleSettings,
     known: Option<&KnownFrames>,
 ) -> Result<Tensor> {
-    let dev = Device::Cpu;
+    let dev = dit.device().clone();
     let b = prompts.len();
     let (t, h, w) = grid;
     let c = dit.config().in_channels;
@@ -779,7 +785,7 @@ pub fn train_dit(
 ) -> Result<DitTrainSummary> {
     let started = Instant::now();
     let dcfg = opts.validate()?;
-    let dev = Device::Cpu;
+    let dev = opts.device.open()?;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
     let resume_ck = checkpoint::run_start(&ck_dir, opts.resume)?;
@@ -985,25 +991,26 @@ pub fn train_dit(
                 path: ck.join("state.json"),
                 source,
             })?;
-        // The run length, resume flag and reporting cadence may change; anything else would
-        // change the curve.
+        // The run length, resume flag, reporting cadence and device may change; anything else
+        // would change the curve.
         let same = DitTrainOptions {
             steps: opts.steps,
             resume: opts.resume,
             sample_every: opts.sample_every,
             checkpoint_every: opts.checkpoint_every,
+            device: opts.device,
             ..saved
         };
         if &same != opts {
             return Err(TrainError::CheckpointMismatch {
                 path: ck.clone(),
-                what: "options differ from the checkpoint's (only steps, sample_every and \
-                       checkpoint_every may change on resume)"
+                what: "options differ from the checkpoint's (only steps, sample_every, \
+                       checkpoint_every and device may change on resume)"
                     .into(),
             });
         }
         checkpoint::set_vars(&named, "", &checkpoint::load_tensors(ck, "model")?, ck)?;
-        ema.shadow = checkpoint::load_tensors(ck, "ema")?;
+        ema.restore(checkpoint::load_tensors(ck, "ema")?)?;
         start = meta["step"].as_u64().unwrap_or(0) as usize;
         opt.load_state(&checkpoint::load_tensors(ck, "optim")?, start)?;
     }
@@ -1110,7 +1117,8 @@ pub fn train_dit(
                     .map(|&i| set.items[i].latent.clone())
                     .collect::<Vec<_>>(),
                 0,
-            )?; // (B, C, T', h, w)
+            )?
+            .to_device(&dev)?; // (B, C, T', h, w)
             frames_seen = frames_seen.max(x0.dim(2)?);
             let captions: Vec<&str> = idx
                 .iter()
@@ -1227,7 +1235,10 @@ fn write_samples(
     grid: (usize, usize, usize),
     step: usize,
 ) -> Result<(Vec<PathBuf>, f64)> {
-    let dev = Device::Cpu;
+    let dev = ema
+        .values()
+        .next()
+        .map_or(Device::Cpu, |t| t.device().clone());
     let (dit, text) = models_from_tensors(dcfg, tcfg, tok, ema, &dev)?;
     let dir = opts.out.join("samples");
     std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
@@ -1243,7 +1254,7 @@ fn write_samples(
     let mut paths = Vec::new();
     let mut err = 0f64;
     for (i, (prompt, reference)) in held_out.iter().enumerate() {
-        let x = vae.decode_latents(&z.narrow(0, i, 1)?)?;
+        let x = vae.decode_latents(&z.narrow(0, i, 1)?.to_device(&Device::Cpu)?)?;
         let video = tensor_to_video(&x, opts.fps)?;
         err += mean_abs_pixel_error(&video, reference);
         let p = dir.join(format!("step-{step:08}-{i}.gif"));

@@ -19,6 +19,25 @@ impl Ema {
         Ok(Self { decay, shadow })
     }
 
+    /// Replaces the averages with saved ones (a checkpoint's, read on the CPU), each placed
+    /// where its parameter lives; every name must be there.
+    pub fn restore(&mut self, mut saved: HashMap<String, Tensor>) -> Result<()> {
+        for (n, s) in self.shadow.iter_mut() {
+            let t = saved
+                .remove(n)
+                .ok_or_else(|| candle_core::Error::Msg(format!("EMA state lacks `{n}`")))?;
+            if t.dims() != s.dims() {
+                candle_core::bail!(
+                    "EMA state `{n}` has shape {:?}, parameter has {:?}",
+                    t.dims(),
+                    s.dims()
+                )
+            }
+            *s = t.to_dtype(s.dtype())?.to_device(s.device())?;
+        }
+        Ok(())
+    }
+
     /// `shadow ← d·shadow + (1-d)·param`, with `d = min(decay, (1+step)/(10+step))` so the
     /// average is not dominated by the random initialisation early on.
     pub fn update(&mut self, named: &[(String, Var)], step: usize) -> Result<()> {

@@ -65,6 +65,8 @@ pub enum TrainError {
     #[error(transparent)]
     World(#[from] tessera_world::WorldError),
     #[error(transparent)]
+    Device(#[from] tessera_models::device::DeviceError),
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 

@@ -126,7 +126,7 @@ impl AdamW {
                         var.dims()
                     )
                 }
-                *slot = t.to_dtype(var.dtype())?;
+                *slot = t.to_dtype(var.dtype())?.to_device(var.device())?;
             }
         }
         self.step = step;

@@ -9,7 +9,7 @@
 //! latent from its pooled state through a throw-away linear readout; the DiT then trains on that
 //! encoder (frozen by default), whose states already say what the picture should be.
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use candle_nn::{Module, VarMap};
 use rand::Rng;
 
@@ -91,7 +91,10 @@ pub fn align_text(
     steps: usize,
     mut on_step: impl FnMut(usize, f64),
 ) -> Result<AlignReport> {
-    let dev = Device::Cpu;
+    // Where the encoder lives (a second `open` of a GPU would be another device to candle).
+    let dev = vars
+        .first()
+        .map_or(candle_core::Device::Cpu, |(_, v)| v.device().clone());
     let (train, held): (Vec<usize>, Vec<usize>) =
         (0..set.items.len()).partition(|i| i % HELD_OUT != 0);
     if train.is_empty() || held.is_empty() {
@@ -131,7 +134,7 @@ pub fn align_text(
     };
     let stack = |of: &[Tensor], idx: &[usize]| -> Result<Tensor> {
         let parts: Vec<Tensor> = idx.iter().map(|&i| of[i].clone()).collect();
-        Ok(Tensor::stack(&parts, 0)?)
+        Ok(Tensor::stack(&parts, 0)?.to_device(&dev)?)
     };
     let mut final_loss = f64::NAN;
     for step in 0..steps {

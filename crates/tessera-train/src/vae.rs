@@ -11,6 +11,7 @@ use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarBuilder;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
+use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{
     init_varmap, tensor_to_video, video_to_tensor, AutoencoderKLWan, Config,
 };
@@ -99,6 +100,9 @@ pub struct VaeTrainOptions {
     /// on, stays bit-identical while reconstructions keep improving.
     #[serde(default = "yes")]
     pub train_encoder: bool,
+    /// Where the model trains; may change on resume.
+    #[serde(default)]
+    pub device: DeviceSpec,
 }
 
 fn yes() -> bool {
@@ -137,6 +141,7 @@ impl VaeTrainOptions {
             seed: 0,
             init_from: None,
             train_encoder: true,
+            device: DeviceSpec::Cpu,
         }
     }
 
@@ -550,7 +555,7 @@ pub fn train_vae_with(
             opts.size
         )));
     }
-    let dev = Device::Cpu;
+    let dev = opts.device.open()?;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
     let resume_ck = checkpoint::run_start(&ck_dir, opts.resume)?;
@@ -576,21 +581,24 @@ pub fn train_vae_with(
                 path: ck.join("state.json"),
                 source,
             })?;
-        // Everything but the run length and the resume flag must match, or the curve changes.
+        // Everything but the run length, the resume flag and the device must match, or the
+        // curve changes.
         let same = VaeTrainOptions {
             steps: opts.steps,
             resume: opts.resume,
+            device: opts.device,
             ..saved.clone()
         };
         if &same != opts {
             return Err(TrainError::CheckpointMismatch {
                 path: ck,
-                what: "options differ from the checkpoint's (only --steps may change on resume)"
+                what: "options differ from the checkpoint's (only --steps and --device may \
+                       change on resume)"
                     .into(),
             });
         }
         checkpoint::set_vars(&all, "", &checkpoint::load_tensors(&ck, "model")?, &ck)?;
-        ema.shadow = checkpoint::load_tensors(&ck, "ema")?;
+        ema.restore(checkpoint::load_tensors(&ck, "ema")?)?;
         start = meta["step"].as_u64().unwrap_or(0) as usize;
         opt.load_state(&checkpoint::load_tensors(&ck, "optim")?, start)?;
     }
@@ -715,13 +723,13 @@ pub fn ema_model(
 /// Mean PSNR (dB) and SSIM of `clips` reconstructed through the inference path (posterior
 /// mean, chunked encode, decode), each clip `4k+1` frames.
 pub fn eval_vae(vae: &AutoencoderKLWan, clips: &[tessera_media::Video]) -> Result<(f64, f64)> {
-    let dev = Device::Cpu;
+    let dev = vae.device();
     if clips.is_empty() {
         return Err(TrainError::Data("no validation clips".into()));
     }
     let (mut psnr, mut ssim) = (0.0, 0.0);
     for v in clips {
-        let x = video_to_tensor(v, &dev)?;
+        let x = video_to_tensor(v, dev)?;
         let z = vae.encode_chunked(&x)?.mean;
         let y = vae.decode(&z)?;
         let out = tensor_to_video(&y, v.fps)?;

@@ -138,12 +138,25 @@ fn resume_continues_the_same_curve() {
     // Changing the recipe on resume is refused.
     let changed = DitTrainOptions {
         lr: 5e-4,
-        ..resumed
+        ..resumed.clone()
     };
     assert!(matches!(
         train_dit(&changed, |_| ControlFlow::Continue(())),
         Err(TrainError::CheckpointMismatch { .. })
     ));
+    // A checkpoint written before `device` existed resumes (on the CPU).
+    let ck = checkpoint::latest(&b.join("checkpoints")).unwrap().unwrap();
+    let mut state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ck.join("state.json")).unwrap()).unwrap();
+    assert!(state["options"]["device"].is_string());
+    state["options"].as_object_mut().unwrap().remove("device");
+    std::fs::write(ck.join("state.json"), state.to_string()).unwrap();
+    let longer = DitTrainOptions {
+        steps: 9,
+        ..resumed
+    };
+    let s = train_dit(&longer, |_| ControlFlow::Continue(())).expect("old checkpoint resumes");
+    assert_eq!(s.step, 9);
 }
 
 /// A huge learning rate blows the weights up; training stops with `NonFinite` and the last good

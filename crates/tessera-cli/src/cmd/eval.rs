@@ -2,9 +2,9 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
+use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{generate, GenerateRequest, Model, NoHook, RequestSpec, Sampling};
 use tessera_world::{generate_clip, SampleOptions, Split};
@@ -48,6 +48,9 @@ pub struct ModelArgs {
     /// Model folder; the default model when omitted.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Where the model runs: cpu, or cuda / cuda:N in a CUDA build (README, "GPU").
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Held-out split whose captions prompt the model.
     #[arg(long, default_value = "test")]
     split: Split,
@@ -95,6 +98,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let a = args.model;
     let out = a.out.context("--out REPORT_DIR is required")?;
     let dir = a.model.unwrap_or_else(Model::default_dir);
+    let device = a.device.open()?;
     if let Some(file) = &a.prompts {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("reading the prompts file {}", file.display()))?;
@@ -109,7 +113,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
                 file.display()
             );
         }
-        let model = Model::load(&dir, &Device::Cpu)?;
+        let model = Model::load(&dir, &device)?;
         let sampling = a.sampling.over(model.sampling.clone());
         let bar = super::progress(prompts.len() as u64 * a.seeds, "clips", a.json);
         let report = eval_prompts(&model, &prompts, a.seeds, &sampling, &out, &mut || {
@@ -118,7 +122,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         bar.finish_and_clear();
         return print(&report, a.json);
     }
-    let model = Model::load(&dir, &Device::Cpu)?;
+    let model = Model::load(&dir, &device)?;
     let settings = Prompted {
         split: a.split,
         count: a.count,

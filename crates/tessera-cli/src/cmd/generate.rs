@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tessera_models::device::DeviceSpec;
 use tessera_pipeline::{
     generate, GenerateRequest, Mode, Model, NoHook, Progress, RequestSpec, Sampling, Summary,
 };
@@ -87,6 +88,9 @@ pub struct Common {
     /// Model folder (vae/, dit/, text/); default: $TESSERA_MODEL or the shipped tessera-shapes-tiny.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Where the model runs: cpu, or cuda / cuda:N in a CUDA build (README, "GPU").
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Use the prompt as written instead of expanding it into the dense caption style.
     #[arg(long)]
     no_extend: bool,
@@ -254,7 +258,7 @@ fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
     let req = GenerateRequest::new(spec)?;
     let dir = model_dir(c);
-    let model = Model::load(&dir, &candle_core::Device::Cpu)
+    let model = Model::load(&dir, &c.device.open()?)
         .with_context(|| format!("loading the model from {}", dir.display()))?;
 
     let cancel = Arc::new(AtomicBool::new(false));

@@ -6,6 +6,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::Device;
 use clap::{Args, Subcommand};
 use tessera_diffusion::MaskProbs;
+use tessera_models::device::DeviceSpec;
 use tessera_pipeline::Model;
 use tessera_train::dit::{
     export_dit, export_dit_checkpoint, parse_lr_scale, train_dit, DitEvent, DitTrainOptions,
@@ -61,6 +62,10 @@ pub struct Common {
     resume: bool,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Where the model trains: cpu, or cuda / cuda:N in a CUDA build (README, "GPU"). A run may
+    /// resume on another device.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// One JSON object per step on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -195,6 +200,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.lr = c.lr.unwrap_or(o.lr);
             o.resume = c.resume;
             o.seed = c.seed;
+            o.device = c.device;
             o.init_from = a.init_from;
             o.train_encoder = !a.decoder_only;
             o.mse_weight = a.mse_weight;
@@ -245,6 +251,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.lr = c.lr.unwrap_or(o.lr);
             o.resume = c.resume;
             o.seed = c.seed;
+            o.device = c.device;
             let mut select = match a.select_every {
                 0 => None,
                 n if n % o.checkpoint_every != 0 => bail!(
@@ -257,6 +264,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     n,
                     a.select_prompts,
                     o.resume,
+                    o.device,
                 )?),
             };
             let mut select_error = None;
@@ -337,11 +345,19 @@ struct Selector {
     prompts: usize,
     /// Step and score of RUN/best.
     best: Option<(usize, f64)>,
+    device: Device,
 }
 
 impl Selector {
     /// On resume the best so far is read back from RUN/select.jsonl.
-    fn new(run: &Path, vae: PathBuf, every: usize, prompts: usize, resume: bool) -> Result<Self> {
+    fn new(
+        run: &Path,
+        vae: PathBuf,
+        every: usize,
+        prompts: usize,
+        resume: bool,
+        device: DeviceSpec,
+    ) -> Result<Self> {
         let mut best = None;
         let log = run.join("select.jsonl");
         if resume && log.exists() {
@@ -363,6 +379,7 @@ impl Selector {
             every,
             prompts,
             best,
+            device: device.open()?,
         })
     }
 
@@ -382,7 +399,7 @@ impl Selector {
                 std::fs::copy(&from, model_dir.join("vae").join(name))?;
             }
         }
-        let model = Model::load(&model_dir, &Device::Cpu)?;
+        let model = Model::load(&model_dir, &self.device)?;
         let settings = Prompted::held_out(self.prompts, &model);
         let (report, _) = eval_model(&model, &settings, &dir.join("eval"), false, &mut || {})?;
         // Above chance where the report has a chance level (two or more distinct prompts): a
@@ -462,7 +479,7 @@ mod tests {
             vae_dir: Some(vae.clone()),
             ..DitTrainOptions::tiny(run.path().to_path_buf())
         };
-        let mut sel = Selector::new(run.path(), vae.clone(), 1, 1, false).unwrap();
+        let mut sel = Selector::new(run.path(), vae.clone(), 1, 1, false, DeviceSpec::Cpu).unwrap();
         let mut lines = Vec::new();
         train_dit(&o, |e| {
             if let DitEvent::Checkpoint { step, path } = e {
@@ -504,7 +521,7 @@ mod tests {
             settings["sampling"]["cfg_interval"][1],
             tessera_pipeline::DEFAULT_CFG_INTERVAL.1
         );
-        let again = Selector::new(run.path(), vae, 1, 1, true).unwrap();
+        let again = Selector::new(run.path(), vae, 1, 1, true, DeviceSpec::Cpu).unwrap();
         assert_eq!(again.best.map(|b| b.0), Some(best_step));
     }
 }
