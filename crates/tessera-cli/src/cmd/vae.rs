@@ -4,6 +4,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 use clap::{Args, Subcommand};
 use tessera_media::{center_crop, psnr, read_video, ssim, write_video};
+use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{tensor_to_video, video_to_tensor, AutoencoderKLWan, Config};
 use tessera_pipeline::Model;
 
@@ -24,13 +25,16 @@ pub struct RoundtripArgs {
     /// the default model's VAE when omitted.
     #[arg(long)]
     model: Option<PathBuf>,
+    /// Where the VAE runs: cpu, or cuda / cuda:N in a CUDA build (README, "GPU").
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
     /// Print a JSON summary.
     #[arg(long)]
     json: bool,
 }
 
 /// A VAE folder, or the `vae/` of a model folder.
-fn load_vae(dir: &Path) -> Result<AutoencoderKLWan> {
+fn load_vae(dir: &Path, device: &Device) -> Result<AutoencoderKLWan> {
     let dir = if dir.join("vae").is_dir() {
         dir.join("vae")
     } else {
@@ -43,14 +47,17 @@ fn load_vae(dir: &Path) -> Result<AutoencoderKLWan> {
         &cfg,
         &[weights],
         DType::F32,
-        &Device::Cpu,
+        device,
     )?)
 }
 
 pub fn run(cmd: VaeCommand) -> Result<()> {
     let VaeCommand::Roundtrip(a) = cmd;
     tessera_pipeline::check_output(&a.output)?;
-    let vae = load_vae(&a.model.unwrap_or_else(Model::default_dir))?;
+    let vae = load_vae(
+        &a.model.unwrap_or_else(Model::default_dir),
+        &a.device.open()?,
+    )?;
     let mut video = read_video(&a.input)?;
     if video.frames.is_empty() {
         bail!("{} has no frames", a.input.display());
@@ -77,7 +84,7 @@ pub fn run(cmd: VaeCommand) -> Result<()> {
         video = center_crop(&video, w, h)?;
     }
     let start = std::time::Instant::now();
-    let x = video_to_tensor(&video, &Device::Cpu)?;
+    let x = video_to_tensor(&video, vae.device())?;
     let z = vae.encode_latents(&x)?;
     let out = tensor_to_video(&vae.decode_latents(&z)?, video.fps)?;
     let secs = start.elapsed().as_secs_f64();
