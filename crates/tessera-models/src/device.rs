@@ -36,9 +36,10 @@ impl DeviceSpec {
         match self {
             Self::Cpu => Ok(Device::Cpu),
             Self::Cuda(_) if !cfg!(feature = "cuda") => Err(DeviceError::NotBuilt(self)),
+            // The first line: candle appends a backtrace under RUST_BACKTRACE.
             Self::Cuda(n) => Device::new_cuda(n).map_err(|e| DeviceError::Open {
                 spec: self,
-                reason: e.to_string(),
+                reason: e.to_string().lines().next().unwrap_or_default().into(),
             }),
         }
     }
