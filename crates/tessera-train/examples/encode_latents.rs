@@ -21,7 +21,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let split: Split = split
         .parse()
         .map_err(|e: tessera_world::WorldError| e.to_string())?;
-    let (vae, vae_id) = load_vae(Some(Path::new(vae_dir)), 0)?;
+    let (vae, vae_id) = load_vae(Some(Path::new(vae_dir)), 0, &candle_core::Device::Cpu)?;
     let spec = DataSpec::World {
         seed: 0,
         split,

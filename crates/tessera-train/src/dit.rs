@@ -165,8 +165,8 @@ pub struct DitTrainOptions {
     pub sample_cfg: f64,
     pub resume: bool,
     pub seed: u64,
-    /// Where the DiT and text encoder train (the VAE encodes and decodes on the CPU); may change
-    /// on resume.
+    /// Where the DiT and text encoder train and the VAE encodes the latents (cached on the CPU)
+    /// and decodes samples; may change on resume.
     #[serde(default)]
     pub device: DeviceSpec,
 }
@@ -563,10 +563,14 @@ pub(crate) fn seeded_builder(varmap: &VarMap, seed: u64, dev: &Device) -> VarBui
     VarBuilder::from_backend(backend, DType::F32, dev.clone())
 }
 
-/// The VAE in `vae_dir` (or a random tiny one) and an id of its weights (content hash) for the
-/// latent cache key.
-pub fn load_vae(vae_dir: Option<&Path>, seed: u64) -> Result<(AutoencoderKLWan, u64)> {
-    let dev = Device::Cpu;
+/// The VAE in `vae_dir` (or a random tiny one) on `dev` and an id of its weights (content hash)
+/// for the latent cache key.
+pub fn load_vae(
+    vae_dir: Option<&Path>,
+    seed: u64,
+    dev: &Device,
+) -> Result<(AutoencoderKLWan, u64)> {
+    let dev = dev.clone();
     match vae_dir {
         None => {
             // Latent statistics measured on a few small world clips, so even a random VAE's
@@ -791,7 +795,7 @@ pub fn train_dit(
     let resume_ck = checkpoint::run_start(&ck_dir, opts.resume)?;
 
     // 1. Latents (cached) and the tokenizer built from their captions.
-    let (vae, vae_id) = load_vae(opts.vae_dir.as_deref(), opts.seed)?;
+    let (vae, vae_id) = load_vae(opts.vae_dir.as_deref(), opts.seed, &dev)?;
     let spec = match &opts.data {
         None => DataSpec::World {
             seed: opts.world_seed,
@@ -1079,7 +1083,7 @@ pub fn train_dit(
             .flatten()
             .map(|&i| {
                 let item = &set.items[i];
-                let x = vae.decode_latents(&item.latent.unsqueeze(0)?)?;
+                let x = vae.decode_latents(&item.latent.unsqueeze(0)?.to_device(vae.device())?)?;
                 Ok((item.caption.clone(), tensor_to_video(&x, opts.fps)?))
             })
             .collect::<Result<Vec<_>>>()?,
@@ -1254,7 +1258,7 @@ fn write_samples(
     let mut paths = Vec::new();
     let mut err = 0f64;
     for (i, (prompt, reference)) in held_out.iter().enumerate() {
-        let x = vae.decode_latents(&z.narrow(0, i, 1)?.to_device(&Device::Cpu)?)?;
+        let x = vae.decode_latents(&z.narrow(0, i, 1)?.to_device(vae.device())?)?;
         let video = tensor_to_video(&x, opts.fps)?;
         err += mean_abs_pixel_error(&video, reference);
         let p = dir.join(format!("step-{step:08}-{i}.gif"));

@@ -238,13 +238,17 @@ pub fn load_or_encode(
         return Ok((read_cache(&tpath)?, tpath));
     }
     let clips = clips(spec)?;
-    let dev = Device::Cpu;
+    let dev = vae.device();
     let mut items = Vec::with_capacity(clips.len());
     for (i, (video, caption, alt)) in clips.iter().enumerate() {
-        let x = video_to_tensor(video, &dev)?;
+        let x = video_to_tensor(video, dev)?;
         // Detached: a VAE built on trainable vars would otherwise drag its whole encoder graph
-        // into every DiT backward pass.
-        let z = vae.encode_latents(&x)?.squeeze(0)?.detach(); // (C, T', h, w)
+        // into every DiT backward pass. On the CPU, as a set read from the cache is.
+        let z = vae
+            .encode_latents(&x)?
+            .squeeze(0)?
+            .detach()
+            .to_device(&Device::Cpu)?; // (C, T', h, w)
         items.push(LatentItem {
             latent: z,
             caption: caption.clone(),
