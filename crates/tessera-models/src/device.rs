@@ -52,7 +52,7 @@ impl FromStr for DeviceSpec {
         let unknown = || DeviceError::Unknown(s.to_string());
         match s.trim().to_ascii_lowercase().as_str() {
             "cpu" => Ok(Self::Cpu),
-            "cuda" | "gpu" => Ok(Self::Cuda(0)),
+            "cuda" => Ok(Self::Cuda(0)),
             other => other
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())

@@ -258,7 +258,8 @@ fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
     let req = GenerateRequest::new(spec)?;
     let dir = model_dir(c);
-    let model = Model::load(&dir, &c.device.open()?)
+    let device = c.device.open()?;
+    let model = Model::load(&dir, &device)
         .with_context(|| format!("loading the model from {}", dir.display()))?;
 
     let cancel = Arc::new(AtomicBool::new(false));
