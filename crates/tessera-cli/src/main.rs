@@ -47,6 +47,8 @@ enum Command {
     Vae(cmd::vae::VaeCommand),
     /// Score a model (or any folder of videos) on prompt following and physics.
     Eval(cmd::eval::EvalArgs),
+    /// Serve the OpenAI Videos API (POST /v1/videos, …) and a web gallery over a model.
+    Serve(cmd::serve::ServeArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -73,6 +75,7 @@ fn main() -> std::process::ExitCode {
         Command::Train(c) => cmd::train::run(c),
         Command::Vae(c) => cmd::vae::run(c),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Serve(a) => cmd::serve::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

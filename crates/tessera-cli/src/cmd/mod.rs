@@ -2,6 +2,7 @@
 
 pub mod eval;
 pub mod generate;
+pub mod serve;
 pub mod train;
 pub mod vae;
 pub mod world;

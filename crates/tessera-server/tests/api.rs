@@ -1,0 +1,648 @@
+//! The API end to end over the router (no socket), with a seeded random tiny model: what a
+//! client sends, what it gets back, and what is on disk afterwards.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::Router;
+use base64::Engine;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use tessera_pipeline::Model;
+use tessera_server::{router, Config, Job, Record, Server, Source, Status, Store};
+use tower::ServiceExt;
+
+struct Harness {
+    app: Router,
+    server: Arc<Server>,
+    worker: Option<std::thread::JoinHandle<()>>,
+    dir: tempfile::TempDir,
+}
+
+impl Harness {
+    fn new(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::in_dir(dir, configure)
+    }
+
+    fn in_dir(dir: tempfile::TempDir, configure: impl FnOnce(&mut Config)) -> Self {
+        let mut config = Config::new(dir.path());
+        configure(&mut config);
+        let (server, worker) = Server::start(Model::random_tiny(7).unwrap(), config).unwrap();
+        Self {
+            app: router(server.clone()),
+            server,
+            worker: Some(worker),
+            dir,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Vec<u8>, axum::http::HeaderMap) {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let body = res.into_body().collect().await.unwrap().to_bytes().to_vec();
+        (status, body, headers)
+    }
+
+    async fn json(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let (status, body, _) = self.send(req).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+    }
+
+    async fn get(&self, uri: &str) -> (StatusCode, Value) {
+        self.json(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+    }
+
+    /// Polls until the video leaves the queue.
+    async fn wait(&self, id: &str) -> Value {
+        let start = Instant::now();
+        loop {
+            let (status, v) = self.get(&format!("/v1/videos/{id}")).await;
+            assert_eq!(status, StatusCode::OK, "{v}");
+            if v["status"] == "completed" || v["status"] == "failed" {
+                return v;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(120),
+                "{id} never finished: {v}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn stop(&mut self) {
+        self.server.stop();
+        if let Some(w) = self.worker.take() {
+            w.join().unwrap();
+        }
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A multipart body as the `openai` SDK sends it: text fields, then files.
+fn multipart(uri: &str, text: &[(&str, &str)], files: &[(&str, &[u8])]) -> Request<Body> {
+    let boundary = "tessera-test-boundary";
+    let mut body = Vec::new();
+    for (k, v) in text {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"\r\n\r\n{v}\r\n")
+                .as_bytes(),
+        );
+    }
+    for (k, bytes) in files {
+        body.extend_from_slice(
+            format!("--{boundary}\r\nContent-Disposition: form-data; name=\"{k}\"; filename=\"upload\"\r\nContent-Type: application/octet-stream\r\n\r\n").as_bytes(),
+        );
+        body.extend_from_slice(bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    Request::post(uri)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(Body::from(body))
+        .unwrap()
+}
+
+fn json_post(uri: &str, v: Value) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(v.to_string()))
+        .unwrap()
+}
+
+/// A fast request: a second of video (17 frames) in 2 steps.
+const FAST: [(&str, &str); 4] = [
+    ("model", "sora-2"),
+    ("seconds", "1"),
+    ("size", "64x64"),
+    ("steps", "2"),
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_creates_polls_downloads_lists_and_deletes() {
+    let h = Harness::new(|_| {});
+    let fields: Vec<(&str, &str)> = [("prompt", "a red ball bounces across a blue floor")]
+        .into_iter()
+        .chain(FAST)
+        .collect();
+    let (status, body, headers) = h.send(multipart("/v1/videos", &fields, &[])).await;
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(status, StatusCode::OK, "{v}");
+    assert_eq!(headers["openai-poll-after-ms"], "250");
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(id.starts_with("video_"), "{id}");
+    assert_eq!(v["object"], "video");
+    assert_eq!(v["seconds"], "1");
+    assert_eq!(v["size"], "64x64");
+    assert_eq!(v["model"], "random-tiny");
+    assert!(
+        v["status"] == "queued" || v["status"] == "in_progress",
+        "{v}"
+    );
+
+    let done = h.wait(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["progress"], 100);
+    assert!(done["completed_at"].as_i64().unwrap() >= v["created_at"].as_i64().unwrap());
+    assert!(done["error"].is_null());
+
+    let (status, mp4, headers) = h
+        .send(
+            Request::get(format!("/v1/videos/{id}/content"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-type"], "video/mp4");
+    assert_eq!(&mp4[4..8], b"ftyp");
+    let video = tessera_media::decode_bytes(&mp4).unwrap();
+    assert_eq!(
+        (video.frames.len(), video.width, video.height),
+        (17, 64, 64)
+    );
+
+    for (variant, width) in [("thumbnail", 64), ("spritesheet", 256)] {
+        let (status, png, headers) = h
+            .send(
+                Request::get(format!("/v1/videos/{id}/content?variant={variant}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{variant}");
+        assert_eq!(headers["content-type"], "image/png");
+        let img = tessera_media::decode_bytes(&png).unwrap();
+        assert_eq!(img.width, width, "{variant}");
+    }
+
+    // The same request (same seed) gives the same bytes; JSON works as well as multipart.
+    let mut again = serde_json::Map::new();
+    for (k, v) in &fields {
+        again.insert(k.to_string(), Value::from(*v));
+    }
+    let (_, second) = h.json(json_post("/v1/videos", Value::Object(again))).await;
+    let second_id = second["id"].as_str().unwrap().to_string();
+    assert_eq!(h.wait(&second_id).await["status"], "completed");
+    let (_, mp4_again, _) = h
+        .send(
+            Request::get(format!("/v1/videos/{second_id}/content"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(mp4, mp4_again, "same request, same seed, different video");
+
+    let (_, list) = h.get("/v1/videos?limit=1").await;
+    assert_eq!(list["object"], "list");
+    assert_eq!(list["data"][0]["id"], second_id.as_str());
+    assert_eq!(list["has_more"], true);
+    assert_eq!(list["last_id"], second_id.as_str());
+    let (_, next) = h
+        .get(&format!("/v1/videos?limit=1&after={second_id}"))
+        .await;
+    assert_eq!(next["data"][0]["id"], id.as_str());
+    assert_eq!(next["has_more"], false);
+
+    let (status, del) = h
+        .json(
+            Request::delete(format!("/v1/videos/{id}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        del,
+        serde_json::json!({"id": id, "object": "video.deleted", "deleted": true})
+    );
+    let (status, err) = h.get(&format!("/v1/videos/{id}")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["error"]["code"], "not_found");
+    assert!(!h.server.config.asset(&id, "video").exists());
+    assert!(!h.server.config.asset(&id, "thumbnail").exists());
+    assert!(h.server.config.asset(&second_id, "video").exists());
+}
+
+/// Text fields, files, the `param` the error names ("" = none checked), a message excerpt.
+type Case<'a> = (
+    Vec<(&'a str, &'a str)>,
+    Vec<(&'a str, &'a [u8])>,
+    &'a str,
+    &'a str,
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_by_name_before_anything_is_queued() {
+    let h = Harness::new(|_| {});
+    let cases: Vec<Case> = vec![
+        (
+            vec![("seconds", "4")],
+            vec![],
+            "prompt",
+            "missing required parameter `prompt`",
+        ),
+        (
+            vec![("prompt", "  ")],
+            vec![],
+            "prompt",
+            "`prompt` is empty",
+        ),
+        (
+            vec![("prompt", "a ball"), ("size", "65x64")],
+            vec![],
+            "",
+            "nearest valid size: 64x64",
+        ),
+        (
+            vec![("prompt", "a ball"), ("size", "big")],
+            vec![],
+            "size",
+            "WIDTHxHEIGHT",
+        ),
+        (
+            vec![("prompt", "a ball"), ("seconds", "0")],
+            vec![],
+            "seconds",
+            "above 0",
+        ),
+        (
+            vec![("prompt", "a ball"), ("seconds", "600")],
+            vec![],
+            "seconds",
+            "--max-seconds",
+        ),
+        (
+            vec![("prompt", "a ball"), ("model", "gpt-4o")],
+            vec![],
+            "model",
+            "random-tiny",
+        ),
+        (
+            vec![("prompt", "a ball"), ("steps", "0")],
+            vec![],
+            "",
+            "steps must be at least 1",
+        ),
+        (
+            vec![("prompt", "a ball"), ("seed", "-1")],
+            vec![],
+            "seed",
+            "an integer",
+        ),
+        (
+            vec![("prompt", "a ball")],
+            vec![("input_reference", b"hello")],
+            "input_reference",
+            "not a format",
+        ),
+        (
+            vec![("prompt", "a ball"), ("input_reference[file_id]", "file_1")],
+            vec![],
+            "input_reference",
+            "Files API",
+        ),
+    ];
+    for (text, files, param, message) in cases {
+        let (status, v) = h.json(multipart("/v1/videos", &text, &files)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{text:?}: {v}");
+        let err = &v["error"];
+        assert_eq!(err["type"], "invalid_request_error");
+        if !param.is_empty() {
+            assert_eq!(err["param"], param, "{text:?}: {v}");
+        }
+        let got = err["message"].as_str().unwrap();
+        assert!(got.contains(message), "{text:?}: {got}");
+    }
+    // A body in no known shape.
+    let (status, v) = h
+        .json(
+            Request::post("/v1/videos")
+                .header("content-type", "text/plain")
+                .body(Body::from("hi"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "invalid_body");
+    // References to videos that do not exist.
+    let (status, _) = h
+        .json(multipart(
+            "/v1/videos/edits",
+            &[("prompt", "p"), ("video[id]", "video_nope")],
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = h
+        .json(json_post(
+            "/v1/videos/video_nope/remix",
+            serde_json::json!({"prompt": "p"}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = h.get("/v1/nothing").await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found"))
+    );
+    // Nothing was queued or saved.
+    let (_, list) = h.get("/v1/videos").await;
+    assert_eq!(list["data"], serde_json::json!([]));
+    assert_eq!(
+        std::fs::read_dir(h.server.config.inputs_dir())
+            .unwrap()
+            .count(),
+        0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_frames_are_fitted_to_the_limit_and_said_so() {
+    let h = Harness::new(|c| c.max_pixels = 64 * 64);
+    let (status, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[
+                ("prompt", "a ball"),
+                ("size", "720x1280"),
+                ("seconds", "0.5"),
+                ("steps", "1"),
+            ],
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+    // 720x1280 scaled by sqrt(4096 / 921600) = 0.0667: 48 x 85 → multiples of 16 below.
+    assert_eq!(v["size"], "48x80");
+    assert!(
+        v["notes"][0].as_str().unwrap().contains("--max-pixels"),
+        "{v}"
+    );
+    let id = v["id"].as_str().unwrap().to_string();
+    let done = h.wait(&id).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    // An edit keeps its input's size and length unless told otherwise.
+    let (status, edit) = h
+        .json(multipart(
+            "/v1/videos/edits",
+            &[
+                ("prompt", "a blue ball"),
+                ("video[id]", &id),
+                ("steps", "1"),
+            ],
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edit}");
+    assert_eq!(
+        (edit["size"].as_str(), edit["seconds"].as_str()),
+        (Some("48x80"), Some("0.56"))
+    );
+    let done = h.wait(edit["id"].as_str().unwrap()).await;
+    let video =
+        tessera_media::read_video(h.server.config.asset(done["id"].as_str().unwrap(), "video"))
+            .unwrap();
+    assert_eq!((video.width, video.height, video.frames.len()), (48, 80, 9));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_api_keys_only_a_known_key_gets_in() {
+    let h = Harness::new(|c| c.api_keys = vec!["sk-local".into()]);
+    let req = |auth: Option<&str>, uri: &str| {
+        let mut r = Request::get(uri);
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.body(Body::empty()).unwrap()
+    };
+    let (status, v) = h.json(req(None, "/v1/videos")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(v["error"]["code"], "invalid_api_key");
+    let (status, _) = h.json(req(Some("Bearer sk-other"), "/v1/videos")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = h.json(req(Some("Bearer sk-local"), "/v1/videos")).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, html, _) = h.send(req(None, "/?api_key=sk-local")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(String::from_utf8(html)
+        .unwrap()
+        .contains("api_key=sk-local"));
+    let (status, _, _) = h.send(req(None, "/")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn remix_extend_edit_image_and_loop_run_as_their_modes() {
+    let h = Harness::new(|_| {});
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "2")],
+            &[],
+        ))
+        .await;
+    let base = v["id"].as_str().unwrap().to_string();
+    // A reference to a video still in the queue is refused, not queued to fail later.
+    let (status, early) = h
+        .json(json_post(
+            &format!("/v1/videos/{base}/remix"),
+            serde_json::json!({"prompt": "a blue ball"}),
+        ))
+        .await;
+    if status != StatusCode::OK {
+        assert_eq!(status, StatusCode::CONFLICT, "{early}");
+        assert_eq!(early["error"]["code"], "video_not_ready");
+    }
+    assert_eq!(h.wait(&base).await["status"], "completed");
+    let frames = |h: &Harness, id: &str| {
+        tessera_media::read_video(h.server.config.asset(id, "video"))
+            .unwrap()
+            .frames
+            .len()
+    };
+    assert_eq!(frames(&h, &base), 9);
+
+    let (status, remix) = h
+        .json(json_post(
+            &format!("/v1/videos/{base}/remix"),
+            serde_json::json!({"prompt": "a blue ball", "steps": 2}),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{remix}");
+    assert_eq!(remix["remixed_from_video_id"], base.as_str());
+    let remix_id = remix["id"].as_str().unwrap().to_string();
+
+    let (status, ext) = h
+        .json(multipart(
+            "/v1/videos/extensions",
+            &[
+                ("prompt", "the ball keeps going"),
+                ("seconds", "0.5"),
+                ("video[id]", &base),
+                ("steps", "2"),
+            ],
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ext}");
+    let ext_id = ext["id"].as_str().unwrap().to_string();
+
+    let mp4 = std::fs::read(h.server.config.asset(&base, "video")).unwrap();
+    let (status, edit) = h
+        .json(multipart(
+            "/v1/videos/edits",
+            &[
+                ("prompt", "a green ball"),
+                ("strength", "0.5"),
+                ("steps", "2"),
+            ],
+            &[("video", &mp4)],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{edit}");
+    let edit_id = edit["id"].as_str().unwrap().to_string();
+
+    let png = std::fs::read(h.server.config.asset(&base, "thumbnail")).unwrap();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&png);
+    let (status, image) = h
+        .json(json_post("/v1/videos", serde_json::json!({"prompt": "a ball", "seconds": 0.5, "steps": 2, "input_reference": {"image_url": format!("data:image/png;base64,{b64}")}})))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{image}");
+    let image_id = image["id"].as_str().unwrap().to_string();
+
+    let (status, looped) = h
+        .json(multipart(
+            "/v1/videos",
+            &[
+                ("prompt", "a ball"),
+                ("seconds", "1"),
+                ("steps", "2"),
+                ("loop", "true"),
+            ],
+            &[],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{looped}");
+    let loop_id = looped["id"].as_str().unwrap().to_string();
+
+    for id in [&remix_id, &ext_id, &edit_id, &image_id, &loop_id] {
+        let done = h.wait(id).await;
+        assert_eq!(done["status"], "completed", "{done}");
+    }
+    // Edits keep the input's length; an extension adds 8 frames (half a second at 16 fps).
+    assert_eq!(frames(&h, &remix_id), 9);
+    assert_eq!(frames(&h, &edit_id), 9);
+    assert_eq!(frames(&h, &ext_id), 17);
+    assert_eq!(frames(&h, &image_id), 9);
+    assert_eq!(frames(&h, &loop_id), 17);
+    // The upload was kept for the job and goes with it.
+    let inputs = || {
+        std::fs::read_dir(h.server.config.inputs_dir())
+            .unwrap()
+            .count()
+    };
+    assert_eq!(inputs(), 2);
+    h.json(
+        Request::delete(format!("/v1/videos/{edit_id}"))
+            .body(Body::empty())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(inputs(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_finishes_what_a_crash_left_running() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("videos")).unwrap();
+    {
+        // A server that died mid-job: its row says in_progress, no output exists.
+        let store = Store::open(&dir.path().join("jobs.sqlite")).unwrap();
+        let job = Job {
+            prompt: "a ball".into(),
+            negative: String::new(),
+            seconds: Some(0.5),
+            width: 64,
+            height: 64,
+            fps: 16.0,
+            seed: 0,
+            steps: Some(2),
+            cfg: None,
+            source: Source::Text,
+        };
+        store
+            .insert(&Record {
+                id: "video_crashed".into(),
+                created_at: 1,
+                completed_at: None,
+                status: Status::InProgress,
+                progress: 55,
+                model: "random-tiny".into(),
+                prompt: job.prompt.clone(),
+                seconds: "0.5".into(),
+                size: "64x64".into(),
+                remixed_from: None,
+                job,
+                error: None,
+                notes: vec![],
+            })
+            .unwrap();
+    }
+    let h = Harness::in_dir(dir, |_| {});
+    let done = h.wait("video_crashed").await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(
+        tessera_media::read_video(h.server.config.asset("video_crashed", "video"))
+            .unwrap()
+            .frames
+            .len(),
+        9
+    );
+    let _ = &h.dir;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_fails_at_run_time_reports_why() {
+    let h = Harness::new(|_| {});
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "2")],
+            &[],
+        ))
+        .await;
+    let base = v["id"].as_str().unwrap().to_string();
+    h.wait(&base).await;
+    // The source video is corrupted on disk: the file exists, so the request is accepted, and
+    // the job fails when the pipeline reads it.
+    std::fs::write(h.server.config.asset(&base, "video"), b"not a video").unwrap();
+    let (_, ext) = h
+        .json(multipart(
+            "/v1/videos/extensions",
+            &[
+                ("prompt", "more"),
+                ("seconds", "0.5"),
+                ("video[id]", &base),
+                ("steps", "2"),
+            ],
+            &[],
+        ))
+        .await;
+    let done = h.wait(ext["id"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["error"]["code"], "generation_failed");
+    assert!(!done["error"]["message"].as_str().unwrap().is_empty());
+}
