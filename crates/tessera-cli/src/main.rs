@@ -47,6 +47,8 @@ enum Command {
     Vae(cmd::vae::VaeCommand),
     /// Score a model (or any folder of videos) on prompt following and physics.
     Eval(cmd::eval::EvalArgs),
+    /// Check files for Tessera's invisible watermark and provenance manifest.
+    Detect(cmd::detect::DetectArgs),
     /// Serve the OpenAI Videos API (POST /v1/videos, …) and a web gallery over a model.
     Serve(cmd::serve::ServeArgs),
 }
@@ -76,6 +78,7 @@ fn main() -> std::process::ExitCode {
         Command::Vae(c) => cmd::vae::run(c),
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
+        Command::Detect(a) => cmd::detect::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

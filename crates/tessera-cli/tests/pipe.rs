@@ -59,3 +59,61 @@ fn a_gpu_without_a_cuda_build_is_refused_by_name() {
         .unwrap();
     assert!(String::from_utf8_lossy(&run.stderr).contains("use cpu, cuda or cuda:N"));
 }
+
+/// `generate` marks what it makes and `detect` finds it, with the manifest naming the prompt;
+/// a shapes-world clip (never generated) has neither.
+#[test]
+fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let tessera = env!("CARGO_BIN_EXE_tessera");
+    let made = dir.path().join("made.mp4");
+    let status = Command::new(tessera)
+        .args([
+            "generate",
+            "a red ball bounces",
+            "--frames",
+            "9",
+            "--json",
+            "-o",
+        ])
+        .arg(&made)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let world = dir.path().join("world");
+    let status = Command::new(tessera)
+        .args([
+            "world", "sample", "--split", "val", "--count", "1", "--json", "-o",
+        ])
+        .arg(&world)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let real = world.join("videos/val-0-000000.mp4");
+    let out = Command::new(tessera)
+        .args(["detect", "--json"])
+        .args([&made, &real])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reports: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2);
+    assert_eq!(reports[0]["watermark"]["detected"], true, "{}", reports[0]);
+    assert_eq!(reports[0]["provenance_intact"], true);
+    assert_eq!(
+        reports[0]["provenance"]["assertions"][1]["data"]["prompt"],
+        "a red ball bounces"
+    );
+    assert_eq!(reports[1]["watermark"]["detected"], false, "{}", reports[1]);
+    assert!(reports[1]["provenance"].is_null());
+}

@@ -26,8 +26,8 @@ pub use color::{yuv420_round_trip, Upsampling};
 pub use error::{MediaError, Result, NATIVE_FORMATS};
 pub use metrics::{psnr, psnr_frame, ssim, ssim_frame, ssim_window, LUMA, SSIM_K};
 pub use read::{
-    decode_bytes, ffmpeg_available, read_video, read_video_native, read_with_ffmpeg, sniff, Format,
-    FOLDER_FPS, MAX_DECODED_BYTES,
+    decode_bytes, ffmpeg_available, read_provenance, read_video, read_video_native,
+    read_with_ffmpeg, sniff, Format, Provenance, FOLDER_FPS, MAX_DECODED_BYTES,
 };
 pub use transform::{center_crop, fit, mirror, resample_fps, resize};
 pub use video::{check_fps, check_size, Video, MAX_DIM, MAX_FPS};

@@ -345,6 +345,44 @@ impl<'a> Cursor<'a> {
     }
 }
 
+/// User type of Tessera's provenance `uuid` box (16 bytes).
+pub const PROVENANCE_UUID: [u8; 16] = *b"tessera.manifest";
+
+/// A top-level `uuid` box: [`PROVENANCE_UUID`], the SHA-256 of `mdat_payload`, then
+/// `manifest`. Written after `mdat`, so no sample offset moves; players skip unknown boxes.
+pub fn provenance_box(mdat_payload: &[u8], manifest: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    let mut out = Vec::new();
+    push_box(&mut out, b"uuid", |o| {
+        o.extend_from_slice(&PROVENANCE_UUID);
+        o.extend_from_slice(&sha2::Sha256::digest(mdat_payload));
+        o.extend_from_slice(manifest);
+    });
+    out
+}
+
+/// The manifest of a provenance box in `data`, and whether the `mdat` it was bound to is
+/// unchanged; `None` when the file has no such box.
+pub fn find_provenance(data: &[u8]) -> DResult<Option<(Vec<u8>, bool)>> {
+    use sha2::Digest;
+    let top = boxes(data, true)?;
+    let Some(body) = top
+        .iter()
+        .map(|b| &data[b.payload.clone()])
+        .zip(top.iter().map(|b| b.kind))
+        .find(|(body, kind)| kind == b"uuid" && body.starts_with(&PROVENANCE_UUID))
+        .map(|(body, _)| &body[PROVENANCE_UUID.len()..])
+    else {
+        return Ok(None);
+    };
+    if body.len() < 32 {
+        return corrupt("provenance box shorter than its hash");
+    }
+    let mdat = find(data, &top, b"mdat").unwrap_or_default();
+    let intact = body[..32] == sha2::Sha256::digest(mdat)[..];
+    Ok(Some((body[32..].to_vec(), intact)))
+}
+
 /// A box: type, absolute start offset, and payload range within the parent slice.
 struct BoxRef {
     kind: [u8; 4],

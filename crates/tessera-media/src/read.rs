@@ -136,6 +136,38 @@ fn guard_memory(path: &Path, width: u32, height: u32, frames: usize) -> Result<(
     Ok(())
 }
 
+/// Provenance stored with a video ([`crate::VideoWriter::set_provenance`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    /// The manifest as written (Tessera writes JSON).
+    pub manifest: Vec<u8>,
+    /// Whether the picture data is byte for byte what the manifest was bound to; false after
+    /// any edit of the frames that kept the box.
+    pub intact: bool,
+}
+
+/// The provenance an MP4 file carries; `None` for other formats and for MP4s without it (a
+/// re-encode drops it: the watermark is what survives that).
+pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
+    let path = path.as_ref();
+    let data = std::fs::read(path).map_err(|e| MediaError::io(path, "reading", e))?;
+    if sniff(&data) != Some(Format::Mp4) {
+        return Ok(None);
+    }
+    crate::mp4::find_provenance(&data)
+        .map(|found| found.map(|(manifest, intact)| Provenance { manifest, intact }))
+        .map_err(|e| match e {
+            DemuxError::Truncated(detail) => MediaError::TruncatedMp4 {
+                path: path.into(),
+                detail,
+            },
+            other => MediaError::CorruptMp4 {
+                path: path.into(),
+                detail: format!("{other:?}"),
+            },
+        })
+}
+
 // ---------------------------------------------------------------------------------------------
 // MP4
 // ---------------------------------------------------------------------------------------------

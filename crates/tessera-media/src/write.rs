@@ -12,7 +12,7 @@ use tempfile::{NamedTempFile, TempDir};
 
 use crate::error::{MediaError, Result};
 use crate::h264::{H264Encoder, MAX_ENCODE_LONG_SIDE, MAX_ENCODE_SHORT_SIDE};
-use crate::mp4::{timescale_for, write_header, MuxSample, MuxTrack};
+use crate::mp4::{provenance_box, timescale_for, write_header, MuxSample, MuxTrack};
 use crate::video::{check_fps, check_size, Video};
 
 /// Output kind, from the path.
@@ -175,6 +175,14 @@ impl VideoWriter {
         })
     }
 
+    /// Provenance to store with the video: MP4 files carry `manifest` in a box bound to the
+    /// picture data by SHA-256 ([`crate::read_provenance`]); other formats ignore it.
+    pub fn set_provenance(&mut self, manifest: Vec<u8>) {
+        if let Sink::Mp4 { mp4, .. } = &mut self.sink {
+            mp4.provenance = Some(manifest);
+        }
+    }
+
     /// Frames pushed so far.
     pub fn frames(&self) -> usize {
         self.frames
@@ -310,6 +318,8 @@ struct Mp4Sink {
     delta: u32,
     samples: Vec<MuxSample>,
     payload: Vec<u8>,
+    /// Manifest for a provenance box after `mdat`.
+    provenance: Option<Vec<u8>>,
 }
 
 impl Mp4Sink {
@@ -343,6 +353,7 @@ impl Mp4Sink {
             delta,
             samples: Vec::new(),
             payload: Vec::new(),
+            provenance: None,
         })
     }
 
@@ -392,11 +403,19 @@ impl Mp4Sink {
         Ok(write_header(&track, self.payload.len() as u64))
     }
 
+    fn trailer(&self) -> Vec<u8> {
+        self.provenance
+            .as_ref()
+            .map(|m| provenance_box(&self.payload, m))
+            .unwrap_or_default()
+    }
+
     fn write_to(self, file: &mut File, path: &Path) -> Result<()> {
         let header = self.header()?;
         let mut w = BufWriter::new(file);
         w.write_all(&header)
             .and_then(|_| w.write_all(&self.payload))
+            .and_then(|_| w.write_all(&self.trailer()))
             .and_then(|_| w.flush())
             .map_err(|e| MediaError::io(path, "writing", e))
     }
@@ -404,6 +423,7 @@ impl Mp4Sink {
     fn into_bytes(self) -> Result<Vec<u8>> {
         let mut out = self.header()?;
         out.extend_from_slice(&self.payload);
+        out.extend_from_slice(&self.trailer());
         Ok(out)
     }
 }

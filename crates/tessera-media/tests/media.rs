@@ -156,6 +156,71 @@ fn mp4_round_trip_of_moving_shapes() {
 }
 
 #[test]
+fn provenance_rides_after_mdat_and_notices_edited_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let clip = shapes_clip(64, 48, 9, 16.0);
+    let (plain, signed) = (dir.path().join("plain.mp4"), dir.path().join("signed.mp4"));
+    write_video(&plain, &clip).unwrap();
+    let mut w = VideoWriter::create(&signed, 64, 48, 16.0).unwrap();
+    w.set_provenance(br#"{"claim_generator":"test"}"#.to_vec());
+    for f in &clip.frames {
+        w.push_frame(f).unwrap();
+    }
+    w.finish().unwrap();
+
+    assert_eq!(read_provenance(&plain).unwrap(), None);
+    let p = read_provenance(&signed).unwrap().unwrap();
+    assert_eq!(
+        (p.manifest.as_slice(), p.intact),
+        (&br#"{"claim_generator":"test"}"#[..], true)
+    );
+    let bytes = std::fs::read(&signed).unwrap();
+    assert_eq!(top_level_boxes(&bytes), ["ftyp", "moov", "mdat", "uuid"]);
+    // The box changes no frame, and the file without it is the plain file.
+    assert_eq!(
+        read_video_native(&signed).unwrap(),
+        read_video_native(&plain).unwrap()
+    );
+    let plain_bytes = std::fs::read(&plain).unwrap();
+    assert_eq!(&bytes[..plain_bytes.len()], &plain_bytes[..]);
+    if on_path("ffprobe") {
+        let out = Command::new("ffprobe")
+            .args([
+                "-v",
+                "error",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(&signed)
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "9");
+    }
+
+    // One byte of picture data changed: the manifest is still there but no longer vouches.
+    let mdat = bytes.windows(4).position(|w| w == b"mdat").unwrap();
+    let mut edited = bytes.clone();
+    edited[mdat + 40] ^= 0x01;
+    let edited_path = dir.path().join("edited.mp4");
+    std::fs::write(&edited_path, &edited).unwrap();
+    assert!(!read_provenance(&edited_path).unwrap().unwrap().intact);
+    // Other formats carry none.
+    let png = dir.path().join("f.png");
+    write_video(
+        &png,
+        &Video {
+            frames: vec![clip.frames[0].clone()],
+            ..clip.clone()
+        },
+    )
+    .unwrap();
+    assert_eq!(read_provenance(&png).unwrap(), None);
+}
+
+#[test]
 fn encoding_is_deterministic_and_streaming_matches_batch() {
     let clip = shapes_clip(64, 48, 9, 12.5);
     let a = encode_mp4(&clip).unwrap();

@@ -36,6 +36,7 @@ use serde::Serialize;
 use tessera_diffusion::{cfg_input, sample, sdedit_start, KnownFrames};
 use tessera_media::{Video, VideoWriter};
 use tessera_models::vae::{tensor_to_video, video_to_tensor, DecodeStream, Tiling};
+use tessera_safety::Watermark;
 
 use crate::error::{PipelineError, Result};
 use crate::model::Model;
@@ -162,6 +163,8 @@ pub fn generate(
             "prompt endpoint failed ({reason}); used the built-in expander"
         ));
     }
+    // An endpoint may have written words the user did not.
+    tessera_safety::check_prompt(&prompt_used.text).map_err(RequestError::Policy)?;
     timings.prompt_s = t.elapsed().as_secs_f64();
 
     // 3. Text encoding: [cond; uncond] in one batch when guidance is on.
@@ -205,7 +208,7 @@ pub fn generate(
         ) => {
             run.planned_windows = windows_for_continuation(req.frames, req.window_frames);
             let tail = last_frames(&v.frames, HEAD_CONTEXT_FRAMES);
-            sink.push_all(&v.frames, &mut run)?;
+            sink.push_given(&v.frames, &mut run)?;
             run.continue_forward(&mut sink, tail, Vec::new(), req.frames)?;
         }
         (Mode::Extend { backward: true, .. }, Inputs::One(v)) => run.backward(&mut sink, &v)?,
@@ -220,6 +223,8 @@ pub fn generate(
             })
         }
     }
+    sink.writer
+        .set_provenance(manifest(model, req, &prompt_used).to_string().into_bytes());
     let frames = sink.finish()?;
     let mut timings = run.timings;
     timings.total_s = start.elapsed().as_secs_f64();
@@ -243,6 +248,42 @@ pub fn generate(
         windows: run.windows,
         notes,
         timings,
+    })
+}
+
+/// The provenance manifest stored in MP4 outputs, C2PA-style: an action saying the video was
+/// created by a trained model (IPTC's `trainedAlgorithmicMedia`), what made it, and whether
+/// it carries the watermark. No timestamp, so the same request writes the same bytes.
+fn manifest(
+    model: &Model,
+    req: &GenerateRequest,
+    prompt_used: &ExtendedPrompt,
+) -> serde_json::Value {
+    let agent = concat!("tessera ", env!("CARGO_PKG_VERSION"));
+    serde_json::json!({
+        "claim_generator": agent,
+        "assertions": [
+            {"label": "c2pa.actions", "data": {"actions": [{
+                "action": "c2pa.created",
+                "softwareAgent": agent,
+                "digitalSourceType": "http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia",
+            }]}},
+            {"label": "tessera.generation", "data": {
+                "model": model.name,
+                "mode": req.mode.name(),
+                "prompt": req.prompt,
+                "prompt_used": prompt_used.text,
+                "negative": req.negative,
+                "seed": req.seed,
+                "steps": req.steps,
+                "sampler": req.sampler.name(),
+                "cfg": req.cfg,
+                "width": req.width,
+                "height": req.height,
+                "fps": req.fps,
+            }},
+            {"label": "tessera.watermark", "data": {"embedded": req.watermark, "cell": tessera_safety::CELL}},
+        ],
     })
 }
 
@@ -389,6 +430,8 @@ fn blend(a: &[u8], b: &[u8], n: usize) -> Vec<Vec<u8>> {
 /// The writer with the hook in front of it.
 struct Sink<'h> {
     writer: VideoWriter,
+    /// Applied to generated frames only: given frames are written as given.
+    watermark: Option<Watermark>,
     hook: &'h mut dyn FrameHook,
     width: u32,
     height: u32,
@@ -400,6 +443,7 @@ impl<'h> Sink<'h> {
     fn create(req: &GenerateRequest, total: usize, hook: &'h mut dyn FrameHook) -> Result<Self> {
         Ok(Self {
             writer: VideoWriter::create(&req.output, req.width, req.height, req.fps)?,
+            watermark: req.watermark.then(Watermark::default),
             hook,
             width: req.width,
             height: req.height,
@@ -408,7 +452,15 @@ impl<'h> Sink<'h> {
         })
     }
 
+    /// Writes a generated frame.
     fn push(&mut self, mut rgb: Vec<u8>, run: &mut Run) -> Result<()> {
+        if let Some(w) = &self.watermark {
+            w.embed(self.width, self.height, &mut rgb);
+        }
+        self.write(rgb, run)
+    }
+
+    fn write(&mut self, mut rgb: Vec<u8>, run: &mut Run) -> Result<()> {
         self.hook
             .frame(self.written, self.width, self.height, &mut rgb)?;
         self.writer.push_frame(&rgb)?;
@@ -420,9 +472,17 @@ impl<'h> Sink<'h> {
     }
 
     fn push_all(&mut self, frames: &[Vec<u8>], run: &mut Run) -> Result<()> {
-        let t = Instant::now();
         for f in frames {
             self.push(f.clone(), run)?;
+        }
+        Ok(())
+    }
+
+    /// Writes frames the user gave (an input video), untouched.
+    fn push_given(&mut self, frames: &[Vec<u8>], run: &mut Run) -> Result<()> {
+        let t = Instant::now();
+        for f in frames {
+            self.write(f.clone(), run)?;
         }
         run.timings.decode_s += t.elapsed().as_secs_f64();
         Ok(())
@@ -745,9 +805,9 @@ impl Run<'_> {
     }
 
     fn connect(&mut self, sink: &mut Sink, a: &[Vec<u8>], b: &[Vec<u8>], new: usize) -> Result<()> {
-        sink.push_all(a, self)?;
+        sink.push_given(a, self)?;
         self.join(sink, a, b, new)?;
-        sink.push_all(b, self)
+        sink.push_given(b, self)
     }
 
     /// A base clip, then a transition from its end into its start: played on repeat, the last
@@ -777,14 +837,14 @@ impl Run<'_> {
         let known = self.known(&clip, flags)?;
         let z = self.sample(latents, Some(&known), None)?;
         self.decode(&z, sink, Emit::plain(1, new))?;
-        sink.push_all(&input.frames, self)
+        sink.push_given(&input.frames, self)
     }
 
     /// SDEdit. Strength 0 writes the input frames exactly: no noise means nothing to sample,
     /// and a VAE round trip would only add reconstruction error.
     fn edit(&mut self, sink: &mut Sink, input: &Video, strength: f64) -> Result<()> {
         if strength == 0.0 {
-            return sink.push_all(&input.frames, self);
+            return sink.push_given(&input.frames, self);
         }
         let x0 = self.encode(&input.frames)?;
         let latents = x0.dim(2)?;

@@ -68,6 +68,8 @@ pub enum RequestError {
     PngMode { mode: &'static str },
     #[error("window of {0} frames is too short for long-video generation; use 4k+1 frames with k ≥ 2 (e.g. 33)")]
     Window(usize),
+    #[error(transparent)]
+    Policy(#[from] tessera_safety::Blocked),
 }
 
 /// What the known (clean, t = 0) latent frames come from. Every mode is the same sampler run
@@ -250,6 +252,8 @@ pub struct GenerateRequest {
     pub prompt_endpoint: Option<String>,
     /// Frames per window when the video is longer than one window (4k+1, k ≥ 2).
     pub window_frames: usize,
+    /// Add the invisible watermark to generated frames (given frames are written as given).
+    pub watermark: bool,
 }
 
 fn kind_name<S: serde::Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
@@ -287,6 +291,8 @@ pub struct RequestSpec {
     pub mode: Mode,
     pub extend_prompt: bool,
     pub prompt_endpoint: Option<String>,
+    /// Watermark generated frames (`tessera detect` finds it); off only to measure the model.
+    pub watermark: bool,
 }
 
 impl RequestSpec {
@@ -308,6 +314,7 @@ impl RequestSpec {
             mode: Mode::Text,
             extend_prompt: true,
             prompt_endpoint: None,
+            watermark: true,
         }
     }
 }
@@ -364,6 +371,7 @@ pub fn check_output(path: &Path) -> Result<OutputKind, RequestError> {
 
 impl GenerateRequest {
     pub fn new(spec: RequestSpec) -> Result<Self, RequestError> {
+        tessera_safety::check_prompt(&spec.prompt)?;
         if !(spec.fps.is_finite() && spec.fps > 0.0) {
             return Err(RequestError::Fps(spec.fps));
         }
@@ -443,6 +451,7 @@ impl GenerateRequest {
             extend_prompt: spec.extend_prompt,
             prompt_endpoint: spec.prompt_endpoint,
             window_frames: DEFAULT_WINDOW_FRAMES,
+            watermark: spec.watermark,
         })
     }
 }

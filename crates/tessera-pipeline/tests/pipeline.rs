@@ -182,6 +182,8 @@ fn image_to_video_first_frame_is_the_images_vae_round_trip() {
     let src = clip(dir.path(), "img.png", 1, 48, 40, 30);
     let mut s = spec(dir.path(), "i2v.mp4", Mode::Image { image: src.clone() });
     s.frames = Some(9);
+    // Exact plumbing: the mark would add ±3 to the decoded frame.
+    s.watermark = false;
     let req = GenerateRequest::new(s).unwrap();
     let (sum, frames) = run(tiny(), &req);
     assert!(
@@ -364,6 +366,73 @@ fn image_flag_rejects_non_images_before_compute() {
         GenerateRequest::new(s),
         Err(tessera_pipeline::RequestError::NotAnImage { .. })
     ));
+}
+
+/// Generated frames carry the watermark and MP4 outputs a manifest naming what made them;
+/// with `watermark: false` the frames are the model's own and the manifest says so.
+#[test]
+fn outputs_carry_the_watermark_and_a_provenance_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mark = tessera_safety::Watermark::default();
+    let mut s = spec(dir.path(), "marked.mp4", Mode::Text);
+    s.frames = Some(9);
+    let (_, marked) = run(tiny(), &GenerateRequest::new(s.clone()).unwrap());
+    s.watermark = false;
+    s.output = dir.path().join("plain.mp4");
+    let (_, plain) = run(tiny(), &GenerateRequest::new(s).unwrap());
+    let found = mark.detect(32, 32, &marked);
+    assert!(found.detected, "{found:?}");
+    assert!(!mark.detect(32, 32, &plain).detected);
+    // The mark is the only difference: ±3 levels (clipped at 0 and 255).
+    for (m, p) in marked.iter().zip(&plain) {
+        assert!(m
+            .iter()
+            .zip(p)
+            .all(|(a, b)| (i16::from(*a) - i16::from(*b)).abs() <= 3));
+    }
+    for (file, embedded) in [("marked.mp4", true), ("plain.mp4", false)] {
+        let p = tessera_media::read_provenance(dir.path().join(file))
+            .unwrap()
+            .unwrap();
+        assert!(p.intact);
+        let m: serde_json::Value = serde_json::from_slice(&p.manifest).unwrap();
+        let labels: Vec<&str> = m["assertions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            labels,
+            ["c2pa.actions", "tessera.generation", "tessera.watermark"]
+        );
+        let g = &m["assertions"][1]["data"];
+        assert_eq!(
+            (
+                g["model"].as_str(),
+                g["seed"].as_u64(),
+                g["prompt"].as_str()
+            ),
+            (Some("random-tiny"), Some(5), Some("a red circle bounces"))
+        );
+        assert_eq!(m["assertions"][2]["data"]["embedded"], embedded);
+    }
+}
+
+#[test]
+fn a_blocked_prompt_is_refused_before_compute_and_names_its_category() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = RequestSpec {
+        prompt: "a school shooting".into(),
+        ..spec(dir.path(), "o.mp4", Mode::Text)
+    };
+    match GenerateRequest::new(s) {
+        Err(tessera_pipeline::RequestError::Policy(b)) => {
+            assert_eq!(b.category, tessera_safety::Category::MassViolence)
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!dir.path().join("o.mp4").exists());
 }
 
 // ───────────────────────────── trained default model ─────────────────────────────

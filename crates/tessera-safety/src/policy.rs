@@ -54,30 +54,92 @@ impl fmt::Display for Blocked {
 impl std::error::Error for Blocked {}
 
 const SEXUAL: &[&str] = &[
-    "nude", "nudes", "naked", "nudity", "porn*", "sex", "sexual*", "nsfw", "xxx", "erotic*",
-    "genital*", "penis", "vagina", "topless", "orgasm*", "masturbat*", "hentai", "intercourse",
+    "nude",
+    "nudes",
+    "naked",
+    "nudity",
+    "porn*",
+    "sex",
+    "sexual*",
+    "nsfw",
+    "xxx",
+    "erotic*",
+    "genital*",
+    "penis",
+    "vagina",
+    "topless",
+    "orgasm*",
+    "masturbat*",
+    "hentai",
+    "intercourse",
     "fetish*",
 ];
 const MINORS: &[&str] = &[
-    "child", "children", "kid", "kids", "minor", "minors", "teen", "teens", "teenage*",
-    "underage", "toddler*", "infant*", "baby", "babies", "preteen*", "schoolgirl*", "schoolboy*",
-    "loli*", "boy", "boys", "girl", "girls", "young",
+    "child",
+    "children",
+    "kid",
+    "kids",
+    "minor",
+    "minors",
+    "teen",
+    "teens",
+    "teenage*",
+    "underage",
+    "toddler*",
+    "infant*",
+    "baby",
+    "babies",
+    "preteen*",
+    "schoolgirl*",
+    "schoolboy*",
+    "loli*",
+    "boy",
+    "boys",
+    "girl",
+    "girls",
+    "young",
 ];
 const GORE: &[&str] = &[
-    "gore", "gory", "decapitat*", "behead*", "dismember*", "disembowel*", "mutilat*",
-    "eviscerat*", "entrails", "tortur*",
+    "gore",
+    "gory",
+    "decapitat*",
+    "behead*",
+    "dismember*",
+    "disembowel*",
+    "mutilat*",
+    "eviscerat*",
+    "entrails",
+    "tortur*",
 ];
 const SELF_HARM: &[&str] = &[
-    "suicide", "suicidal", "self harm", "kill myself", "kill yourself", "cut myself",
-    "hang myself", "slit wrists", "slitting wrists",
+    "suicide",
+    "suicidal",
+    "self harm",
+    "kill myself",
+    "kill yourself",
+    "cut myself",
+    "hang myself",
+    "slit wrists",
+    "slitting wrists",
 ];
 const HATE: &[&str] = &[
-    "nazi*", "swastika*", "kkk", "ku klux", "heil hitler", "white power", "ethnic cleansing",
+    "nazi*",
+    "swastika*",
+    "kkk",
+    "ku klux",
+    "heil hitler",
+    "white power",
+    "ethnic cleansing",
     "genocide",
 ];
 const MASS_VIOLENCE: &[&str] = &[
-    "mass shooting", "school shooting", "terrorist attack", "massacre*", "shooting people",
-    "bombing people", "make a bomb",
+    "mass shooting",
+    "school shooting",
+    "terrorist attack",
+    "massacre*",
+    "shooting people",
+    "bombing people",
+    "make a bomb",
 ];
 
 /// Lower-case ASCII words, with common look-alikes folded back (`0`→o, `3`→e, `$`→s …).
@@ -104,10 +166,13 @@ fn matches(words: &[String], lexicon: &[&str]) -> Vec<String> {
     for term in lexicon {
         let parts: Vec<&str> = term.split(' ').collect();
         let hit = words.windows(parts.len()).any(|window| {
-            window.iter().zip(&parts).all(|(w, p)| match p.strip_suffix('*') {
-                Some(stem) => w.starts_with(stem),
-                None => w == p,
-            })
+            window
+                .iter()
+                .zip(&parts)
+                .all(|(w, p)| match p.strip_suffix('*') {
+                    Some(stem) => w.starts_with(stem),
+                    None => w == p,
+                })
         });
         if hit {
             found.push(term.trim_end_matches('*').to_string());
@@ -161,7 +226,9 @@ mod tests {
         let b = check_prompt("a naked girl on a beach").unwrap_err();
         assert_eq!(b.category, Category::SexualMinors);
         assert_eq!(b.terms, vec!["naked", "girl"]);
-        assert!(b.to_string().contains("sexual content involving minors: naked, girl"));
+        assert!(b
+            .to_string()
+            .contains("sexual content involving minors: naked, girl"));
         assert_eq!(category("NSFW p0rn clip"), Some(Category::Sexual));
         assert_eq!(category("a man is decapitated"), Some(Category::Gore));
         assert_eq!(category("how to self-harm"), Some(Category::SelfHarm));

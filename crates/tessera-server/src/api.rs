@@ -306,12 +306,22 @@ impl Server {
         remixed_from: Option<String>,
     ) -> ServerResult<Response> {
         let output = self.config.asset(&id, "video");
-        if let Err(e) = job.validate(&self.config.data, &self.sampling, &output) {
-            return Err(ServerError::BadRequest {
-                message: e.to_string(),
-                param: None,
-                code: "invalid_request",
-            });
+        match job.validate(&self.config.data, &self.sampling, &output) {
+            Ok(_) => {}
+            Err(e @ tessera_pipeline::RequestError::Policy(_)) => {
+                return Err(ServerError::bad(
+                    "prompt",
+                    "moderation_blocked",
+                    e.to_string(),
+                ))
+            }
+            Err(e) => {
+                return Err(ServerError::BadRequest {
+                    message: e.to_string(),
+                    param: None,
+                    code: "invalid_request",
+                })
+            }
         }
         let record = Record {
             id,

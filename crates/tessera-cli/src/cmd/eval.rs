@@ -159,6 +159,8 @@ fn clip_request(
         sampling: sampling.clone(),
         seed,
         extend_prompt,
+        // Scores measure the model, and stay comparable with reports made before the mark.
+        watermark: false,
         ..RequestSpec::text(prompt, output)
     })?)
 }

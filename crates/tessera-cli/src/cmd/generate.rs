@@ -211,6 +211,7 @@ fn spec(
         mode,
         extend_prompt: !c.no_extend,
         prompt_endpoint: c.prompt_endpoint.clone(),
+        watermark: true,
     })
 }
 

@@ -1,5 +1,6 @@
 //! One module per subcommand: flags (clap) and a `run` that calls the library.
 
+pub mod detect;
 pub mod eval;
 pub mod generate;
 pub mod serve;
