@@ -125,6 +125,29 @@ struct Common {
     cfg: Option<f64>,
 }
 
+impl Common {
+    fn job(
+        self,
+        seconds: Option<f64>,
+        (width, height): (u32, u32),
+        fps: f64,
+        source: Source,
+    ) -> Job {
+        Job {
+            prompt: self.prompt,
+            negative: self.negative,
+            seconds,
+            width,
+            height,
+            fps,
+            seed: self.seed,
+            steps: self.steps,
+            cfg: self.cfg,
+            source,
+        }
+    }
+}
+
 impl Server {
     fn common(&self, f: &Fields) -> ServerResult<Common> {
         let prompt = f.required("prompt")?.trim().to_string();
@@ -378,18 +401,7 @@ async fn create(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Re
         (None, true) => Source::Loop,
         (None, false) => Source::Text,
     };
-    let job = Job {
-        prompt: c.prompt,
-        negative: c.negative,
-        seconds: Some(seconds),
-        width,
-        height,
-        fps: server.config.fps,
-        seed: c.seed,
-        steps: c.steps,
-        cfg: c.cfg,
-        source,
-    };
+    let job = c.job(Some(seconds), (width, height), server.config.fps, source);
     server.submit(id, seconds_text, job, notes, None)
 }
 
@@ -403,18 +415,12 @@ async fn edit(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Resp
     let strength = f
         .number("strength", "a number from 0 to 1")?
         .unwrap_or(server.config.remix_strength);
-    let job = Job {
-        prompt: c.prompt,
-        negative: c.negative,
-        seconds: None,
-        width,
-        height,
-        fps: server.config.fps,
-        seed: c.seed,
-        steps: c.steps,
-        cfg: c.cfg,
-        source: Source::Edit { video, strength },
-    };
+    let job = c.job(
+        None,
+        (width, height),
+        server.config.fps,
+        Source::Edit { video, strength },
+    );
     server.submit(id, seconds, job, notes, None)
 }
 
@@ -426,18 +432,12 @@ async fn extend(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Re
     let video = server.video_input(&f, &id)?;
     let (_, input_size) = server.input_info(&video);
     let (width, height) = server.size(&f, input_size, &mut notes)?;
-    let job = Job {
-        prompt: c.prompt,
-        negative: c.negative,
-        seconds: Some(seconds),
-        width,
-        height,
-        fps: server.config.fps,
-        seed: c.seed,
-        steps: c.steps,
-        cfg: c.cfg,
-        source: Source::Extend { video },
-    };
+    let job = c.job(
+        Some(seconds),
+        (width, height),
+        server.config.fps,
+        Source::Extend { video },
+    );
     server.submit(id, seconds_text, job, notes, None)
 }
 
@@ -453,21 +453,15 @@ async fn remix(
         .store
         .get(&src)?
         .ok_or_else(|| ServerError::NotFound(src.clone()))?;
-    let job = Job {
-        prompt: c.prompt,
-        negative: c.negative,
-        seconds: None,
-        width: original.job.width,
-        height: original.job.height,
-        fps: original.job.fps,
-        seed: c.seed,
-        steps: c.steps,
-        cfg: c.cfg,
-        source: Source::Edit {
+    let job = c.job(
+        None,
+        (original.job.width, original.job.height),
+        original.job.fps,
+        Source::Edit {
             video,
             strength: server.config.remix_strength,
         },
-    };
+    );
     server.submit(new_id(), original.seconds, job, Vec::new(), Some(src))
 }
 
