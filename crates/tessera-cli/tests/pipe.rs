@@ -81,6 +81,14 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
         .status()
         .unwrap();
     assert!(status.success());
+    let image = dir.path().join("image.png");
+    let status = Command::new(tessera)
+        .args(["generate", "a blue star", "--frames", "1", "--json", "-o"])
+        .arg(&image)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
     let world = dir.path().join("world");
     let status = Command::new(tessera)
         .args([
@@ -94,7 +102,7 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
     let real = world.join("videos/val-0-000000.mp4");
     let out = Command::new(tessera)
         .args(["detect", "--json"])
-        .args([&made, &real])
+        .args([&made, &real, &image])
         .output()
         .unwrap();
     assert!(
@@ -107,7 +115,9 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(reports.len(), 2);
+    assert_eq!(reports.len(), 3);
+    assert_eq!(reports[2]["watermark"]["detected"], true, "{}", reports[2]);
+    assert_eq!(reports[2]["provenance_intact"], true);
     assert_eq!(reports[0]["watermark"]["detected"], true, "{}", reports[0]);
     assert_eq!(reports[0]["provenance_intact"], true);
     assert_eq!(

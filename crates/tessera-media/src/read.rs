@@ -146,13 +146,15 @@ pub struct Provenance {
     pub intact: bool,
 }
 
-/// The provenance an MP4 file carries; `None` for other formats and for MP4s without it (a
-/// re-encode drops it: the watermark is what survives that).
+/// The provenance an MP4 or PNG file carries; `None` for other formats and for files without
+/// it (a re-encode drops it: the watermark is what survives that).
 pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
     let path = path.as_ref();
     let data = std::fs::read(path).map_err(|e| MediaError::io(path, "reading", e))?;
-    if sniff(&data) != Some(Format::Mp4) {
-        return Ok(None);
+    match sniff(&data) {
+        Some(Format::Mp4) => {}
+        Some(Format::Png) => return png_provenance(&data, path),
+        _ => return Ok(None),
     }
     crate::mp4::find_provenance(&data)
         .map(|found| found.map(|(manifest, intact)| Provenance { manifest, intact }))
@@ -166,6 +168,38 @@ pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
                 detail: format!("{other:?}"),
             },
         })
+}
+
+/// A PNG's manifest text chunk, checked against the hash of its pixels as decoded.
+fn png_provenance(data: &[u8], path: &Path) -> Result<Option<Provenance>> {
+    use crate::write::{sha256_hex, PNG_HASH_KEY, PNG_MANIFEST_KEY};
+    let bad = |detail: String| MediaError::Image {
+        path: path.into(),
+        detail,
+    };
+    let reader = png::Decoder::new(Cursor::new(data))
+        .read_info()
+        .map_err(|e| bad(e.to_string()))?;
+    let info = reader.info();
+    let Some(manifest) = info
+        .utf8_text
+        .iter()
+        .find(|c| c.keyword == PNG_MANIFEST_KEY)
+    else {
+        return Ok(None);
+    };
+    let manifest = manifest.get_text().map_err(|e| bad(e.to_string()))?;
+    let hash = info
+        .uncompressed_latin1_text
+        .iter()
+        .find(|c| c.keyword == PNG_HASH_KEY)
+        .map(|c| c.text.clone());
+    let video = decode_bytes(data)?;
+    let intact = video.frames.len() == 1 && hash.as_deref() == Some(&sha256_hex(&video.frames[0]));
+    Ok(Some(Provenance {
+        manifest: manifest.into_bytes(),
+        intact,
+    }))
 }
 
 // ---------------------------------------------------------------------------------------------

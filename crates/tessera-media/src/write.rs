@@ -93,8 +93,11 @@ enum Sink {
         enc: gif::Encoder<BufWriter<NamedTempFile>>,
         fps: f64,
     },
+    /// The frame waits for `finish`, so provenance set after it can still go in.
     Png {
         tmp: NamedTempFile,
+        rgb: Option<Vec<u8>>,
+        provenance: Option<Vec<u8>>,
     },
     Folder {
         tmp: TempDir,
@@ -156,6 +159,8 @@ impl VideoWriter {
             }
             OutputKind::Png => Sink::Png {
                 tmp: temp_beside(&path)?,
+                rgb: None,
+                provenance: None,
             },
             OutputKind::PngFolder => {
                 let dir = parent_dir(&path);
@@ -175,11 +180,14 @@ impl VideoWriter {
         })
     }
 
-    /// Provenance to store with the video: MP4 files carry `manifest` in a box bound to the
-    /// picture data by SHA-256 ([`crate::read_provenance`]); other formats ignore it.
+    /// Provenance to store with the video, bound to the picture data by SHA-256
+    /// ([`crate::read_provenance`]): MP4 files carry `manifest` in a `uuid` box, PNG images in
+    /// text chunks; GIFs and frame folders ignore it.
     pub fn set_provenance(&mut self, manifest: Vec<u8>) {
-        if let Sink::Mp4 { mp4, .. } = &mut self.sink {
-            mp4.provenance = Some(manifest);
+        match &mut self.sink {
+            Sink::Mp4 { mp4, .. } => mp4.provenance = Some(manifest),
+            Sink::Png { provenance, .. } => *provenance = Some(manifest),
+            Sink::Gif { .. } | Sink::Folder { .. } => {}
         }
     }
 
@@ -212,21 +220,20 @@ impl VideoWriter {
                 enc.write_frame(&frame)
                     .map_err(|e| gif_err(&self.path, e))?;
             }
-            Sink::Png { tmp } => {
+            Sink::Png { rgb: frame, .. } => {
                 if index > 0 {
                     return Err(MediaError::PngMultiFrame {
                         path: self.path.clone(),
                         frames: index + 1,
                     });
                 }
-                let path = tmp.path().to_path_buf();
-                write_png(tmp.as_file_mut(), &path, rgb, self.width, self.height)?;
+                *frame = Some(rgb.to_vec());
             }
             Sink::Folder { tmp } => {
                 let file = tmp.path().join(format!("frame_{index:05}.png"));
                 let mut f =
                     File::create(&file).map_err(|e| MediaError::io(&file, "creating", e))?;
-                write_png(&mut f, &file, rgb, self.width, self.height)?;
+                write_png(&mut f, &file, rgb, self.width, self.height, None)?;
             }
         }
         self.frames += 1;
@@ -249,7 +256,23 @@ impl VideoWriter {
                 buf.into_inner()
                     .map_err(|e| MediaError::io(&path, "writing", e.into_error()))?
             }
-            Sink::Png { tmp } => tmp,
+            Sink::Png {
+                mut tmp,
+                rgb,
+                provenance,
+            } => {
+                let rgb = rgb.ok_or(MediaError::NoFrames)?;
+                let at = tmp.path().to_path_buf();
+                write_png(
+                    tmp.as_file_mut(),
+                    &at,
+                    &rgb,
+                    self.width,
+                    self.height,
+                    provenance.as_deref(),
+                )?;
+                tmp
+            }
             Sink::Folder { tmp } => return finish_folder(tmp, &path),
         };
         tmp.as_file()
@@ -271,21 +294,47 @@ fn gif_err(path: &Path, e: gif::EncodingError) -> MediaError {
     }
 }
 
-fn write_png(out: &mut File, path: &Path, rgb: &[u8], w: u32, h: u32) -> Result<()> {
-    let mut buf = BufWriter::new(out);
-    image::write_buffer_with_format(
-        &mut buf,
-        rgb,
-        w,
-        h,
-        image::ExtendedColorType::Rgb8,
-        image::ImageFormat::Png,
-    )
-    .map_err(|e| MediaError::Image {
+/// PNG text-chunk keywords of a provenance manifest and the SHA-256 (hex) of the RGB pixels
+/// it was bound to.
+pub(crate) const PNG_MANIFEST_KEY: &str = "tessera:manifest";
+pub(crate) const PNG_HASH_KEY: &str = "tessera:sha256";
+
+fn write_png(
+    out: &mut File,
+    path: &Path,
+    rgb: &[u8],
+    w: u32,
+    h: u32,
+    provenance: Option<&[u8]>,
+) -> Result<()> {
+    let err = |e: png::EncodingError| MediaError::Image {
         path: path.into(),
         detail: e.to_string(),
-    })?;
-    buf.flush().map_err(|e| MediaError::io(path, "writing", e))
+    };
+    let mut enc = png::Encoder::new(BufWriter::new(out), w, h);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    if let Some(manifest) = provenance {
+        enc.add_itxt_chunk(
+            PNG_MANIFEST_KEY.into(),
+            String::from_utf8_lossy(manifest).into_owned(),
+        )
+        .map_err(err)?;
+        enc.add_text_chunk(PNG_HASH_KEY.into(), sha256_hex(rgb))
+            .map_err(err)?;
+    }
+    let mut writer = enc.write_header().map_err(err)?;
+    writer.write_image_data(rgb).map_err(err)?;
+    writer.finish().map_err(err)
+}
+
+/// SHA-256 of `data` as lower-case hex.
+pub(crate) fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Moves the finished frames into place: a rename of the whole directory when the target does

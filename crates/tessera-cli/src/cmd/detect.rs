@@ -88,6 +88,6 @@ fn print(r: &Report) {
                 if intact { "unchanged" } else { "CHANGED" }
             );
         }
-        _ => println!("  no provenance manifest (not an MP4 from Tessera, or re-encoded)"),
+        _ => println!("  no provenance manifest (not an MP4 or PNG from Tessera, or re-encoded)"),
     }
 }
