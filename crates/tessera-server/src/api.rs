@@ -272,8 +272,8 @@ impl Server {
         Ok(std::path::PathBuf::from("videos").join(format!("{id}.mp4")))
     }
 
-    /// An input video's duration as the API reports it, and its size: what an edit or an
-    /// extension keeps unless the request says otherwise. Unreadable input gives `""` and the
+    /// An input's duration as the API reports it, and its size: what an edit, an extension or
+    /// an image → video keeps unless the request says otherwise. Unreadable input gives `""` and the
     /// default size; the job's validation or run then says what is wrong with it.
     fn input_info(&self, rel: &std::path::Path) -> (String, (u32, u32)) {
         match tessera_media::read_video(self.config.data.join(rel)) {
@@ -391,17 +391,20 @@ fn flag(f: &Fields, key: &'static str) -> ServerResult<bool> {
 async fn create(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Response> {
     let c = server.common(&f)?;
     let mut notes = Vec::new();
-    let (width, height) = server.size(&f, server.config.default_size, &mut notes)?;
     let (seconds_text, seconds) = server.seconds(&f, "4")?;
     let id = new_id();
-    let source = match (f.file("input_reference")?, flag(&f, "loop")?) {
-        (Some(bytes), _) => Source::Image {
-            image: server.save_input(&id, "input_reference", &bytes)?,
-        },
-        (None, true) => Source::Loop,
-        (None, false) => Source::Text,
+    let (source, default_size) = match (f.file("input_reference")?, flag(&f, "loop")?) {
+        (Some(bytes), _) => {
+            let image = server.save_input(&id, "input_reference", &bytes)?;
+            // The video takes the image's size unless told otherwise, as OpenAI's API does.
+            let (_, size) = server.input_info(&image);
+            (Source::Image { image }, size)
+        }
+        (None, true) => (Source::Loop, server.config.default_size),
+        (None, false) => (Source::Text, server.config.default_size),
     };
-    let job = c.job(Some(seconds), (width, height), server.config.fps, source);
+    let size = server.size(&f, default_size, &mut notes)?;
+    let job = c.job(Some(seconds), size, server.config.fps, source);
     server.submit(id, seconds_text, job, notes, None)
 }
 

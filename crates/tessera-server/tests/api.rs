@@ -416,6 +416,17 @@ async fn oversized_frames_are_fitted_to_the_limit_and_said_so() {
         tessera_media::read_video(h.server.config.asset(done["id"].as_str().unwrap(), "video"))
             .unwrap();
     assert_eq!((video.width, video.height, video.frames.len()), (48, 80, 9));
+    // So does an image → video: its thumbnail as the first frame gives a 48x80 video.
+    let png = std::fs::read(h.server.config.asset(&id, "thumbnail")).unwrap();
+    let (status, image) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
+            &[("input_reference", &png)],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{image}");
+    assert_eq!(image["size"], "48x80");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
