@@ -86,13 +86,13 @@ async fn authenticate(
 }
 
 /// The Video object of OpenAI's API, plus `prompt` and `notes` (adjustments made).
-fn video_json(r: &Record) -> Value {
+fn video_json(server: &Server, r: &Record) -> Value {
     json!({
         "id": r.id,
         "object": "video",
         "created_at": r.created_at,
         "completed_at": r.completed_at,
-        "expires_at": null,
+        "expires_at": server.expires_at(r),
         "status": r.status,
         "progress": r.progress,
         "model": r.model,
@@ -105,8 +105,8 @@ fn video_json(r: &Record) -> Value {
     })
 }
 
-fn video_response(r: &Record) -> Response {
-    let mut res = Json(video_json(r)).into_response();
+fn video_response(server: &Server, r: &Record) -> Response {
+    let mut res = Json(video_json(server, r)).into_response();
     res.headers_mut()
         .insert("openai-poll-after-ms", HeaderValue::from_static(POLL_MS));
     res
@@ -363,7 +363,7 @@ impl Server {
         };
         self.store.insert(&record)?;
         self.notify();
-        Ok(video_response(&record))
+        Ok(video_response(self, &record))
     }
 }
 
@@ -473,7 +473,7 @@ async fn retrieve(
     Path(id): Path<String>,
 ) -> ServerResult<Response> {
     let r = server.store.get(&id)?.ok_or(ServerError::NotFound(id))?;
-    Ok(video_response(&r))
+    Ok(video_response(&server, &r))
 }
 
 #[derive(Deserialize)]
@@ -492,7 +492,7 @@ async fn list(
     let (rows, more) = server.store.list(q.after.as_deref(), limit, q.order)?;
     Ok(Json(json!({
         "object": "list",
-        "data": rows.iter().map(video_json).collect::<Vec<_>>(),
+        "data": rows.iter().map(|r| video_json(&server, r)).collect::<Vec<_>>(),
         "first_id": rows.first().map(|r| r.id.clone()),
         "last_id": rows.last().map(|r| r.id.clone()),
         "has_more": more,
@@ -503,24 +503,8 @@ async fn delete(
     State(server): State<Arc<Server>>,
     Path(id): Path<String>,
 ) -> ServerResult<Json<Value>> {
-    let Some(r) = server.store.get(&id)? else {
+    if !server.remove(&id)? {
         return Err(ServerError::NotFound(id));
-    };
-    server.store.delete(&id)?;
-    server.cancel(&id);
-    for variant in ["video", "thumbnail", "spritesheet"] {
-        let _ = std::fs::remove_file(server.config.asset(&id, variant));
-    }
-    let inputs = server.config.inputs_dir();
-    if let Ok(entries) = std::fs::read_dir(&inputs) {
-        for e in entries.flatten() {
-            if e.file_name()
-                .to_string_lossy()
-                .starts_with(&format!("{}-", r.id))
-            {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
     }
     Ok(Json(
         json!({"id": id, "object": "video.deleted", "deleted": true}),

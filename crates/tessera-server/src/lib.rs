@@ -48,6 +48,9 @@ pub struct Config {
     pub fps: f64,
     /// SDEdit strength of a remix, and of an edit that names none.
     pub remix_strength: f64,
+    /// Finished videos (and their uploads) are deleted this many seconds after they finish;
+    /// `None` keeps them. Reported as each video's `expires_at`.
+    pub keep_seconds: Option<i64>,
 }
 
 impl Config {
@@ -60,6 +63,7 @@ impl Config {
             default_size: (64, 64),
             fps: 16.0,
             remix_strength: 0.6,
+            keep_seconds: None,
         }
     }
 }
@@ -129,6 +133,44 @@ impl Server {
 
     fn stopping(&self) -> bool {
         self.shutdown.load(Ordering::SeqCst)
+    }
+
+    /// When a finished video's files go, if they do.
+    pub fn expires_at(&self, r: &Record) -> Option<i64> {
+        Some(r.completed_at? + self.config.keep_seconds?)
+    }
+
+    /// Deletes a video: its row, its files and uploads; cancels it if it is running. False if
+    /// there was no such video.
+    pub fn remove(&self, id: &str) -> ServerResult<bool> {
+        if !self.store.delete(id)? {
+            return Ok(false);
+        }
+        self.cancel(id);
+        for variant in ["video", "thumbnail", "spritesheet"] {
+            let _ = std::fs::remove_file(self.config.asset(id, variant));
+        }
+        if let Ok(entries) = std::fs::read_dir(self.config.inputs_dir()) {
+            let prefix = format!("{id}-");
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = std::fs::remove_file(e.path());
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Deletes every finished video past its `expires_at`; returns how many.
+    pub fn expire(&self, now: i64) -> ServerResult<usize> {
+        let Some(keep) = self.config.keep_seconds else {
+            return Ok(0);
+        };
+        let ids = self.store.finished_before(now - keep)?;
+        for id in &ids {
+            self.remove(id)?;
+        }
+        Ok(ids.len())
     }
 
     /// Cancels `id` if the worker is running it.

@@ -276,6 +276,18 @@ impl Store {
         Ok(())
     }
 
+    /// Ids of completed or failed jobs that finished before `cutoff` (Unix seconds).
+    pub fn finished_before(&self, cutoff: i64) -> ServerResult<Vec<String>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT id FROM videos WHERE status IN ('completed', 'failed') AND completed_at < ?1",
+        )?;
+        let ids = stmt
+            .query_map([cutoff], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(ids)
+    }
+
     /// Removes a record; false if there was none.
     pub fn delete(&self, id: &str) -> ServerResult<bool> {
         Ok(self

@@ -24,6 +24,11 @@ pub fn spawn(server: Arc<Server>, model: Model) -> JoinHandle<()> {
         .name("tessera-worker".into())
         .spawn(move || {
             while !server.stopping() {
+                match server.expire(now()) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!("{n} expired video(s) deleted"),
+                    Err(e) => tracing::error!("deleting expired videos: {e}"),
+                }
                 match server.store.claim_next() {
                     Ok(Some(job)) => run(&server, &model, job),
                     Ok(None) => server.wait(Duration::from_millis(500)),

@@ -430,6 +430,31 @@ async fn oversized_frames_are_fitted_to_the_limit_and_said_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finished_videos_expire_after_the_kept_time() {
+    let h = Harness::new(|c| c.keep_seconds = Some(1));
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
+            &[],
+        ))
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert!(v["expires_at"].is_null(), "not finished, no expiry: {v}");
+    let done = h.wait(&id).await;
+    assert_eq!(
+        done["expires_at"].as_i64(),
+        Some(done["completed_at"].as_i64().unwrap() + 1)
+    );
+    let start = Instant::now();
+    while h.get(&format!("/v1/videos/{id}")).await.0 == StatusCode::OK {
+        assert!(start.elapsed() < Duration::from_secs(10), "never expired");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!h.server.config.asset(&id, "video").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_api_keys_only_a_known_key_gets_in() {
     let h = Harness::new(|c| c.api_keys = vec!["sk-local".into()]);
     let req = |auth: Option<&str>, uri: &str| {

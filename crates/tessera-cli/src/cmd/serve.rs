@@ -39,6 +39,10 @@ pub struct ServeArgs {
     /// Longest video a request may ask for, in seconds.
     #[arg(long, default_value_t = 60.0)]
     max_seconds: f64,
+    /// Delete finished videos (and their uploads) this many hours after they finish; reported
+    /// as each video's `expires_at`. Default: keep them.
+    #[arg(long, value_parser = positive_hours)]
+    keep_hours: Option<f64>,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -53,6 +57,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.api_keys = a.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
     config.max_pixels = a.max_pixels;
     config.max_seconds = a.max_seconds;
+    config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
     let (server, worker) = Server::start(model, config)
         .with_context(|| format!("opening the data folder {}", a.data.display()))?;
 
@@ -85,4 +90,11 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?;
     result
+}
+
+fn positive_hours(s: &str) -> std::result::Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(h) if h.is_finite() && h > 0.0 => Ok(h),
+        _ => Err(format!("`{s}` is not a number of hours above 0 (e.g. 24)")),
+    }
 }
