@@ -33,8 +33,9 @@ use crate::job::{Job, Source};
 use crate::store::{Order, Record, Status};
 use crate::{now, Server};
 
-/// Uploaded videos for edits and extensions can be larger than axum's 2 MB default.
-const MAX_BODY: usize = 256 << 20;
+/// Uploaded videos for edits and extensions can be larger than axum's 2 MB default; a body is
+/// held in memory while it is parsed, so not much larger.
+const MAX_BODY: usize = 64 << 20;
 
 /// How often the SDKs' `poll` helpers ask (`openai-poll-after-ms`).
 const POLL_MS: &str = "250";

@@ -58,6 +58,12 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.max_pixels = a.max_pixels;
     config.max_seconds = a.max_seconds;
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
+    if config.api_keys.is_empty() && !a.addr.ip().is_loopback() {
+        tracing::warn!(
+            "serving on {} without --api-key: anyone who can reach it can generate and delete videos",
+            a.addr
+        );
+    }
     let (server, worker) = Server::start(model, config)
         .with_context(|| format!("opening the data folder {}", a.data.display()))?;
 
