@@ -6,7 +6,8 @@
 //! For each setting: PSNR of the marked clip against the clean one, and detection scores
 //! (min / mean over clips) for clean clips, marked clips, marked clips through Tessera's own
 //! MP4 writer, and — when `ffmpeg` is on PATH — re-encoded by libx264 at CRF 23 and 28 and
-//! by ffmpeg's default MPEG-4 Part 2 encoder. The shipped setting is the first row.
+//! by ffmpeg's default MPEG-4 Part 2 encoder — and each frame saved as a JPEG at quality 75
+//! (what happens to a still). The shipped setting is the first row.
 
 use std::process::Command;
 
@@ -32,6 +33,28 @@ fn ffmpeg_reencode(v: &Video, args: &[&str]) -> Option<Video> {
         return None;
     }
     tessera_media::read_video(&dst).ok()
+}
+
+/// Every frame through a JPEG at `quality`.
+fn jpeg(v: &Video, quality: u8) -> Video {
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            let mut bytes = Vec::new();
+            image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, quality)
+                .encode(f, v.width, v.height, image::ExtendedColorType::Rgb8)
+                .unwrap();
+            tessera_media::decode_bytes(&bytes)
+                .unwrap()
+                .frames
+                .remove(0)
+        })
+        .collect();
+    Video {
+        frames,
+        ..v.clone()
+    }
 }
 
 fn main() {
@@ -60,7 +83,7 @@ fn main() {
     }
     println!("threshold {THRESHOLD}; {clips} clips; scores min / mean");
     println!(
-        "{:>8} {:>4} {:>4} {:>7} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
+        "{:>8} {:>4} {:>4} {:>7} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
         "strength",
         "cell",
         "clip",
@@ -70,11 +93,12 @@ fn main() {
         "own MP4",
         "x264 crf23",
         "x264 crf28",
-        "mpeg4"
+        "mpeg4",
+        "JPEG q75"
     );
     for wm in settings {
         let mut psnr = 0.0;
-        let mut cols: Vec<Vec<f64>> = vec![Vec::new(); 6];
+        let mut cols: Vec<Vec<f64>> = vec![Vec::new(); 7];
         for v in &videos {
             let mut m = v.clone();
             for f in &mut m.frames {
@@ -96,6 +120,7 @@ fn main() {
                     cols[3 + i].push(score(&r));
                 }
             }
+            cols[6].push(score(&jpeg(&m, 75)));
         }
         let cell = |c: &Vec<f64>| {
             if c.is_empty() {
@@ -106,7 +131,7 @@ fn main() {
             }
         };
         println!(
-            "{:>8} {:>4} {:>4} {:>7.2} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
+            "{:>8} {:>4} {:>4} {:>7.2} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13} {:>13}",
             wm.strength,
             wm.cell,
             wm.clip,
@@ -116,7 +141,8 @@ fn main() {
             cell(&cols[2]),
             cell(&cols[3]),
             cell(&cols[4]),
-            cell(&cols[5])
+            cell(&cols[5]),
+            cell(&cols[6])
         );
     }
 }
