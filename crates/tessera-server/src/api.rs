@@ -591,7 +591,7 @@ async fn gallery(
     };
     Ok(Html(format!(
         r#"<!doctype html><meta charset=utf-8><title>Tessera · {model}</title>
-<style>body{{font:14px system-ui;margin:2em}}figure{{display:inline-block;width:256px;margin:0 1em 1em 0;vertical-align:top}}video{{width:256px;image-rendering:pixelated;background:#000}}.err{{color:#b00}}</style>
+<style>body{{font:14px system-ui;margin:2em}}figure{{display:inline-block;width:256px;margin:0 1em 1em 0;vertical-align:top}}video{{width:256px;image-rendering:pixelated;background:#000}}.err{{color:#b00}}form{{margin-bottom:1.5em}}</style>
 <h1>Tessera · {model}</h1>
 <form id=f><input name=prompt size=60 placeholder="a red ball bounces across a blue floor" required> <button>Generate</button></form>
 <script>f.onsubmit=async e=>{{e.preventDefault();await fetch('/v1/videos{auth}',{{method:'POST',body:new FormData(f)}});location.reload()}};
