@@ -251,7 +251,7 @@ pub fn generate(
     })
 }
 
-/// The provenance manifest stored in MP4 outputs, C2PA-style: an action saying the video was
+/// The provenance manifest stored in MP4 and PNG outputs, C2PA-style: an action saying the video was
 /// created by a trained model (IPTC's `trainedAlgorithmicMedia`), what made it, and whether
 /// it carries the watermark. No timestamp, so the same request writes the same bytes.
 fn manifest(
