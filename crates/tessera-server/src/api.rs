@@ -9,6 +9,8 @@
 //! | `GET /v1/videos`, `GET /v1/videos/{id}` | list (`after`, `limit`, `order`), retrieve |
 //! | `GET /v1/videos/{id}/content` | `variant=video` (MP4), `thumbnail`, `spritesheet` (PNG) |
 //! | `DELETE /v1/videos/{id}` | removes the video and its files; cancels it if running |
+//! | `GET /v1/models`, `GET /v1/models/{id}` | the served model and its `sora-2`/`sora-2-pro` aliases |
+//! | `GET /healthz` | liveness and queue depth (no key needed) |
 //! | `GET /` | the gallery: every video with its prompt and status |
 //!
 //! Fields beyond OpenAI's (all optional): `seed`, `negative_prompt`, `steps`, `cfg`, `loop`
@@ -50,8 +52,11 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/videos/{id}", get(retrieve).delete(delete))
         .route("/v1/videos/{id}/content", get(content))
         .route("/v1/videos/{id}/remix", post(remix))
+        .route("/v1/models", get(models))
+        .route("/v1/models/{id}", get(model))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(server.clone(), authenticate))
+        .route("/healthz", get(health))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(server)
 }
@@ -160,7 +165,7 @@ impl Server {
             ));
         }
         if let Some(model) = f.text("model") {
-            if model != self.model_name && !model.starts_with("sora") {
+            if !serves(self, model) {
                 return Err(ServerError::bad(
                     "model",
                     "invalid_model",
@@ -549,6 +554,51 @@ async fn content(
         .await
         .map_err(|e| ServerError::Internal(format!("reading {}: {e}", path.display())))?;
     Ok(([(CONTENT_TYPE, mime)], Body::from(bytes)).into_response())
+}
+
+/// Names a request's `model` may use: the loaded model's, then the aliases it serves.
+fn model_ids(server: &Server) -> Vec<String> {
+    [server.model_name.as_str(), "sora-2", "sora-2-pro"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// The loaded model answers to its own name and to every Sora model name (`sora-2`,
+/// `sora-2-pro` and their dated snapshots), so code written for OpenAI runs unchanged.
+fn serves(server: &Server, model: &str) -> bool {
+    model == server.model_name || model.starts_with("sora")
+}
+
+fn model_json(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "tessera"})
+}
+
+async fn models(State(server): State<Arc<Server>>) -> Json<Value> {
+    let data: Vec<Value> = model_ids(&server).iter().map(|id| model_json(id)).collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+async fn model(
+    State(server): State<Arc<Server>>,
+    Path(id): Path<String>,
+) -> ServerResult<Json<Value>> {
+    if serves(&server, &id) {
+        Ok(Json(model_json(&id)))
+    } else {
+        Err(ServerError::bad(
+            "model",
+            "model_not_found",
+            format!("model {id:?} is not served here; GET /v1/models lists what is"),
+        ))
+    }
+}
+
+/// Liveness for load balancers and scripts, outside authentication.
+async fn health(State(server): State<Arc<Server>>) -> ServerResult<Json<Value>> {
+    let (queued, in_progress) = server.store.pending()?;
+    Ok(Json(
+        json!({"status": "ok", "model": server.model_name, "queued": queued, "in_progress": in_progress}),
+    ))
 }
 
 #[derive(Deserialize)]

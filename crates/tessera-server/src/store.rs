@@ -276,6 +276,16 @@ impl Store {
         Ok(())
     }
 
+    /// Jobs waiting and running.
+    pub fn pending(&self) -> ServerResult<(i64, i64)> {
+        Ok(self.conn().query_row(
+            "SELECT COUNT(*) FILTER (WHERE status = 'queued'), \
+             COUNT(*) FILTER (WHERE status = 'in_progress') FROM videos",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?)
+    }
+
     /// Ids of completed or failed jobs that finished before `cutoff` (Unix seconds).
     pub fn finished_before(&self, cutoff: i64) -> ServerResult<Vec<String>> {
         let conn = self.conn();

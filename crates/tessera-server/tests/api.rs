@@ -478,6 +478,35 @@ async fn with_api_keys_only_a_known_key_gets_in() {
         .contains("api_key=sk-local"));
     let (status, _, _) = h.send(req(None, "/")).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    // Health needs no key; models do.
+    let (status, health) = h.json(req(None, "/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        health,
+        serde_json::json!({"status": "ok", "model": "random-tiny", "queued": 0, "in_progress": 0})
+    );
+    let (status, models) = h.json(req(Some("Bearer sk-local"), "/v1/models")).await;
+    assert_eq!(status, StatusCode::OK);
+    let ids: Vec<&str> = models["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["random-tiny", "sora-2", "sora-2-pro"]);
+    let (status, m) = h
+        .json(req(Some("Bearer sk-local"), "/v1/models/sora-2"))
+        .await;
+    assert_eq!(
+        (status, m["object"].as_str()),
+        (StatusCode::OK, Some("model"))
+    );
+    let (status, _) = h
+        .json(req(Some("Bearer sk-local"), "/v1/models/gpt-4o"))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h.json(req(None, "/v1/models")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
