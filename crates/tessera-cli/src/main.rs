@@ -47,6 +47,8 @@ enum Command {
     Vae(cmd::vae::VaeCommand),
     /// Score a model (or any folder of videos) on prompt following and physics.
     Eval(cmd::eval::EvalArgs),
+    /// Make a key for signing provenance manifests (--signing-key).
+    Keygen(cmd::keygen::KeygenArgs),
     /// Check files for Tessera's invisible watermark and provenance manifest.
     Detect(cmd::detect::DetectArgs),
     /// Serve the OpenAI Videos API (POST /v1/videos, …) and a web gallery over a model.
@@ -79,6 +81,7 @@ fn main() -> std::process::ExitCode {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Serve(a) => cmd::serve::run(a),
         Command::Detect(a) => cmd::detect::run(a),
+        Command::Keygen(a) => cmd::keygen::run(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

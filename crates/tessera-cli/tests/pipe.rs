@@ -60,12 +60,27 @@ fn a_gpu_without_a_cuda_build_is_refused_by_name() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("use cpu, cuda or cuda:N"));
 }
 
-/// `generate` marks what it makes and `detect` finds it, with the manifest naming the prompt;
-/// a shapes-world clip (never generated) has neither.
+/// `generate` marks what it makes and `detect` finds it, with the manifest naming the prompt
+/// and signed by the key it was given; a shapes-world clip (never generated) has neither.
 #[test]
 fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
     let dir = tempfile::tempdir().unwrap();
     let tessera = env!("CARGO_BIN_EXE_tessera");
+    let key = dir.path().join("key");
+    let out = Command::new(tessera)
+        .arg("keygen")
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let public = printed
+        .split("public key ")
+        .nth(1)
+        .unwrap()
+        .lines()
+        .next()
+        .unwrap();
     let made = dir.path().join("made.mp4");
     let status = Command::new(tessera)
         .args([
@@ -77,6 +92,7 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
             "-o",
         ])
         .arg(&made)
+        .env("TESSERA_SIGNING_KEY", &key)
         .stdout(Stdio::null())
         .status()
         .unwrap();
@@ -120,6 +136,11 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
     assert_eq!(reports[2]["provenance_intact"], true);
     assert_eq!(reports[0]["watermark"]["detected"], true, "{}", reports[0]);
     assert_eq!(reports[0]["provenance_intact"], true);
+    assert_eq!(
+        reports[0]["signature"],
+        serde_json::json!({"public_key": public, "valid": true})
+    );
+    assert!(reports[2]["signature"].is_null(), "made without a key");
     assert_eq!(
         reports[0]["provenance"]["assertions"][1]["data"]["prompt"],
         "a red ball bounces"

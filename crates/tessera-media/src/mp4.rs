@@ -361,10 +361,9 @@ pub fn provenance_box(mdat_payload: &[u8], manifest: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The manifest of a provenance box in `data`, and whether the `mdat` it was bound to is
-/// unchanged; `None` when the file has no such box.
-pub fn find_provenance(data: &[u8]) -> DResult<Option<(Vec<u8>, bool)>> {
-    use sha2::Digest;
+/// The manifest of a provenance box in `data`, the hash (hex) it was bound to, and whether the
+/// `mdat` is unchanged; `None` when the file has no such box.
+pub fn find_provenance(data: &[u8]) -> DResult<Option<(Vec<u8>, String, bool)>> {
     let top = boxes(data, true)?;
     let Some(body) = top
         .iter()
@@ -379,8 +378,9 @@ pub fn find_provenance(data: &[u8]) -> DResult<Option<(Vec<u8>, bool)>> {
         return corrupt("provenance box shorter than its hash");
     }
     let mdat = find(data, &top, b"mdat").unwrap_or_default();
-    let intact = body[..32] == sha2::Sha256::digest(mdat)[..];
-    Ok(Some((body[32..].to_vec(), intact)))
+    let hash = crate::write::hex(&body[..32]);
+    let intact = hash == crate::write::sha256_hex(mdat);
+    Ok(Some((body[32..].to_vec(), hash, intact)))
 }
 
 /// A box: type, absolute start offset, and payload range within the parent slice.

@@ -141,6 +141,8 @@ fn guard_memory(path: &Path, width: u32, height: u32, frames: usize) -> Result<(
 pub struct Provenance {
     /// The manifest as written (Tessera writes JSON).
     pub manifest: Vec<u8>,
+    /// SHA-256 (hex) the manifest was bound to ([`crate::VideoWriter::content_sha256`]).
+    pub sha256: String,
     /// Whether the picture data is byte for byte what the manifest was bound to; false after
     /// any edit of the frames that kept the box.
     pub intact: bool,
@@ -157,7 +159,13 @@ pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
         _ => return Ok(None),
     }
     crate::mp4::find_provenance(&data)
-        .map(|found| found.map(|(manifest, intact)| Provenance { manifest, intact }))
+        .map(|found| {
+            found.map(|(manifest, sha256, intact)| Provenance {
+                manifest,
+                sha256,
+                intact,
+            })
+        })
         .map_err(|e| match e {
             DemuxError::Truncated(detail) => MediaError::TruncatedMp4 {
                 path: path.into(),
@@ -195,9 +203,11 @@ fn png_provenance(data: &[u8], path: &Path) -> Result<Option<Provenance>> {
         .find(|c| c.keyword == PNG_HASH_KEY)
         .map(|c| c.text.clone());
     let video = decode_bytes(data)?;
-    let intact = video.frames.len() == 1 && hash.as_deref() == Some(&sha256_hex(&video.frames[0]));
+    let sha256 = hash.unwrap_or_default();
+    let intact = video.frames.len() == 1 && sha256 == sha256_hex(&video.frames[0]);
     Ok(Some(Provenance {
         manifest: manifest.into_bytes(),
+        sha256,
         intact,
     }))
 }

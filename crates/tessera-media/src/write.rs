@@ -191,6 +191,18 @@ impl VideoWriter {
         }
     }
 
+    /// SHA-256 (hex) of the picture data as it will be bound to provenance: the coded samples
+    /// of an MP4, the pixels of a PNG. Complete once every frame is pushed, so a manifest can
+    /// name (and a signature cover) it before [`VideoWriter::finish`]. `None` for formats
+    /// without provenance.
+    pub fn content_sha256(&self) -> Option<String> {
+        match &self.sink {
+            Sink::Mp4 { mp4, .. } => Some(sha256_hex(&mp4.payload)),
+            Sink::Png { rgb, .. } => rgb.as_deref().map(sha256_hex),
+            Sink::Gif { .. } | Sink::Folder { .. } => None,
+        }
+    }
+
     /// Frames pushed so far.
     pub fn frames(&self) -> usize {
         self.frames
@@ -331,10 +343,11 @@ fn write_png(
 /// SHA-256 of `data` as lower-case hex.
 pub(crate) fn sha256_hex(data: &[u8]) -> String {
     use sha2::Digest;
-    sha2::Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&sha2::Sha256::digest(data))
+}
+
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Moves the finished frames into place: a rename of the whole directory when the target does

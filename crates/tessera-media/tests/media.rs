@@ -166,6 +166,7 @@ fn provenance_rides_after_mdat_and_notices_edited_frames() {
     for f in &clip.frames {
         w.push_frame(f).unwrap();
     }
+    let promised = w.content_sha256().unwrap();
     w.finish().unwrap();
 
     assert_eq!(read_provenance(&plain).unwrap(), None);
@@ -173,6 +174,10 @@ fn provenance_rides_after_mdat_and_notices_edited_frames() {
     assert_eq!(
         (p.manifest.as_slice(), p.intact),
         (&br#"{"claim_generator":"test"}"#[..], true)
+    );
+    assert_eq!(
+        p.sha256, promised,
+        "the hash known before finish is the one bound"
     );
     let bytes = std::fs::read(&signed).unwrap();
     assert_eq!(top_level_boxes(&bytes), ["ftyp", "moov", "mdat", "uuid"]);

@@ -223,8 +223,15 @@ pub fn generate(
             })
         }
     }
+    let mut manifest = manifest(model, req, &prompt_used);
+    if let Some(hash) = sink.writer.content_sha256() {
+        manifest["content_sha256"] = hash.into();
+    }
+    if let Some(key) = &req.signing_key {
+        key.sign(&mut manifest);
+    }
     sink.writer
-        .set_provenance(manifest(model, req, &prompt_used).to_string().into_bytes());
+        .set_provenance(manifest.to_string().into_bytes());
     let frames = sink.finish()?;
     let mut timings = run.timings;
     timings.total_s = start.elapsed().as_secs_f64();
@@ -253,7 +260,9 @@ pub fn generate(
 
 /// The provenance manifest stored in MP4 and PNG outputs, C2PA-style: an action saying the video was
 /// created by a trained model (IPTC's `trainedAlgorithmicMedia`), what made it, and whether
-/// it carries the watermark. No timestamp, so the same request writes the same bytes.
+/// it carries the watermark; `generate` adds the hash of the picture data it describes and,
+/// with a key, a signature over all of it. No timestamp, so the same request writes the same
+/// bytes.
 fn manifest(
     model: &Model,
     req: &GenerateRequest,

@@ -254,6 +254,9 @@ pub struct GenerateRequest {
     pub window_frames: usize,
     /// Add the invisible watermark to generated frames (given frames are written as given).
     pub watermark: bool,
+    /// Signs the provenance manifest (set by the caller after validation; never serialised).
+    #[serde(skip)]
+    pub signing_key: Option<std::sync::Arc<tessera_safety::SigningKey>>,
 }
 
 fn kind_name<S: serde::Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
@@ -452,6 +455,7 @@ impl GenerateRequest {
             prompt_endpoint: spec.prompt_endpoint,
             window_frames: DEFAULT_WINDOW_FRAMES,
             watermark: spec.watermark,
+            signing_key: None,
         })
     }
 }

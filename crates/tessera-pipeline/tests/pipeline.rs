@@ -419,6 +419,31 @@ fn outputs_carry_the_watermark_and_a_provenance_manifest() {
     }
 }
 
+/// With a key, the manifest is signed, and the signature covers the content hash.
+#[test]
+fn a_signing_key_signs_the_manifest_of_what_was_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = tessera_safety::SigningKey::generate();
+    for file in ["signed.mp4", "signed.png"] {
+        let mut s = spec(dir.path(), file, Mode::Text);
+        s.frames = Some(if file.ends_with("png") { 1 } else { 9 });
+        let mut req = GenerateRequest::new(s).unwrap();
+        req.signing_key = Some(std::sync::Arc::new(key.clone()));
+        run(tiny(), &req);
+        let p = tessera_media::read_provenance(dir.path().join(file))
+            .unwrap()
+            .unwrap();
+        let m: serde_json::Value = serde_json::from_slice(&p.manifest).unwrap();
+        assert_eq!(
+            m["content_sha256"].as_str(),
+            Some(p.sha256.as_str()),
+            "{file}"
+        );
+        let v = tessera_safety::verify(&m).unwrap();
+        assert_eq!((v.public_key, v.valid), (key.public_hex(), true), "{file}");
+    }
+}
+
 #[test]
 fn a_blocked_prompt_is_refused_before_compute_and_names_its_category() {
     let dir = tempfile::tempdir().unwrap();

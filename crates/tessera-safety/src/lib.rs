@@ -6,11 +6,16 @@
 //!   [`Watermark::detect`], which finds it again after lossy re-encoding with no access to the
 //!   original.
 //!
-//! Provenance metadata (what made a file, bound to its bytes) is written beside the frames by
-//! `tessera-media`; `tessera detect` reports both.
+//! - [`SigningKey`] / [`verify`]: an Ed25519 signature over the provenance manifest, which
+//!   names the hash of the picture data it describes.
+//!
+//! The manifest itself (what made a file, bound to its bytes) is written beside the frames by
+//! `tessera-media`; `tessera detect` reports all of it.
 
 mod policy;
+mod signing;
 mod watermark;
 
 pub use policy::{check_prompt, Blocked, Category};
+pub use signing::{verify, KeyError, SigningKey, Verified};
 pub use watermark::{Detection, Watermark, CELL, THRESHOLD};

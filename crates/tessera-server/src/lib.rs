@@ -51,6 +51,8 @@ pub struct Config {
     /// Finished videos (and their uploads) are deleted this many seconds after they finish;
     /// `None` keeps them. Reported as each video's `expires_at`.
     pub keep_seconds: Option<i64>,
+    /// Signs every video's provenance manifest.
+    pub signing_key: Option<Arc<tessera_safety::SigningKey>>,
 }
 
 impl Config {
@@ -64,6 +66,7 @@ impl Config {
             fps: 16.0,
             remix_strength: 0.6,
             keep_seconds: None,
+            signing_key: None,
         }
     }
 }

@@ -83,7 +83,8 @@ fn render(
 ) -> Result<Vec<String>, PipelineError> {
     let config = &server.config;
     let output = config.asset(&job.id, "video");
-    let req = job.job.validate(&config.data, &server.sampling, &output)?;
+    let mut req = job.job.validate(&config.data, &server.sampling, &output)?;
+    req.signing_key = config.signing_key.clone();
     let mut previews = Previews::default();
     let mut shown = 0;
     let summary = generate(model, &req, &mut previews, &mut |p| {

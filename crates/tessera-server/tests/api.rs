@@ -430,6 +430,33 @@ async fn oversized_frames_are_fitted_to_the_limit_and_said_so() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_key_signs_every_video() {
+    let key = tessera_safety::SigningKey::generate();
+    let public = key.public_hex();
+    let h = Harness::new(|c| c.signing_key = Some(Arc::new(key)));
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
+            &[],
+        ))
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    assert_eq!(h.wait(&id).await["status"], "completed");
+    let p = tessera_media::read_provenance(h.server.config.asset(&id, "video"))
+        .unwrap()
+        .unwrap();
+    let m: Value = serde_json::from_slice(&p.manifest).unwrap();
+    assert_eq!(
+        tessera_safety::verify(&m),
+        Some(tessera_safety::Verified {
+            public_key: public,
+            valid: true
+        })
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_videos_expire_after_the_kept_time() {
     let h = Harness::new(|c| c.keep_seconds = Some(1));
     let (_, v) = h

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use tessera_safety::{Detection, Watermark, THRESHOLD};
+use tessera_safety::{Detection, Verified, Watermark, THRESHOLD};
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
@@ -27,6 +27,9 @@ struct Report {
     provenance: Option<serde_json::Value>,
     /// Whether the picture data is what the manifest was bound to.
     provenance_intact: Option<bool>,
+    /// The manifest's signature: who signed, and whether it holds for this file (the
+    /// signature is valid and the hash it covers is this file's).
+    signature: Option<Verified>,
 }
 
 pub fn run(a: DetectArgs) -> Result<()> {
@@ -36,15 +39,27 @@ pub fn run(a: DetectArgs) -> Result<()> {
         let watermark = Watermark::default().detect(video.width, video.height, &video.frames);
         let provenance = tessera_media::read_provenance(file)
             .with_context(|| format!("reading the provenance of {}", file.display()))?;
+        let manifest = provenance.as_ref().map(|p| {
+            serde_json::from_slice(&p.manifest).unwrap_or_else(|_| {
+                serde_json::Value::String(String::from_utf8_lossy(&p.manifest).into_owned())
+            })
+        });
+        let signature = provenance
+            .as_ref()
+            .zip(manifest.as_ref())
+            .and_then(|(p, m)| {
+                tessera_safety::verify(m).map(|mut v| {
+                    // A valid signature over another file's hash vouches for that file, not this.
+                    v.valid &= p.intact && m["content_sha256"].as_str() == Some(p.sha256.as_str());
+                    v
+                })
+            });
         let report = Report {
             file: file.clone(),
             watermark,
             provenance_intact: provenance.as_ref().map(|p| p.intact),
-            provenance: provenance.map(|p| {
-                serde_json::from_slice(&p.manifest).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&p.manifest).into_owned())
-                })
-            }),
+            provenance: manifest,
+            signature,
         };
         if a.json {
             println!("{}", serde_json::to_string(&report)?);
@@ -87,6 +102,14 @@ fn print(r: &Report) {
                 "  the picture data is {} since",
                 if intact { "unchanged" } else { "CHANGED" }
             );
+            match &r.signature {
+                Some(s) if s.valid => println!("  signed by key {}", s.public_key),
+                Some(s) => println!(
+                    "  signature does NOT hold (claims key {}): the manifest was altered or moved, or the picture data changed",
+                    s.public_key
+                ),
+                None => println!("  unsigned"),
+            }
         }
         _ => println!("  no provenance manifest (not an MP4 or PNG from Tessera, or re-encoded)"),
     }

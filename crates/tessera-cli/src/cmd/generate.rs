@@ -98,6 +98,10 @@ pub struct Common {
     /// built-in expander is used if it fails.
     #[arg(long)]
     prompt_endpoint: Option<String>,
+    /// Sign the provenance manifest with this key (`tessera keygen FILE` makes one), so readers
+    /// can check who made the video and that it is unchanged.
+    #[arg(long, env = "TESSERA_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
     /// Print a JSON summary on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -257,7 +261,8 @@ pub fn run_edit(a: EditArgs) -> Result<()> {
 /// and reports.
 fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
-    let req = GenerateRequest::new(spec)?;
+    let mut req = GenerateRequest::new(spec)?;
+    req.signing_key = read_key(c.signing_key.as_deref())?;
     let dir = model_dir(c);
     let device = c.device.open()?;
     let model = Model::load(&dir, &device)
@@ -344,4 +349,14 @@ pub(crate) fn positive_shift(s: &str) -> std::result::Result<f64, String> {
             "`{s}` is not a valid shift: give a number > 0 (1 = no shift)"
         )),
     }
+}
+
+/// The signing key a `--signing-key` flag names, if any.
+pub(crate) fn read_key(
+    path: Option<&std::path::Path>,
+) -> Result<Option<Arc<tessera_safety::SigningKey>>> {
+    Ok(match path {
+        Some(p) => Some(Arc::new(tessera_safety::SigningKey::read(p)?)),
+        None => None,
+    })
 }

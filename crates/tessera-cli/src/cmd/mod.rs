@@ -3,6 +3,7 @@
 pub mod detect;
 pub mod eval;
 pub mod generate;
+pub mod keygen;
 pub mod serve;
 pub mod train;
 pub mod vae;

@@ -43,12 +43,17 @@ pub struct ServeArgs {
     /// as each video's `expires_at`. Default: keep them.
     #[arg(long, value_parser = positive_hours)]
     keep_hours: Option<f64>,
+    /// Sign every video's provenance manifest with this key (`tessera keygen FILE`); publish
+    /// its public key so clients can check what came from this server.
+    #[arg(long, env = "TESSERA_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
+    let signing_key = super::generate::read_key(a.signing_key.as_deref())?;
     let dir = a.model.clone().unwrap_or_else(Model::default_dir);
     let device = a.device.open()?;
     let model = Model::load(&dir, &device)
@@ -58,6 +63,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.max_pixels = a.max_pixels;
     config.max_seconds = a.max_seconds;
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
+    config.signing_key = signing_key;
     if config.api_keys.is_empty() && !a.addr.ip().is_loopback() {
         tracing::warn!(
             "serving on {} without --api-key: anyone who can reach it can generate and delete videos",
