@@ -237,7 +237,17 @@ impl Server {
             1.0
         };
         let side = |v: u32| ((f64::from(v) * scale / 16.0).floor() as u32).max(1) * 16;
-        let fitted = (side(w), side(h));
+        let (mut fw, mut fh) = (side(w), side(h));
+        // A side held at its 16-pixel floor can leave the other too long: trim that one.
+        let longest = |short: u32| ((max / u64::from(short)) as u32 / 16).max(1) * 16;
+        if u64::from(fw) * u64::from(fh) > max {
+            if fw >= fh {
+                fw = longest(fh);
+            } else {
+                fh = longest(fw);
+            }
+        }
+        let fitted = (fw, fh);
         if fitted != (w, h) {
             notes.push(format!(
                 "size {w}x{h} is above this server's {max} pixels a frame (--max-pixels) or not in multiples of 16; generated at {}x{}",

@@ -387,6 +387,20 @@ async fn oversized_frames_are_fitted_to_the_limit_and_said_so() {
     assert_eq!(status, StatusCode::OK, "{v}");
     // 720x1280 scaled by sqrt(4096 / 921600) = 0.0667: 48 x 85 → multiples of 16 below.
     assert_eq!(v["size"], "48x80");
+    // An extreme aspect: the short side stops at 16, the long one is trimmed to fit.
+    let (_, thin) = h
+        .json(multipart(
+            "/v1/videos",
+            &[
+                ("prompt", "a ball"),
+                ("size", "16x100000"),
+                ("seconds", "0.5"),
+                ("steps", "1"),
+            ],
+            &[],
+        ))
+        .await;
+    assert_eq!(thin["size"], "16x256", "{thin}");
     assert!(
         v["notes"][0].as_str().unwrap().contains("--max-pixels"),
         "{v}"
