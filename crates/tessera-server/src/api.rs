@@ -282,7 +282,7 @@ impl Server {
         if r.status != Status::Completed {
             return Err(ServerError::NotReady {
                 id: r.id,
-                status: status_name(r.status),
+                status: r.status.as_str(),
             });
         }
         Ok(std::path::PathBuf::from("videos").join(format!("{id}.mp4")))
@@ -383,15 +383,6 @@ impl Server {
     }
 }
 
-fn status_name(s: Status) -> &'static str {
-    match s {
-        Status::Queued => "queued",
-        Status::InProgress => "in_progress",
-        Status::Completed => "completed",
-        Status::Failed => "failed",
-    }
-}
-
 fn flag(f: &Fields, key: &'static str) -> ServerResult<bool> {
     match f.text(key).map(str::trim) {
         None | Some("false" | "0" | "") => Ok(false),
@@ -409,6 +400,7 @@ async fn create(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Re
     let mut notes = Vec::new();
     let (seconds_text, seconds) = server.seconds(&f, "4")?;
     let id = new_id();
+    let uploads = server.pending_uploads(&id);
     let (source, default_size) = match (f.file("input_reference")?, flag(&f, "loop")?) {
         (Some(bytes), _) => {
             let image = server.save_input(&id, "input_reference", &bytes)?;
@@ -421,26 +413,27 @@ async fn create(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Re
     };
     let size = server.size(&f, default_size, &mut notes)?;
     let job = c.job(Some(seconds), size, server.config.fps, source);
-    server.submit(id, seconds_text, job, notes, None)
+    uploads.keep(server.submit(id, seconds_text, job, notes, None))
 }
 
 async fn edit(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Response> {
     let c = server.common(&f)?;
     let mut notes = Vec::new();
     let id = new_id();
+    let uploads = server.pending_uploads(&id);
     let video = server.video_input(&f, &id)?;
     let (seconds, input_size) = server.input_info(&video);
-    let (width, height) = server.size(&f, input_size, &mut notes)?;
+    let size = server.size(&f, input_size, &mut notes)?;
     let strength = f
         .number("strength", "a number from 0 to 1")?
         .unwrap_or(server.config.remix_strength);
     let job = c.job(
         None,
-        (width, height),
+        size,
         server.config.fps,
         Source::Edit { video, strength },
     );
-    server.submit(id, seconds, job, notes, None)
+    uploads.keep(server.submit(id, seconds, job, notes, None))
 }
 
 async fn extend(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Response> {
@@ -448,16 +441,17 @@ async fn extend(State(server): State<Arc<Server>>, f: Fields) -> ServerResult<Re
     let mut notes = Vec::new();
     let (seconds_text, seconds) = server.seconds(&f, "4")?;
     let id = new_id();
+    let uploads = server.pending_uploads(&id);
     let video = server.video_input(&f, &id)?;
     let (_, input_size) = server.input_info(&video);
-    let (width, height) = server.size(&f, input_size, &mut notes)?;
+    let size = server.size(&f, input_size, &mut notes)?;
     let job = c.job(
         Some(seconds),
-        (width, height),
+        size,
         server.config.fps,
         Source::Extend { video },
     );
-    server.submit(id, seconds_text, job, notes, None)
+    uploads.keep(server.submit(id, seconds_text, job, notes, None))
 }
 
 /// A remix is an edit of a completed video with a new prompt, at its size.
@@ -556,7 +550,7 @@ async fn content(
     if r.status != Status::Completed {
         return Err(ServerError::NotReady {
             id,
-            status: status_name(r.status),
+            status: r.status.as_str(),
         });
     }
     let path = server.config.asset(&id, variant);
@@ -634,7 +628,7 @@ async fn gallery(
                 id = r.id
             ),
             Status::Failed => format!("<p class=err>{}</p>", escape(&r.error.as_ref().map(|e| e.1.clone()).unwrap_or_default())),
-            s => format!("<p>{} {}%</p>", status_name(s), r.progress),
+            s => format!("<p>{} {}%</p>", s.as_str(), r.progress),
         };
         cards.push_str(&format!(
             "<figure>{media}<figcaption>{prompt}<br><small>{id} · {size} · {seconds} s</small></figcaption></figure>\n",

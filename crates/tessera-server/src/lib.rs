@@ -153,6 +153,12 @@ impl Server {
         for variant in ["video", "thumbnail", "spritesheet"] {
             let _ = std::fs::remove_file(self.config.asset(id, variant));
         }
+        self.discard_uploads(id);
+        Ok(true)
+    }
+
+    /// Deletes the files uploaded for `id` (named `ID-field.ext` under `inputs/`).
+    fn discard_uploads(&self, id: &str) {
         if let Ok(entries) = std::fs::read_dir(self.config.inputs_dir()) {
             let prefix = format!("{id}-");
             for e in entries.flatten() {
@@ -161,7 +167,16 @@ impl Server {
                 }
             }
         }
-        Ok(true)
+    }
+
+    /// Uploads of a request not yet queued: deleted when the guard drops, unless the request
+    /// was queued ([`PendingUploads::keep`]), so a refused request leaves no files behind.
+    fn pending_uploads(&self, id: &str) -> PendingUploads<'_> {
+        PendingUploads {
+            server: self,
+            id: id.to_string(),
+            kept: false,
+        }
     }
 
     /// Deletes every finished video past its `expires_at`; returns how many.
@@ -182,6 +197,28 @@ impl Server {
             if running == id {
                 flag.store(true, Ordering::SeqCst);
             }
+        }
+    }
+}
+
+struct PendingUploads<'a> {
+    server: &'a Server,
+    id: String,
+    kept: bool,
+}
+
+impl PendingUploads<'_> {
+    /// Keeps the uploads if `queued` succeeded.
+    fn keep<T>(mut self, queued: ServerResult<T>) -> ServerResult<T> {
+        self.kept = queued.is_ok();
+        queued
+    }
+}
+
+impl Drop for PendingUploads<'_> {
+    fn drop(&mut self) {
+        if !self.kept {
+            self.server.discard_uploads(&self.id);
         }
     }
 }

@@ -23,7 +23,8 @@ pub enum Status {
 }
 
 impl Status {
-    fn as_str(self) -> &'static str {
+    /// The API's name for it.
+    pub fn as_str(self) -> &'static str {
         match self {
             Status::Queued => "queued",
             Status::InProgress => "in_progress",

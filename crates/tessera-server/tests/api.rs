@@ -326,6 +326,38 @@ async fn bad_requests_are_refused_by_name_before_anything_is_queued() {
         let got = err["message"].as_str().unwrap();
         assert!(got.contains(message), "{text:?}: {got}");
     }
+    // A good upload in a refused request is not kept.
+    let png = {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.png");
+        tessera_media::write_video(
+            &p,
+            &tessera_media::Video {
+                width: 16,
+                height: 16,
+                fps: 1.0,
+                frames: vec![vec![9; 16 * 16 * 3]],
+            },
+        )
+        .unwrap();
+        std::fs::read(p).unwrap()
+    };
+    let (status, _) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("size", "65x64")],
+            &[("input_reference", &png)],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = h
+        .json(multipart(
+            "/v1/videos/edits",
+            &[("prompt", "a ball"), ("steps", "0")],
+            &[("video", &png)],
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
     // A body in no known shape.
     let (status, v) = h
         .json(
