@@ -33,6 +33,8 @@ pub enum PipelineError {
     Input { path: PathBuf, detail: String },
     #[error("generation cancelled; no output was written")]
     Cancelled,
+    #[error(transparent)]
+    Review(#[from] tessera_safety::ReviewError),
     #[error("VAE: {0}")]
     Vae(#[from] tessera_models::vae::VaeError),
     #[error("DiT: {0}")]

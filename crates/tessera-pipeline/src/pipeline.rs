@@ -191,7 +191,9 @@ pub fn generate(
         window_index: 0,
     };
     let total = inputs.output_frames(req);
-    let mut sink = Sink::create(req, total, hook)?;
+    // Under review, the file is written beside the output and published only if it passes.
+    let staged = req.review.as_ref().map(|_| staging_path(&req.output));
+    let mut sink = Sink::create(req, staged.as_deref().unwrap_or(&req.output), total, hook)?;
 
     // 4–8 per mode.
     match (&req.mode, inputs) {
@@ -233,6 +235,9 @@ pub fn generate(
     sink.writer
         .set_provenance(manifest.to_string().into_bytes());
     let frames = sink.finish()?;
+    if let (Some(command), Some(staged)) = (&req.review, &staged) {
+        publish_after_review(command, staged, req)?;
+    }
     let mut timings = run.timings;
     timings.total_s = start.elapsed().as_secs_f64();
     Ok(Summary {
@@ -293,6 +298,30 @@ fn manifest(
             }},
             {"label": "tessera.watermark", "data": {"embedded": req.watermark, "cell": tessera_safety::CELL}},
         ],
+    })
+}
+
+/// `.tessera-review-NAME` beside `output`: same folder (so publishing is a rename) and same
+/// extension (so the reviewer sees what kind of file it is).
+fn staging_path(output: &Path) -> PathBuf {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    output.with_file_name(format!(".tessera-review-{name}"))
+}
+
+/// Runs the review on the staged file; renames it to the output if it passes, deletes it if
+/// not.
+fn publish_after_review(command: &str, staged: &Path, req: &GenerateRequest) -> Result<()> {
+    let verdict = tessera_safety::review(command, staged, &req.prompt);
+    if let Err(e) = verdict {
+        let _ = std::fs::remove_file(staged).or_else(|_| std::fs::remove_dir_all(staged));
+        return Err(e.into());
+    }
+    std::fs::rename(staged, &req.output).map_err(|e| PipelineError::Input {
+        path: req.output.clone(),
+        detail: format!("publishing the reviewed output: {e}"),
     })
 }
 
@@ -449,9 +478,14 @@ struct Sink<'h> {
 }
 
 impl<'h> Sink<'h> {
-    fn create(req: &GenerateRequest, total: usize, hook: &'h mut dyn FrameHook) -> Result<Self> {
+    fn create(
+        req: &GenerateRequest,
+        path: &Path,
+        total: usize,
+        hook: &'h mut dyn FrameHook,
+    ) -> Result<Self> {
         Ok(Self {
-            writer: VideoWriter::create(&req.output, req.width, req.height, req.fps)?,
+            writer: VideoWriter::create(path, req.width, req.height, req.fps)?,
             watermark: req.watermark.then(Watermark::default),
             hook,
             width: req.width,

@@ -257,6 +257,9 @@ pub struct GenerateRequest {
     /// Signs the provenance manifest (set by the caller after validation; never serialised).
     #[serde(skip)]
     pub signing_key: Option<std::sync::Arc<tessera_safety::SigningKey>>,
+    /// A command that reviews the finished file before it is published
+    /// ([`tessera_safety::review`]); set by the caller after validation.
+    pub review: Option<String>,
 }
 
 fn kind_name<S: serde::Serializer>(k: &OutputKind, s: S) -> Result<S::Ok, S::Error> {
@@ -456,6 +459,7 @@ impl GenerateRequest {
             window_frames: DEFAULT_WINDOW_FRAMES,
             watermark: spec.watermark,
             signing_key: None,
+            review: None,
         })
     }
 }

@@ -444,6 +444,41 @@ fn a_signing_key_signs_the_manifest_of_what_was_written() {
     }
 }
 
+/// A review command sees the finished file before it is published: a pass publishes it, a
+/// refusal leaves nothing behind and says why.
+#[test]
+fn the_output_review_publishes_or_withholds_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    for (command, published) in [
+        ("test -s", true),
+        ("echo 'red is not allowed'; exit 1 #", false),
+    ] {
+        let mut s = spec(dir.path(), "reviewed.mp4", Mode::Text);
+        s.frames = Some(5);
+        let mut req = GenerateRequest::new(s).unwrap();
+        req.review = Some(command.into());
+        let result = generate(tiny(), &req, &mut Capture::default(), &mut |_| {
+            ControlFlow::Continue(())
+        });
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        if published {
+            result.unwrap();
+            assert_eq!(left, ["reviewed.mp4"]);
+            std::fs::remove_file(dir.path().join("reviewed.mp4")).unwrap();
+        } else {
+            let err = result.unwrap_err().to_string();
+            assert!(
+                err.contains("refused the video: red is not allowed"),
+                "{err}"
+            );
+            assert!(left.is_empty(), "left behind: {left:?}");
+        }
+    }
+}
+
 #[test]
 fn a_blocked_prompt_is_refused_before_compute_and_names_its_category() {
     let dir = tempfile::tempdir().unwrap();

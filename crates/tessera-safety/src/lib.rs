@@ -6,6 +6,7 @@
 //!   [`Watermark::detect`], which finds it again after lossy re-encoding with no access to the
 //!   original.
 //!
+//! - [`review`]: an operator's command that looks at each output before it is published.
 //! - [`SigningKey`] / [`verify`]: an Ed25519 signature over the provenance manifest, which
 //!   names the hash of the picture data it describes.
 //!
@@ -13,9 +14,11 @@
 //! `tessera-media`; `tessera detect` reports all of it.
 
 mod policy;
+mod review;
 mod signing;
 mod watermark;
 
 pub use policy::{check_prompt, Blocked, Category};
+pub use review::{review, ReviewError};
 pub use signing::{verify, KeyError, SigningKey, Verified};
 pub use watermark::{Detection, Watermark, CELL, THRESHOLD};

@@ -53,6 +53,8 @@ pub struct Config {
     pub keep_seconds: Option<i64>,
     /// Signs every video's provenance manifest.
     pub signing_key: Option<Arc<tessera_safety::SigningKey>>,
+    /// Reviews every finished video before it is published ([`tessera_safety::review`]).
+    pub review_command: Option<String>,
 }
 
 impl Config {
@@ -67,6 +69,7 @@ impl Config {
             remix_strength: 0.6,
             keep_seconds: None,
             signing_key: None,
+            review_command: None,
         }
     }
 }

@@ -56,6 +56,9 @@ fn run(server: &Server, model: &Model, job: Record) {
             server.store.requeue(&id)
         }
         Err(PipelineError::Cancelled) => Ok(()),
+        Err(e @ PipelineError::Review(tessera_safety::ReviewError::Rejected { .. })) => server
+            .store
+            .fail(&id, now(), "moderation_blocked", &e.to_string()),
         Err(e) => {
             tracing::warn!("{id} failed: {e}");
             server
@@ -85,6 +88,7 @@ fn render(
     let output = config.asset(&job.id, "video");
     let mut req = job.job.validate(&config.data, &server.sampling, &output)?;
     req.signing_key = config.signing_key.clone();
+    req.review = config.review_command.clone();
     let mut previews = Previews::default();
     let mut shown = 0;
     let summary = generate(model, &req, &mut previews, &mut |p| {

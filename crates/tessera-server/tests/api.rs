@@ -503,6 +503,47 @@ async fn a_server_key_signs_every_video() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_output_review_decides_what_clients_get() {
+    // Refuses prompts that mention green, after generation (a stand-in for a classifier).
+    let h = Harness::new(|c| {
+        c.review_command = Some(
+            "case \"$TESSERA_PROMPT\" in *green*) echo 'green found'; exit 1;; esac; test -s"
+                .into(),
+        )
+    });
+    let mut ids = Vec::new();
+    for prompt in ["a red ball", "a green ball"] {
+        let (_, v) = h
+            .json(multipart(
+                "/v1/videos",
+                &[("prompt", prompt), ("seconds", "0.5"), ("steps", "1")],
+                &[],
+            ))
+            .await;
+        ids.push(v["id"].as_str().unwrap().to_string());
+    }
+    assert_eq!(h.wait(&ids[0]).await["status"], "completed");
+    let refused = h.wait(&ids[1]).await;
+    assert_eq!(refused["status"], "failed", "{refused}");
+    assert_eq!(refused["error"]["code"], "moderation_blocked");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("green found"),
+        "{refused}"
+    );
+    assert!(!h.server.config.asset(&ids[1], "video").exists());
+    let (status, _) = h.get(&format!("/v1/videos/{}/content", ids[1])).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    let names: Vec<String> = std::fs::read_dir(h.server.config.videos_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with(&ids[0])), "{names:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_videos_expire_after_the_kept_time() {
     let h = Harness::new(|c| c.keep_seconds = Some(1));
     let (_, v) = h

@@ -102,6 +102,11 @@ pub struct Common {
     /// can check who made the video and that it is unchanged.
     #[arg(long, env = "TESSERA_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// A command that reviews the finished file before it is published (run as `sh -c 'CMD
+    /// FILE'` with the prompt in $TESSERA_PROMPT; a non-zero exit withholds the file and its
+    /// first output line says why), e.g. your own NSFW classifier.
+    #[arg(long, env = "TESSERA_REVIEW_COMMAND")]
+    review_command: Option<String>,
     /// Print a JSON summary on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -263,6 +268,7 @@ fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
     let mut req = GenerateRequest::new(spec)?;
     req.signing_key = read_key(c.signing_key.as_deref())?;
+    req.review = c.review_command.clone();
     let dir = model_dir(c);
     let device = c.device.open()?;
     let model = Model::load(&dir, &device)

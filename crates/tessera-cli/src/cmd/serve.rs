@@ -47,6 +47,10 @@ pub struct ServeArgs {
     /// its public key so clients can check what came from this server.
     #[arg(long, env = "TESSERA_SIGNING_KEY")]
     signing_key: Option<PathBuf>,
+    /// A command that reviews each finished video before clients can fetch it (as `generate
+    /// --review-command`); a refusal fails the job with code `moderation_blocked`.
+    #[arg(long, env = "TESSERA_REVIEW_COMMAND")]
+    review_command: Option<String>,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -64,6 +68,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.max_seconds = a.max_seconds;
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
     config.signing_key = signing_key;
+    config.review_command = a.review_command;
     if config.api_keys.is_empty() && !a.addr.ip().is_loopback() {
         tracing::warn!(
             "serving on {} without --api-key: anyone who can reach it can generate and delete videos",
