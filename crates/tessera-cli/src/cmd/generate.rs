@@ -98,15 +98,8 @@ pub struct Common {
     /// built-in expander is used if it fails.
     #[arg(long)]
     prompt_endpoint: Option<String>,
-    /// Sign the provenance manifest with this key (`tessera keygen FILE` makes one), so readers
-    /// can check who made the video and that it is unchanged.
-    #[arg(long, env = "TESSERA_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
-    /// A command that reviews the finished file before it is published (run as `sh -c 'CMD
-    /// FILE'` with the prompt in $TESSERA_PROMPT; a non-zero exit withholds the file and its
-    /// first output line says why), e.g. your own NSFW classifier.
-    #[arg(long, env = "TESSERA_REVIEW_COMMAND")]
-    review_command: Option<String>,
+    #[command(flatten)]
+    safety: SafetyArgs,
     /// Print a JSON summary on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -267,8 +260,8 @@ pub fn run_edit(a: EditArgs) -> Result<()> {
 fn execute(c: &Common, spec: RequestSpec) -> Result<()> {
     // Every flag and input check happens here, before the model is touched.
     let mut req = GenerateRequest::new(spec)?;
-    req.signing_key = read_key(c.signing_key.as_deref())?;
-    req.review = c.review_command.clone();
+    req.signing_key = c.safety.key()?;
+    req.review = c.safety.review_command.clone();
     let dir = model_dir(c);
     let device = c.device.open()?;
     let model = Model::load(&dir, &device)
@@ -357,12 +350,26 @@ pub(crate) fn positive_shift(s: &str) -> std::result::Result<f64, String> {
     }
 }
 
-/// The signing key a `--signing-key` flag names, if any.
-pub(crate) fn read_key(
-    path: Option<&std::path::Path>,
-) -> Result<Option<Arc<tessera_safety::SigningKey>>> {
-    Ok(match path {
-        Some(p) => Some(Arc::new(tessera_safety::SigningKey::read(p)?)),
-        None => None,
-    })
+/// What every video-making command (and `serve`) does to its outputs beyond the watermark.
+#[derive(Args, Debug, Clone)]
+pub struct SafetyArgs {
+    /// Sign the provenance manifest with this key (`tessera keygen FILE` makes one), so readers
+    /// can check who made the video and that it is unchanged.
+    #[arg(long, env = "TESSERA_SIGNING_KEY")]
+    signing_key: Option<PathBuf>,
+    /// A command that reviews each finished file before it is published (run as `sh -c 'CMD
+    /// FILE'` with the prompt in $TESSERA_PROMPT; a non-zero exit withholds the file and its
+    /// first output line says why), e.g. your own NSFW classifier.
+    #[arg(long, env = "TESSERA_REVIEW_COMMAND")]
+    pub review_command: Option<String>,
+}
+
+impl SafetyArgs {
+    /// The signing key `--signing-key` names, if any.
+    pub fn key(&self) -> Result<Option<Arc<tessera_safety::SigningKey>>> {
+        Ok(match &self.signing_key {
+            Some(p) => Some(Arc::new(tessera_safety::SigningKey::read(p)?)),
+            None => None,
+        })
+    }
 }

@@ -10,6 +10,8 @@ use tessera_models::device::DeviceSpec;
 use tessera_pipeline::Model;
 use tessera_server::{Config, Server};
 
+use super::generate::SafetyArgs;
+
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// Address to listen on (port 0 picks a free one; the address is printed).
@@ -43,21 +45,17 @@ pub struct ServeArgs {
     /// as each video's `expires_at`. Default: keep them.
     #[arg(long, value_parser = positive_hours)]
     keep_hours: Option<f64>,
-    /// Sign every video's provenance manifest with this key (`tessera keygen FILE`); publish
-    /// its public key so clients can check what came from this server.
-    #[arg(long, env = "TESSERA_SIGNING_KEY")]
-    signing_key: Option<PathBuf>,
-    /// A command that reviews each finished video before clients can fetch it (as `generate
-    /// --review-command`); a refusal fails the job with code `moderation_blocked`.
-    #[arg(long, env = "TESSERA_REVIEW_COMMAND")]
-    review_command: Option<String>,
+    /// Signing and review of every video (a review refusal fails the job with code
+    /// `moderation_blocked`).
+    #[command(flatten)]
+    safety: SafetyArgs,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
-    let signing_key = super::generate::read_key(a.signing_key.as_deref())?;
+    let signing_key = a.safety.key()?;
     let dir = a.model.clone().unwrap_or_else(Model::default_dir);
     let device = a.device.open()?;
     let model = Model::load(&dir, &device)
@@ -68,7 +66,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.max_seconds = a.max_seconds;
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
     config.signing_key = signing_key;
-    config.review_command = a.review_command;
+    config.review_command = a.safety.review_command;
     if config.api_keys.is_empty() && !a.addr.ip().is_loopback() {
         tracing::warn!(
             "serving on {} without --api-key: anyone who can reach it can generate and delete videos",
