@@ -55,6 +55,7 @@ pub fn router(server: Arc<Server>) -> Router {
         .route("/v1/models", get(models))
         .route("/v1/models/{id}", get(model))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(server.clone(), authenticate))
         .route("/healthz", get(health))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -660,6 +661,16 @@ fn escape(s: &str) -> String {
         .replace('<', "&lt;")
         .replace('>', "&gt;")
         .replace('"', "&quot;")
+}
+
+/// `405` in the API's error shape (e.g. Sora's character routes, which this server lacks).
+async fn method_not_allowed(req: Request) -> impl IntoResponse {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        Json(
+            json!({"error": {"message": format!("{} {} is not supported by this server; see README, \"Serving\", for its routes", req.method(), req.uri().path()), "type": "invalid_request_error", "param": null, "code": "method_not_allowed"}}),
+        ),
+    )
 }
 
 /// `404` for routes that do not exist, in the API's error shape.

@@ -385,6 +385,16 @@ async fn bad_requests_are_refused_by_name_before_anything_is_queued() {
         ))
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, v) = h
+        .json(json_post(
+            "/v1/videos/characters",
+            serde_json::json!({"name": "x"}),
+        ))
+        .await;
+    assert_eq!(
+        (status, v["error"]["code"].as_str()),
+        (StatusCode::METHOD_NOT_ALLOWED, Some("method_not_allowed"))
+    );
     let (status, v) = h.get("/v1/nothing").await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
