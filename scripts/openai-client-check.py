@@ -7,10 +7,17 @@ Videos API call it has, and checks what comes back. Not part of `cargo test` (it
     cargo run --release -- serve --addr 127.0.0.1:8000 --data /tmp/tessera-data --api-key sk-local &
     OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=sk-local /tmp/oai/bin/python scripts/openai-client-check.py OUT_DIR
 
-Prints one line per call with its timing, and writes the downloads into OUT_DIR.
+Prints one line per call with its timing, and writes the downloads into OUT_DIR. With
+TESSERA_WEBHOOK_PORT and TESSERA_WEBHOOK_SECRET set (and the server started with
+`--webhook-url http://127.0.0.1:PORT/ --webhook-secret SECRET`), it also receives the server's
+`video.completed` event and checks its signature with `client.webhooks.verify_signature`.
 """
+import http.server
+import json
 import os
+import queue
 import sys
+import threading
 import time
 import warnings
 
@@ -27,17 +34,45 @@ def step(what, fn):
     return out
 
 
+def webhook_receiver(port):
+    """Collects (headers, body) of every POST to 127.0.0.1:port."""
+    events = queue.Queue()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers["content-length"]))
+            events.put((dict(self.headers), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return events
+
+
 def main():
     out = sys.argv[1] if len(sys.argv) > 1 else "."
     os.makedirs(out, exist_ok=True)
     client = OpenAI()
     print(f"openai {openai.__version__} against {client.base_url}")
+    hook_port, hook_secret = os.environ.get("TESSERA_WEBHOOK_PORT"), os.environ.get("TESSERA_WEBHOOK_SECRET")
+    events = webhook_receiver(int(hook_port)) if hook_port else None
 
     video = step("videos.create_and_poll (sora-2, 4 s)", lambda: client.videos.create_and_poll(
         model="sora-2", prompt="a red ball bounces across a blue floor", seconds="4", size="720x1280"))
     assert video.status == "completed", video
     assert video.progress == 100, video
     print(f"  {video.id}: model {video.model}, size {video.size} (asked 720x1280), seconds {video.seconds}")
+
+    if events is not None:
+        headers, body = events.get(timeout=30)
+        client.webhooks.verify_signature(body, headers, secret=hook_secret)
+        event = json.loads(body)
+        assert event["type"] == "video.completed" and event["data"]["id"] == video.id, event
+        print(f"  webhook {event['type']} for {event['data']['id']}: signature verified by the SDK")
 
     for variant, name in [("video", "video.mp4"), ("thumbnail", "thumbnail.png"), ("spritesheet", "spritesheet.png")]:
         content = step(f"videos.download_content variant={variant}",

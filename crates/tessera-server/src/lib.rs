@@ -17,6 +17,7 @@ mod error;
 mod fields;
 mod job;
 mod store;
+mod webhook;
 mod worker;
 
 use std::path::{Path, PathBuf};
@@ -30,6 +31,7 @@ pub use error::{ServerError, ServerResult};
 pub use job::{Job, Source};
 pub use store::{Order, Record, Status, Store};
 use tessera_pipeline::{Model, Sampling};
+pub use webhook::Webhook;
 
 /// What `tessera serve` is started with.
 #[derive(Debug, Clone)]
@@ -55,6 +57,8 @@ pub struct Config {
     pub signing_key: Option<Arc<tessera_safety::SigningKey>>,
     /// Reviews every finished video before it is published ([`tessera_safety::review`]).
     pub review_command: Option<String>,
+    /// Told of every finished and failed video.
+    pub webhook: Option<Webhook>,
 }
 
 impl Config {
@@ -70,6 +74,7 @@ impl Config {
             keep_seconds: None,
             signing_key: None,
             review_command: None,
+            webhook: None,
         }
     }
 }

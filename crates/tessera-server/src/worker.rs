@@ -49,8 +49,14 @@ fn run(server: &Server, model: &Model, job: Record) {
     let result = render(server, model, &job, &cancel);
     *server.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     let config = &server.config;
+    let at = now();
+    let event = match &result {
+        Ok(_) => Some("video.completed"),
+        Err(PipelineError::Cancelled) => None,
+        Err(_) => Some("video.failed"),
+    };
     let outcome = match result {
-        Ok(notes) => server.store.complete(&id, now(), &notes),
+        Ok(notes) => server.store.complete(&id, at, &notes),
         Err(PipelineError::Cancelled) if server.stopping() => {
             tracing::info!("{id}: interrupted by shutdown; queued again");
             server.store.requeue(&id)
@@ -63,11 +69,14 @@ fn run(server: &Server, model: &Model, job: Record) {
             tracing::warn!("{id} failed: {e}");
             server
                 .store
-                .fail(&id, now(), "generation_failed", &e.to_string())
+                .fail(&id, at, "generation_failed", &e.to_string())
         }
     };
     if let Err(e) = outcome {
         tracing::error!("{id}: recording the result: {e}");
+    }
+    if let (Some(hook), Some(kind)) = (&config.webhook, event) {
+        hook.deliver(kind, &id, at);
     }
     // Deleted while it ran: whatever was written goes too.
     if !matches!(server.store.get(&id), Ok(Some(_))) {

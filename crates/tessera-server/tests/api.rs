@@ -553,6 +553,94 @@ async fn the_output_review_decides_what_clients_get() {
     assert!(names.iter().all(|n| n.starts_with(&ids[0])), "{names:?}");
 }
 
+/// Reads one HTTP request from `listener`, answers 200, returns (headers, body).
+fn receive_one(listener: std::net::TcpListener) -> (Vec<(String, String)>, String) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let (stream, _) = listener.accept().unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut headers = Vec::new();
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        let (k, v) = l.split_once(':').unwrap();
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let len: usize = headers
+        .iter()
+        .find(|(k, _)| k == "content-length")
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).unwrap();
+    let mut stream = stream;
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+        .unwrap();
+    (headers, String::from_utf8(body).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_hears_of_each_finished_video_signed_the_standard_way() {
+    use base64::Engine;
+    use hmac::Mac;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let key = b"a test webhook key";
+    let secret = format!(
+        "whsec_{}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    );
+    let receiver = std::thread::spawn(move || receive_one(listener));
+    let h =
+        Harness::new(|c| c.webhook = Some(tessera_server::Webhook::new(&url, &secret).unwrap()));
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
+            &[],
+        ))
+        .await;
+    let id = v["id"].as_str().unwrap().to_string();
+    h.wait(&id).await;
+    let (headers, body) = tokio::task::spawn_blocking(move || receiver.join().unwrap())
+        .await
+        .unwrap();
+    let header = |k: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap()
+    };
+    let event: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (event["type"].as_str(), event["data"]["id"].as_str()),
+        (Some("video.completed"), Some(id.as_str()))
+    );
+    assert_eq!(event["id"].as_str().unwrap(), header("webhook-id"));
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(key).unwrap();
+    mac.update(
+        format!(
+            "{}.{}.{}",
+            header("webhook-id"),
+            header("webhook-timestamp"),
+            body
+        )
+        .as_bytes(),
+    );
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    assert_eq!(header("webhook-signature"), format!("v1,{expected}"));
+    assert!(tessera_server::Webhook::new("https://example.com", &secret).is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_videos_expire_after_the_kept_time() {
     let h = Harness::new(|c| c.keep_seconds = Some(1));

@@ -49,6 +49,13 @@ pub struct ServeArgs {
     /// `moderation_blocked`).
     #[command(flatten)]
     safety: SafetyArgs,
+    /// POST `video.completed` / `video.failed` events here (http:// only), signed as OpenAI
+    /// signs its webhooks, so `client.webhooks.unwrap()` verifies them.
+    #[arg(long, requires = "webhook_secret")]
+    webhook_url: Option<String>,
+    /// The webhook signing secret (`whsec_` + base64, as OpenAI issues them, or any string).
+    #[arg(long, env = "TESSERA_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -67,6 +74,9 @@ pub fn run(a: ServeArgs) -> Result<()> {
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
     config.signing_key = signing_key;
     config.review_command = a.safety.review_command;
+    if let (Some(url), Some(secret)) = (&a.webhook_url, &a.webhook_secret) {
+        config.webhook = Some(tessera_server::Webhook::new(url, secret)?);
+    }
     if config.api_keys.is_empty() && !a.addr.ip().is_loopback() {
         tracing::warn!(
             "serving on {} without --api-key: anyone who can reach it can generate and delete videos",
