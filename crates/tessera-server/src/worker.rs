@@ -64,7 +64,7 @@ fn run(server: &Server, model: &Model, job: Record) {
         Err(PipelineError::Cancelled) => Ok(()),
         Err(e @ PipelineError::Review(tessera_safety::ReviewError::Rejected { .. })) => server
             .store
-            .fail(&id, now(), "moderation_blocked", &e.to_string()),
+            .fail(&id, at, "moderation_blocked", &e.to_string()),
         Err(e) => {
             tracing::warn!("{id} failed: {e}");
             server
