@@ -212,17 +212,45 @@ fn provenance_rides_after_mdat_and_notices_edited_frames() {
     let edited_path = dir.path().join("edited.mp4");
     std::fs::write(&edited_path, &edited).unwrap();
     assert!(!read_provenance(&edited_path).unwrap().unwrap().intact);
-    // Other formats carry none.
+    // A PNG carries it in text chunks, bound to its pixels.
     let png = dir.path().join("f.png");
-    write_video(
-        &png,
-        &Video {
-            frames: vec![clip.frames[0].clone()],
-            ..clip.clone()
-        },
-    )
-    .unwrap();
-    assert_eq!(read_provenance(&png).unwrap(), None);
+    let mut w = VideoWriter::create(&png, 64, 48, 16.0).unwrap();
+    w.set_provenance(b"{}".to_vec());
+    w.push_frame(&clip.frames[0]).unwrap();
+    let promised = w.content_sha256().unwrap();
+    w.finish().unwrap();
+    let p = read_provenance(&png).unwrap().unwrap();
+    assert_eq!((p.manifest.as_slice(), p.intact), (&b"{}"[..], true));
+    assert_eq!(p.sha256, promised);
+    assert_eq!(read_video_native(&png).unwrap().frames[0], clip.frames[0]);
+    // The same chunks over other pixels: the manifest no longer vouches for them.
+    let mut other = clip.frames[1].clone();
+    other[0] ^= 0xff;
+    let forged = dir.path().join("g.png");
+    let mut enc = png::Encoder::new(std::fs::File::create(&forged).unwrap(), 64, 48);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    let info = png::Decoder::new(std::io::Cursor::new(std::fs::read(&png).unwrap()))
+        .read_info()
+        .unwrap()
+        .info()
+        .clone();
+    for c in &info.utf8_text {
+        enc.add_itxt_chunk(c.keyword.clone(), c.get_text().unwrap())
+            .unwrap();
+    }
+    for c in &info.uncompressed_latin1_text {
+        enc.add_text_chunk(c.keyword.clone(), c.text.clone())
+            .unwrap();
+    }
+    let mut writer = enc.write_header().unwrap();
+    writer.write_image_data(&other).unwrap();
+    writer.finish().unwrap();
+    assert!(!read_provenance(&forged).unwrap().unwrap().intact);
+    // GIFs carry none.
+    let gif = dir.path().join("f.gif");
+    write_video(&gif, &clip).unwrap();
+    assert_eq!(read_provenance(&gif).unwrap(), None);
 }
 
 #[test]

@@ -236,86 +236,52 @@ async fn a_client_creates_polls_downloads_lists_and_deletes() {
     assert!(h.server.config.asset(&second_id, "video").exists());
 }
 
-/// Text fields, files, the `param` the error names ("" = none checked), a message excerpt.
-type Case<'a> = (
-    Vec<(&'a str, &'a str)>,
-    Vec<(&'a str, &'a [u8])>,
-    &'a str,
-    &'a str,
-);
+/// `k=v;k=v` text fields (`@k=v`: a file part holding `v`), the `param` the error names ("" =
+/// none checked), and an excerpt of its message.
+const BAD: &[(&str, &str, &str)] = &[
+    ("seconds=4", "prompt", "missing required parameter `prompt`"),
+    ("prompt=  ", "prompt", "`prompt` is empty"),
+    ("prompt=a ball;size=65x64", "", "nearest valid size: 64x64"),
+    ("prompt=a ball;size=big", "size", "WIDTHxHEIGHT"),
+    ("prompt=a ball;seconds=0", "seconds", "above 0"),
+    ("prompt=a ball;seconds=600", "seconds", "--max-seconds"),
+    ("prompt=a ball;model=gpt-4o", "model", "random-tiny"),
+    ("prompt=a ball;steps=0", "", "steps must be at least 1"),
+    (
+        "prompt=a gory beheading",
+        "prompt",
+        "content policy (graphic violence: gory, behead)",
+    ),
+    ("prompt=a ball;seed=-1", "seed", "an integer"),
+    (
+        "prompt=a ball;@input_reference=hello",
+        "input_reference",
+        "not a format",
+    ),
+    (
+        "prompt=a ball;input_reference[file_id]=file_1",
+        "input_reference",
+        "Files API",
+    ),
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_by_name_before_anything_is_queued() {
     let h = Harness::new(|_| {});
-    let cases: Vec<Case> = vec![
-        (
-            vec![("seconds", "4")],
-            vec![],
-            "prompt",
-            "missing required parameter `prompt`",
-        ),
-        (
-            vec![("prompt", "  ")],
-            vec![],
-            "prompt",
-            "`prompt` is empty",
-        ),
-        (
-            vec![("prompt", "a ball"), ("size", "65x64")],
-            vec![],
-            "",
-            "nearest valid size: 64x64",
-        ),
-        (
-            vec![("prompt", "a ball"), ("size", "big")],
-            vec![],
-            "size",
-            "WIDTHxHEIGHT",
-        ),
-        (
-            vec![("prompt", "a ball"), ("seconds", "0")],
-            vec![],
-            "seconds",
-            "above 0",
-        ),
-        (
-            vec![("prompt", "a ball"), ("seconds", "600")],
-            vec![],
-            "seconds",
-            "--max-seconds",
-        ),
-        (
-            vec![("prompt", "a ball"), ("model", "gpt-4o")],
-            vec![],
-            "model",
-            "random-tiny",
-        ),
-        (
-            vec![("prompt", "a ball"), ("steps", "0")],
-            vec![],
-            "",
-            "steps must be at least 1",
-        ),
-        (
-            vec![("prompt", "a ball"), ("seed", "-1")],
-            vec![],
-            "seed",
-            "an integer",
-        ),
-        (
-            vec![("prompt", "a ball")],
-            vec![("input_reference", b"hello")],
-            "input_reference",
-            "not a format",
-        ),
-        (
-            vec![("prompt", "a ball"), ("input_reference[file_id]", "file_1")],
-            vec![],
-            "input_reference",
-            "Files API",
-        ),
-    ];
-    for (text, files, param, message) in cases {
+    for &(fields, param, message) in BAD {
+        let parts: Vec<(&str, &str)> = fields
+            .split(';')
+            .map(|kv| kv.split_once('=').unwrap())
+            .collect();
+        let text: Vec<(&str, &str)> = parts
+            .iter()
+            .copied()
+            .filter(|(k, _)| !k.starts_with('@'))
+            .collect();
+        let files: Vec<(&str, &[u8])> = parts
+            .iter()
+            .filter_map(|(k, v)| k.strip_prefix('@').map(|k| (k, v.as_bytes())))
+            .collect();
         let (status, v) = h.json(multipart("/v1/videos", &text, &files)).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{text:?}: {v}");
         let err = &v["error"];
@@ -326,6 +292,14 @@ async fn bad_requests_are_refused_by_name_before_anything_is_queued() {
         let got = err["message"].as_str().unwrap();
         assert!(got.contains(message), "{text:?}: {got}");
     }
+    let (_, v) = h
+        .json(multipart(
+            "/v1/videos",
+            &[("prompt", "a gory beheading")],
+            &[],
+        ))
+        .await;
+    assert_eq!(v["error"]["code"], "moderation_blocked", "{v}");
     // A good upload in a refused request is not kept.
     let png = {
         let dir = tempfile::tempdir().unwrap();
