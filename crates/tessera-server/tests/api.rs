@@ -74,6 +74,14 @@ impl Harness {
         }
     }
 
+    /// Queues half a second of video from `prompt` in `steps` steps; returns the Video object.
+    async fn short(&self, prompt: &str, steps: &str) -> Value {
+        let fields = [("prompt", prompt), ("seconds", "0.5"), ("steps", steps)];
+        let (status, v) = self.json(multipart("/v1/videos", &fields, &[])).await;
+        assert_eq!(status, StatusCode::OK, "{v}");
+        v
+    }
+
     fn stop(&mut self) {
         self.server.stop();
         if let Some(w) = self.worker.take() {
@@ -464,13 +472,7 @@ async fn a_server_key_signs_every_video() {
     let key = tessera_safety::SigningKey::generate();
     let public = key.public_hex();
     let h = Harness::new(|c| c.signing_key = Some(Arc::new(key)));
-    let (_, v) = h
-        .json(multipart(
-            "/v1/videos",
-            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
-            &[],
-        ))
-        .await;
+    let v = h.short("a ball", "1").await;
     let id = v["id"].as_str().unwrap().to_string();
     assert_eq!(h.wait(&id).await["status"], "completed");
     let p = tessera_media::read_provenance(h.server.config.asset(&id, "video"))
@@ -497,13 +499,7 @@ async fn the_output_review_decides_what_clients_get() {
     });
     let mut ids = Vec::new();
     for prompt in ["a red ball", "a green ball"] {
-        let (_, v) = h
-            .json(multipart(
-                "/v1/videos",
-                &[("prompt", prompt), ("seconds", "0.5"), ("steps", "1")],
-                &[],
-            ))
-            .await;
+        let v = h.short(prompt, "1").await;
         ids.push(v["id"].as_str().unwrap().to_string());
     }
     assert_eq!(h.wait(&ids[0]).await["status"], "completed");
@@ -575,13 +571,7 @@ async fn a_webhook_hears_of_each_finished_video_signed_the_standard_way() {
     let receiver = std::thread::spawn(move || receive_one(listener));
     let h =
         Harness::new(|c| c.webhook = Some(tessera_server::Webhook::new(&url, &secret).unwrap()));
-    let (_, v) = h
-        .json(multipart(
-            "/v1/videos",
-            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
-            &[],
-        ))
-        .await;
+    let v = h.short("a ball", "1").await;
     let id = v["id"].as_str().unwrap().to_string();
     h.wait(&id).await;
     let (headers, body) = tokio::task::spawn_blocking(move || receiver.join().unwrap())
@@ -618,13 +608,7 @@ async fn a_webhook_hears_of_each_finished_video_signed_the_standard_way() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finished_videos_expire_after_the_kept_time() {
     let h = Harness::new(|c| c.keep_seconds = Some(1));
-    let (_, v) = h
-        .json(multipart(
-            "/v1/videos",
-            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "1")],
-            &[],
-        ))
-        .await;
+    let v = h.short("a ball", "1").await;
     let id = v["id"].as_str().unwrap().to_string();
     assert!(v["expires_at"].is_null(), "not finished, no expiry: {v}");
     let done = h.wait(&id).await;
@@ -698,13 +682,7 @@ async fn with_api_keys_only_a_known_key_gets_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remix_extend_edit_image_and_loop_run_as_their_modes() {
     let h = Harness::new(|_| {});
-    let (_, v) = h
-        .json(multipart(
-            "/v1/videos",
-            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "2")],
-            &[],
-        ))
-        .await;
+    let v = h.short("a ball", "2").await;
     let base = v["id"].as_str().unwrap().to_string();
     // A reference to a video still in the queue is refused, not queued to fail later.
     let (status, early) = h
@@ -868,13 +846,7 @@ async fn a_restarted_server_finishes_what_a_crash_left_running() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_fails_at_run_time_reports_why() {
     let h = Harness::new(|_| {});
-    let (_, v) = h
-        .json(multipart(
-            "/v1/videos",
-            &[("prompt", "a ball"), ("seconds", "0.5"), ("steps", "2")],
-            &[],
-        ))
-        .await;
+    let v = h.short("a ball", "2").await;
     let base = v["id"].as_str().unwrap().to_string();
     h.wait(&base).await;
     // The source video is corrupted on disk: the file exists, so the request is accepted, and
