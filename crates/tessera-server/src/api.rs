@@ -7,7 +7,7 @@
 //! | `POST /v1/videos/extensions` | `seconds` more of a video |
 //! | `POST /v1/videos/{id}/remix` | a completed video edited with a new prompt |
 //! | `GET /v1/videos`, `GET /v1/videos/{id}` | list (`after`, `limit`, `order`), retrieve |
-//! | `GET /v1/videos/{id}/content` | `variant=video` (MP4), `thumbnail`, `spritesheet` (PNG) |
+//! | `GET /v1/videos/{id}/content` | `variant=video` (MP4), `thumbnail`, `spritesheet` (PNG); `Range` requests |
 //! | `DELETE /v1/videos/{id}` | removes the video and its files; cancels it if running |
 //! | `GET /v1/models`, `GET /v1/models/{id}` | the served model and its `sora-2`/`sora-2-pro` aliases |
 //! | `GET /healthz` | liveness and queue depth (no key needed) |
@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -28,6 +28,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use tower::ServiceExt;
+use tower_http::services::ServeFile;
 
 use crate::error::{ServerError, ServerResult};
 use crate::fields::Fields;
@@ -531,11 +533,11 @@ async fn content(
     State(server): State<Arc<Server>>,
     Path(id): Path<String>,
     Query(q): Query<ContentQuery>,
+    req: Request,
 ) -> ServerResult<Response> {
     let variant = q.variant.as_deref().unwrap_or("video");
-    let mime = match variant {
-        "video" => "video/mp4",
-        "thumbnail" | "spritesheet" => "image/png",
+    match variant {
+        "video" | "thumbnail" | "spritesheet" => {}
         other => {
             return Err(ServerError::bad(
                 "variant",
@@ -555,10 +557,18 @@ async fn content(
         });
     }
     let path = server.config.asset(&id, variant);
-    let bytes = tokio::fs::read(&path)
+    // Byte ranges (206/416), HEAD and If-Modified-Since; the type follows the extension.
+    let res = ServeFile::new(&path)
+        .oneshot(req)
         .await
         .map_err(|e| ServerError::Internal(format!("reading {}: {e}", path.display())))?;
-    Ok(([(CONTENT_TYPE, mime)], Body::from(bytes)).into_response())
+    if res.status() == StatusCode::NOT_FOUND {
+        return Err(ServerError::Internal(format!(
+            "{} is missing from the data folder",
+            path.display()
+        )));
+    }
+    Ok(res.map(Body::new))
 }
 
 /// Names a request's `model` may use: the loaded model's, then the aliases it serves.

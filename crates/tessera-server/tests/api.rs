@@ -182,6 +182,28 @@ async fn a_client_creates_polls_downloads_lists_and_deletes() {
         (17, 64, 64)
     );
 
+    // Byte ranges, as a browser's <video> asks for them when seeking.
+    assert_eq!(headers["accept-ranges"], "bytes");
+    let range = |r: &str| {
+        Request::get(format!("/v1/videos/{id}/content"))
+            .header("range", r)
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, part, headers) = h.send(range("bytes=0-99")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(part, mp4[..100]);
+    assert_eq!(
+        headers["content-range"],
+        format!("bytes 0-99/{}", mp4.len())
+    );
+    let (status, tail, _) = h.send(range("bytes=-16")).await;
+    assert_eq!(status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(tail, mp4[mp4.len() - 16..]);
+    let (status, _, headers) = h.send(range(&format!("bytes={}-", mp4.len() + 10))).await;
+    assert_eq!(status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(headers["content-range"], format!("bytes */{}", mp4.len()));
+
     for (variant, width) in [("thumbnail", 64), ("spritesheet", 256)] {
         let (status, png, headers) = h
             .send(
