@@ -116,9 +116,15 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
         .unwrap();
     assert!(status.success());
     let real = world.join("videos/val-0-000000.mp4");
+    // Someone upscales the image to share it: the manifest is gone, the mark is found.
+    let big = dir.path().join("big.png");
+    let img = image::open(&image).unwrap();
+    img.resize_exact(144, 144, image::imageops::FilterType::Triangle)
+        .save(&big)
+        .unwrap();
     let out = Command::new(tessera)
         .args(["detect", "--json"])
-        .args([&made, &real, &image])
+        .args([&made, &real, &image, &big])
         .output()
         .unwrap();
     assert!(
@@ -131,7 +137,12 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(reports.len(), 3);
+    assert_eq!(reports.len(), 4);
+    assert_eq!(reports[3]["watermark"]["detected"], true, "{}", reports[3]);
+    assert_eq!(reports[3]["watermark"]["size"], serde_json::json!([64, 64]));
+    assert_eq!(reports[3]["size"], serde_json::json!([144, 144]));
+    assert!(reports[3]["provenance"].is_null());
+    assert_eq!(reports[2]["watermark"]["size"], serde_json::json!([64, 64]));
     assert_eq!(reports[2]["watermark"]["detected"], true, "{}", reports[2]);
     assert_eq!(reports[2]["provenance_intact"], true);
     assert_eq!(reports[0]["watermark"]["detected"], true, "{}", reports[0]);

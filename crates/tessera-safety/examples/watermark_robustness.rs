@@ -12,7 +12,7 @@
 use std::process::Command;
 
 use tessera_media::Video;
-use tessera_safety::{Watermark, THRESHOLD};
+use tessera_safety::{Watermark, SEARCH_THRESHOLD, THRESHOLD};
 
 fn ffmpeg_reencode(v: &Video, args: &[&str]) -> Option<Video> {
     if !tessera_media::ffmpeg_available() {
@@ -100,10 +100,7 @@ fn main() {
         let mut psnr = 0.0;
         let mut cols: Vec<Vec<f64>> = vec![Vec::new(); 7];
         for v in &videos {
-            let mut m = v.clone();
-            for f in &mut m.frames {
-                wm.embed(m.width, m.height, f);
-            }
+            let m = marked(&wm, v);
             psnr += tessera_media::psnr(v, &m).unwrap() / videos.len() as f64;
             let score = |x: &Video| wm.detect(x.width, x.height, &x.frames).score;
             cols[0].push(score(v));
@@ -145,4 +142,92 @@ fn main() {
             cell(&cols[6])
         );
     }
+
+    // Rescaled copies, found by `Watermark::find` at the size they were made.
+    println!("\nshipped setting, rescaled (Watermark::find; search threshold {SEARCH_THRESHOLD}): min / mean, found at 64x64");
+    use image::imageops::FilterType::{CatmullRom, Nearest, Triangle};
+    let ours: [(&str, u32, Option<image::imageops::FilterType>); 4] = [
+        ("clean, bilinear 160x160", 160, None),
+        ("nearest 128x128", 128, Some(Nearest)),
+        ("bilinear 160x160", 160, Some(Triangle)),
+        ("bicubic 48x48", 48, Some(CatmullRom)),
+    ];
+    for (name, side, filter) in ours {
+        let found: Vec<_> = videos
+            .iter()
+            .map(|v| {
+                let m = if filter.is_some() {
+                    marked(&shipped, v)
+                } else {
+                    v.clone()
+                };
+                let r = resize(&m, side, filter.unwrap_or(Triangle));
+                shipped.find(r.width, r.height, &r.frames)
+            })
+            .collect();
+        report(name, &found);
+    }
+    let ffmpeg: [(&str, &str); 2] = [
+        (
+            "ffmpeg bicubic 256x256, x264 crf23",
+            "scale=256:256:flags=bicubic",
+        ),
+        (
+            "ffmpeg lanczos 480x480, x264 crf23",
+            "scale=480:480:flags=lanczos",
+        ),
+    ];
+    for (name, filter) in ffmpeg {
+        let found: Vec<_> = videos
+            .iter()
+            .filter_map(|v| {
+                let args = [
+                    "-vf", filter, "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p",
+                ];
+                let r = ffmpeg_reencode(&marked(&shipped, v), &args)?;
+                Some(shipped.find(r.width, r.height, &r.frames))
+            })
+            .collect();
+        report(name, &found);
+    }
+}
+
+fn marked(wm: &Watermark, v: &Video) -> Video {
+    let mut m = v.clone();
+    for f in &mut m.frames {
+        wm.embed(m.width, m.height, f);
+    }
+    m
+}
+
+fn resize(v: &Video, side: u32, filter: image::imageops::FilterType) -> Video {
+    let frames = v
+        .frames
+        .iter()
+        .map(|f| {
+            let img = image::RgbImage::from_raw(v.width, v.height, f.clone()).unwrap();
+            image::imageops::resize(&img, side, side, filter).into_raw()
+        })
+        .collect();
+    Video {
+        frames,
+        width: side,
+        height: side,
+        ..v.clone()
+    }
+}
+
+fn report(name: &str, found: &[tessera_safety::Detection]) {
+    if found.is_empty() {
+        return println!("{name:>36}: - (no ffmpeg)");
+    }
+    let scores: Vec<f64> = found.iter().map(|d| d.score).collect();
+    let min = scores.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mean = scores.iter().sum::<f64>() / scores.len() as f64;
+    let detected = found.iter().filter(|d| d.detected).count();
+    let native = found.iter().filter(|d| d.size == [64, 64]).count();
+    println!(
+        "{name:>36}: {min:.1} / {mean:.1}, detected {detected} of {}, at 64x64 {native}",
+        found.len()
+    );
 }

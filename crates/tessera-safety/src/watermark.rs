@@ -14,15 +14,23 @@
 //! the square root of the number of cells. [`THRESHOLD`] = 5 puts the false-positive rate
 //! near 3·10⁻⁷.
 //!
+//! A rescaled copy (Tessera's clips are small, so people upscale them to share) moves the mark
+//! off the grid; [`Watermark::find`] resamples the frame average back to every size Tessera
+//! could have made at that aspect (multiples of 16) and scores each, at a stricter
+//! [`SEARCH_THRESHOLD`] that pays for the extra tries.
+//!
 //! The key is public (this is open source): the mark says "made by Tessera" to anyone who
-//! checks, and anyone determined can remove it. It does not survive rescaling or cropping off
-//! the cell grid.
+//! checks, and anyone determined can remove it. It does not survive cropping off the cell grid.
 
 /// Side of a watermark cell in pixels.
 pub const CELL: usize = 2;
 
 /// Detection score above which a video is called watermarked.
 pub const THRESHOLD: f64 = 5.0;
+
+/// Score a resampled size must pass in [`Watermark::find`]: one-sided 10⁻⁹ per size, so even
+/// the hundred-odd sizes of a large frame keep the false-positive rate near [`THRESHOLD`]'s.
+pub const SEARCH_THRESHOLD: f64 = 6.0;
 
 /// Key of the pattern: fixed, so every Tessera build writes and finds the same mark.
 const KEY: u64 = 0x7465_7373_6572_6121; // "tessera!"
@@ -85,23 +93,63 @@ impl Watermark {
         }
     }
 
-    /// Looks for the mark in `frames` (each `width × height` RGB8).
+    /// Looks for the mark in `frames` (each `width × height` RGB8) at their own size.
     pub fn detect(&self, width: u32, height: u32, frames: &[Vec<u8>]) -> Detection {
-        let (w, h) = (width as usize, height as usize);
-        let (cw, ch) = (w / self.cell, h / self.cell);
-        // Mean luma of every whole cell, averaged over frames.
-        let mut mean = vec![0f64; cw * ch];
-        for f in frames {
-            for y in 0..ch * self.cell {
-                for x in 0..cw * self.cell {
-                    let p = &f[(y * w + x) * 3..(y * w + x) * 3 + 3];
-                    let luma =
-                        0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
-                    mean[(y / self.cell) * cw + x / self.cell] += luma;
-                }
+        let luma = mean_luma(width, height, frames);
+        self.score(&luma, width, height, frames.len())
+    }
+
+    /// [`Watermark::detect`], and if the mark is not there, the same on the frame average
+    /// resampled to each size Tessera could have generated (sides multiples of 16, the same
+    /// aspect within 3 %, from an eighth of the frame to twice it): finds the mark in an
+    /// upscaled or downscaled copy. The best score wins; [`Detection::size`] says where.
+    pub fn find(&self, width: u32, height: u32, frames: &[Vec<u8>]) -> Detection {
+        let luma = mean_luma(width, height, frames);
+        let native = self.score(&luma, width, height, frames.len());
+        if native.detected || width == 0 || height == 0 {
+            return native;
+        }
+        // `image` clamps float pixels to 0–1, so the plane is resampled in those units.
+        let unit = luma.iter().map(|l| l / 255.0).collect();
+        let plane = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(width, height, unit)
+            .expect("one value a pixel");
+        let aspect = f64::from(height) / f64::from(width);
+        let mut best = native;
+        for w in (16..=2 * width).step_by(16).filter(|&w| 8 * w >= width) {
+            let h = ((f64::from(w) * aspect / 16.0).round() as u32).max(1) * 16;
+            if (f64::from(h) / f64::from(w) / aspect - 1.0).abs() > 0.03
+                || (w, h) == (width, height)
+            {
+                continue;
+            }
+            let resized =
+                image::imageops::resize(&plane, w, h, image::imageops::FilterType::Triangle);
+            let levels: Vec<f32> = resized.as_raw().iter().map(|l| l * 255.0).collect();
+            let d = self.score(&levels, w, h, frames.len());
+            if d.score > best.score {
+                best = d;
             }
         }
-        let per_cell = (frames.len() * self.cell * self.cell).max(1) as f64;
+        best.detected = best.score
+            > if best.size == [width, height] {
+                THRESHOLD
+            } else {
+                SEARCH_THRESHOLD
+            };
+        best
+    }
+
+    /// The normalised correlation of a `width × height` frame-average luma plane with the key.
+    fn score(&self, luma: &[f32], width: u32, height: u32, frames: usize) -> Detection {
+        let (w, h) = (width as usize, height as usize);
+        let (cw, ch) = (w / self.cell, h / self.cell);
+        let mut mean = vec![0f64; cw * ch];
+        for y in 0..ch * self.cell {
+            for x in 0..cw * self.cell {
+                mean[(y / self.cell) * cw + x / self.cell] += f64::from(luma[y * w + x]);
+            }
+        }
+        let per_cell = (self.cell * self.cell) as f64;
         mean.iter_mut().for_each(|m| *m /= per_cell);
         let (mut dot, mut energy, mut cells) = (0f64, 0f64, 0usize);
         for cy in 1..ch.saturating_sub(1) {
@@ -123,10 +171,23 @@ impl Watermark {
         Detection {
             score,
             detected: score > THRESHOLD,
-            frames: frames.len(),
+            frames,
             cells,
+            size: [width, height],
         }
     }
+}
+
+/// Luma of every pixel averaged over `frames` (each `width × height` RGB8).
+fn mean_luma(width: u32, height: u32, frames: &[Vec<u8>]) -> Vec<f32> {
+    let mut sum = vec![0f64; width as usize * height as usize];
+    for f in frames {
+        for (s, p) in sum.iter_mut().zip(f.chunks_exact(3)) {
+            *s += 0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2]);
+        }
+    }
+    let n = frames.len().max(1) as f64;
+    sum.into_iter().map(|s| (s / n) as f32).collect()
 }
 
 /// What [`Watermark::detect`] found.
@@ -139,6 +200,9 @@ pub struct Detection {
     /// Frames and interior cells the score is over.
     pub frames: usize,
     pub cells: usize,
+    /// Width and height the frames were scored at: theirs, or the size [`Watermark::find`]
+    /// resampled them to (the size Tessera made them at, before someone rescaled them).
+    pub size: [u32; 2],
 }
 
 #[cfg(test)]
@@ -197,6 +261,66 @@ mod tests {
             let back = tessera_media::decode_bytes(&bytes).unwrap();
             let d = Watermark::default().detect(back.width, back.height, &back.frames);
             assert!(d.detected, "seed {seed}: {d:?}");
+        }
+    }
+
+    /// Every frame resized to `w × h` (what a user's editor or ffmpeg's scale filter does).
+    fn rescaled(v: &Video, w: u32, h: u32, filter: image::imageops::FilterType) -> Video {
+        let frames = v
+            .frames
+            .iter()
+            .map(|f| {
+                let img = image::RgbImage::from_raw(v.width, v.height, f.clone()).unwrap();
+                image::imageops::resize(&img, w, h, filter).into_raw()
+            })
+            .collect();
+        Video {
+            frames,
+            width: w,
+            height: h,
+            ..v.clone()
+        }
+    }
+
+    #[test]
+    fn rescaled_copies_are_found_at_the_size_they_were_made() {
+        use image::imageops::FilterType::{CatmullRom, Nearest, Triangle};
+        for seed in 0..4 {
+            let m = marked(&world_clip(seed));
+            for (w, filter) in [
+                (128, Nearest),
+                (160, Triangle),
+                (200, CatmullRom),
+                (48, Triangle),
+            ] {
+                let r = rescaled(&m, w, w, filter);
+                let d = Watermark::default().find(w, w, &r.frames);
+                assert!(d.detected, "seed {seed}, {w}×{w}: {d:?}");
+                assert_eq!(d.size, [64, 64], "seed {seed}, {w}×{w}");
+                // On the rescaled grid itself the mark is gone: the search is what finds it.
+                let here = Watermark::default().detect(w, w, &r.frames);
+                assert!(here.score < THRESHOLD, "seed {seed}, {w}×{w}: {here:?}");
+            }
+        }
+        // A mark found where it was made is reported at that size, at the plain threshold.
+        let m = marked(&world_clip(0));
+        assert_eq!(Watermark::default().find(64, 64, &m.frames).size, [64, 64]);
+    }
+
+    #[test]
+    fn rescaled_clean_clips_are_not_claimed() {
+        for seed in 0..8 {
+            let v = rescaled(
+                &world_clip(seed),
+                160,
+                160,
+                image::imageops::FilterType::Triangle,
+            );
+            let d = Watermark::default().find(160, 160, &v.frames);
+            assert!(
+                !d.detected && d.score < SEARCH_THRESHOLD,
+                "seed {seed}: {d:?}"
+            );
         }
     }
 

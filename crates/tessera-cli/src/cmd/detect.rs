@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use serde::Serialize;
-use tessera_safety::{Detection, Verified, Watermark, THRESHOLD};
+use tessera_safety::{Detection, Verified, Watermark, SEARCH_THRESHOLD, THRESHOLD};
 
 #[derive(Args, Debug)]
 pub struct DetectArgs {
@@ -22,6 +22,8 @@ pub struct DetectArgs {
 #[derive(Serialize)]
 struct Report {
     file: PathBuf,
+    /// The file's width and height.
+    size: [u32; 2],
     watermark: Detection,
     /// The manifest, if the file carries one.
     provenance: Option<serde_json::Value>,
@@ -36,7 +38,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
     for file in &a.files {
         let video = tessera_media::read_video(file)
             .with_context(|| format!("reading {}", file.display()))?;
-        let watermark = Watermark::default().detect(video.width, video.height, &video.frames);
+        let watermark = Watermark::default().find(video.width, video.height, &video.frames);
         let provenance = tessera_media::read_provenance(file)
             .with_context(|| format!("reading the provenance of {}", file.display()))?;
         let manifest = provenance.as_ref().map(|p| {
@@ -56,6 +58,7 @@ pub fn run(a: DetectArgs) -> Result<()> {
             });
         let report = Report {
             file: file.clone(),
+            size: [video.width, video.height],
             watermark,
             provenance_intact: provenance.as_ref().map(|p| p.intact),
             provenance: manifest,
@@ -77,8 +80,14 @@ fn print(r: &Report) {
     } else {
         "no Tessera watermark"
     };
+    let [width, height] = w.size;
+    let (threshold, at) = if w.size == r.size {
+        (THRESHOLD, String::new())
+    } else {
+        (SEARCH_THRESHOLD, format!(", resampled to {width}x{height}"))
+    };
     println!(
-        "{}: {verdict} (score {:.1}, threshold {THRESHOLD}; {} frames)",
+        "{}: {verdict} (score {:.1}, threshold {threshold}{at}; {} frames)",
         r.file.display(),
         w.score,
         w.frames
