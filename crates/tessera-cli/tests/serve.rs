@@ -129,3 +129,25 @@ fn a_bad_model_folder_fails_before_the_port_opens() {
     );
     assert!(out.stdout.is_empty(), "nothing may claim to be serving");
 }
+
+#[test]
+fn a_malformed_cors_origin_is_refused_with_the_form_it_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--cors-origin"])
+        .arg("localhost:5173/")
+        .arg("--data")
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--cors-origin") && stderr.contains("e.g. http://localhost:5173"),
+        "{stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "refused before anything opened"
+    );
+}

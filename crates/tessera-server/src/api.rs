@@ -15,13 +15,17 @@
 //!
 //! Fields beyond OpenAI's (all optional): `seed`, `negative_prompt`, `steps`, `cfg`, `loop`
 //! (`true`: the clip plays seamlessly on repeat) and `strength` (edits, 0–1).
+//!
+//! Browsers: pages on `Config::cors_origins` may call the API (CORS); a request whose `Origin`
+//! is another site's is refused, so a page cannot post forms to a local server.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::{HeaderValue, StatusCode};
+use axum::http::header::{ACCEPT_RANGES, AUTHORIZATION, CONTENT_RANGE, HOST, ORIGIN};
+use axum::http::{HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -29,6 +33,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tower::ServiceExt;
+use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer};
 use tower_http::services::ServeFile;
 
 use crate::error::{ServerError, ServerResult};
@@ -46,7 +51,8 @@ const POLL_MS: &str = "250";
 
 /// The API and the gallery over `server`.
 pub fn router(server: Arc<Server>) -> Router {
-    Router::new()
+    let cors = cors(&server.config.cors_origins);
+    let app = Router::new()
         .route("/", get(gallery))
         .route("/v1/videos", post(create).get(list))
         .route("/v1/videos/edits", post(edit))
@@ -60,8 +66,63 @@ pub fn router(server: Arc<Server>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(server.clone(), authenticate))
         .route("/healthz", get(health))
+        .layer(middleware::from_fn_with_state(server.clone(), same_origin))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(server)
+        .with_state(server);
+    // Outermost, so a browser's preflight is answered before authentication asks for a key.
+    match cors {
+        Some(cors) => app.layer(cors),
+        None => app,
+    }
+}
+
+/// CORS for `origins` (`*` = any), or none. Request headers are mirrored rather than `*`,
+/// which does not cover `Authorization`; the SDKs' poll and Range headers are exposed.
+fn cors(origins: &[String]) -> Option<CorsLayer> {
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers(AllowHeaders::mirror_request())
+            .expose_headers([
+                HeaderName::from_static("openai-poll-after-ms"),
+                CONTENT_RANGE,
+                ACCEPT_RANGES,
+            ])
+            .max_age(Duration::from_secs(600)),
+    )
+}
+
+/// A browser names the page behind a request in `Origin`; one from another site (not this
+/// server's own gallery, not a `--cors-origin`) is refused. A page may POST a form anywhere
+/// without asking (no preflight), so without this any web page could queue jobs on a local
+/// server, key or not. Clients outside browsers send no `Origin` and pass.
+async fn same_origin(
+    State(server): State<Arc<Server>>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ServerError> {
+    let Some(origin) = req.headers().get(ORIGIN).map(|o| o.to_str().unwrap_or("?")) else {
+        return Ok(next.run(req).await);
+    };
+    let allowed = &server.config.cors_origins;
+    let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
+    let own = host.is_some_and(|h| {
+        [format!("http://{h}"), format!("https://{h}")].contains(&origin.to_string())
+    });
+    if own || allowed.iter().any(|a| a == "*" || a == origin) {
+        Ok(next.run(req).await)
+    } else {
+        Err(ServerError::ForeignOrigin(origin.to_string()))
+    }
 }
 
 /// With keys configured, a request needs `Authorization: Bearer KEY` (or `?api_key=KEY`, for

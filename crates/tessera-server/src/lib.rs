@@ -59,6 +59,9 @@ pub struct Config {
     pub review_command: Option<String>,
     /// Told of every finished and failed video.
     pub webhook: Option<Webhook>,
+    /// Web origins (`http://localhost:5173`, or `*` for any) whose pages may call the API from
+    /// a browser; empty = none, the browser's same-origin rule holds.
+    pub cors_origins: Vec<String>,
 }
 
 impl Config {
@@ -75,6 +78,7 @@ impl Config {
             signing_key: None,
             review_command: None,
             webhook: None,
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -246,6 +250,21 @@ impl Config {
             "video" => self.videos_dir().join(format!("{id}.mp4")),
             other => self.videos_dir().join(format!("{id}.{other}.png")),
         }
+    }
+}
+
+/// A `--cors-origin` as browsers send it in `Origin`: `*`, or `scheme://host[:port]` with no
+/// path or trailing slash (which would never match).
+pub fn check_origin(origin: &str) -> Result<String, String> {
+    let rest = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    match rest {
+        _ if origin == "*" => Ok(origin.into()),
+        Some(host) if !host.is_empty() && !host.contains(['/', ' ', ',']) => Ok(origin.into()),
+        _ => Err(format!(
+            "{origin:?} is not an origin; write it as the browser sends it, e.g. http://localhost:5173 (no path or trailing slash), or * for any"
+        )),
     }
 }
 

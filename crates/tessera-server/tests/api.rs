@@ -11,7 +11,7 @@ use base64::Engine;
 use http_body_util::BodyExt;
 use serde_json::Value;
 use tessera_pipeline::Model;
-use tessera_server::{router, Config, Job, Record, Server, Source, Status, Store};
+use tessera_server::{router, Config, Job, Order, Record, Server, Source, Status, Store};
 use tower::ServiceExt;
 
 struct Harness {
@@ -890,4 +890,101 @@ async fn a_job_that_fails_at_run_time_reports_why() {
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["error"]["code"], "generation_failed");
     assert!(!done["error"]["message"].as_str().unwrap().is_empty());
+}
+
+/// A web app on another origin calls the API from a browser: its preflight is answered before
+/// authentication, its responses carry the CORS headers, and other origins get none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browsers_on_the_allowed_origins_may_call_the_api() {
+    let app = "http://localhost:5173";
+    let h = Harness::new(|c| {
+        c.api_keys = vec!["k".into()];
+        c.cors_origins = vec![app.into()];
+    });
+    let preflight = |origin: &str| {
+        Request::options("/v1/videos")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type,x-stainless-os",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let (status, _, headers) = h.send(preflight(app)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["access-control-allow-origin"], app);
+    assert_eq!(
+        headers["access-control-allow-headers"],
+        "authorization,content-type,x-stainless-os"
+    );
+    assert!(headers["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let (_, _, headers) = h.send(preflight("http://evil.example")).await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+
+    let get = Request::get("/v1/videos")
+        .header("origin", app)
+        .header("authorization", "Bearer k")
+        .body(Body::empty())
+        .unwrap();
+    let (status, _, headers) = h.send(get).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["access-control-allow-origin"], app);
+    assert!(headers["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .contains("openai-poll-after-ms"));
+    // The key is still required; CORS only lets the browser show the answer.
+    let get = Request::get("/v1/videos")
+        .header("origin", app)
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(h.send(get).await.0, StatusCode::UNAUTHORIZED);
+
+    // Without --cors-origin, no CORS headers at all, and another site's page cannot queue a
+    // job by posting a form (no preflight for that); the server's own gallery can.
+    let plain = Harness::new(|_| {});
+    let (_, _, headers) = plain.send(preflight(app)).await;
+    assert!(!headers.contains_key("access-control-allow-origin"));
+    let form = |origin: &str| {
+        Request::post("/v1/videos")
+            .header("origin", origin)
+            .header("host", "127.0.0.1:8000")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(Body::from("prompt=spam&seconds=0.5&steps=1"))
+            .unwrap()
+    };
+    let (status, v) = plain.json(form("http://evil.example")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert_eq!(v["error"]["code"], "origin_not_allowed");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--cors-origin http://evil.example"));
+    assert!(plain
+        .server
+        .store
+        .list(None, 10, Order::Desc)
+        .unwrap()
+        .0
+        .is_empty());
+    let (status, v) = plain.json(form("http://127.0.0.1:8000")).await;
+    assert_eq!(status, StatusCode::OK, "{v}");
+
+    for ok in ["*", "http://localhost:5173", "https://app.example.com"] {
+        assert_eq!(tessera_server::check_origin(ok).unwrap(), ok);
+    }
+    for bad in [
+        "localhost:5173",
+        "http://localhost:5173/",
+        "https://",
+        "ftp://x",
+    ] {
+        let e = tessera_server::check_origin(bad).unwrap_err();
+        assert!(e.contains("http://localhost:5173"), "{e}");
+    }
 }

@@ -56,6 +56,17 @@ pub struct ServeArgs {
     /// The webhook signing secret (`whsec_` + base64, as OpenAI issues them, or any string).
     #[arg(long, env = "TESSERA_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
+    /// A web origin whose pages may call the API from a browser (CORS), written as the browser
+    /// sends it: http://localhost:5173; `*` allows any. Repeat, or comma-separate in
+    /// $TESSERA_CORS_ORIGINS. Requests from other sites' pages are refused (403), so a web page
+    /// cannot queue jobs on a local server behind its user's back.
+    #[arg(
+        long = "cors-origin",
+        env = "TESSERA_CORS_ORIGINS",
+        value_delimiter = ',',
+        value_parser = tessera_server::check_origin
+    )]
+    cors_origins: Vec<String>,
     /// Print the listening address as one JSON line (for scripts) instead of a sentence.
     #[arg(long)]
     json: bool,
@@ -69,6 +80,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
         .with_context(|| format!("loading the model from {}", dir.display()))?;
     let mut config = Config::new(&a.data);
     config.api_keys = a.api_keys.into_iter().filter(|k| !k.is_empty()).collect();
+    config.cors_origins = a.cors_origins;
     config.max_pixels = a.max_pixels;
     config.max_seconds = a.max_seconds;
     config.keep_seconds = a.keep_hours.map(|h| (h * 3600.0).round() as i64);
