@@ -156,6 +156,7 @@ pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
     match sniff(&data) {
         Some(Format::Mp4) => {}
         Some(Format::Png) => return png_provenance(&data, path),
+        Some(Format::Gif) => return gif_provenance(&data),
         _ => return Ok(None),
     }
     crate::mp4::find_provenance(&data)
@@ -176,6 +177,74 @@ pub fn read_provenance(path: impl AsRef<Path>) -> Result<Option<Provenance>> {
                 detail: format!("{other:?}"),
             },
         })
+}
+
+/// A GIF's provenance extension ([`crate::VideoWriter::set_provenance`]), checked against the
+/// hash of its frames' pixels as decoded.
+fn gif_provenance(data: &[u8]) -> Result<Option<Provenance>> {
+    use sha2::Digest;
+    let Some(payload) = gif_application_data(data, crate::write::GIF_PROVENANCE_APP) else {
+        return Ok(None);
+    };
+    let split = payload
+        .iter()
+        .position(|&b| b == b'\n')
+        .unwrap_or(payload.len());
+    let sha256 = String::from_utf8_lossy(&payload[..split]).into_owned();
+    let manifest = payload.get(split + 1..).unwrap_or_default().to_vec();
+    let video = decode_bytes(data)?;
+    let mut pixels = sha2::Sha256::new();
+    video.frames.iter().for_each(|f| pixels.update(f));
+    let intact = sha256 == crate::write::hex(&pixels.finalize());
+    Ok(Some(Provenance {
+        manifest,
+        sha256,
+        intact,
+    }))
+}
+
+/// The data sub-blocks of the first application extension named `app` (identifier + code),
+/// found by walking the GIF's blocks; `None` if there is none or the file ends early.
+fn gif_application_data(data: &[u8], app: &[u8; 11]) -> Option<Vec<u8>> {
+    // Sub-blocks from `at` up to the empty one; returns their bytes and the position after.
+    let sub_blocks = |mut at: usize| -> Option<(Vec<u8>, usize)> {
+        let mut out = Vec::new();
+        loop {
+            let n = *data.get(at)? as usize;
+            if n == 0 {
+                return Some((out, at + 1));
+            }
+            out.extend_from_slice(data.get(at + 1..at + 1 + n)?);
+            at += 1 + n;
+        }
+    };
+    let table = |flags: u8| {
+        if flags & 0x80 != 0 {
+            3 << ((flags & 7) + 1)
+        } else {
+            0
+        }
+    };
+    let mut at = 13 + table(*data.get(10)?);
+    loop {
+        match *data.get(at)? {
+            0x21 if data.get(at + 1) == Some(&0xff) && data.get(at + 2) == Some(&11) => {
+                let name = data.get(at + 3..at + 14)?;
+                let (payload, next) = sub_blocks(at + 14)?;
+                if name == app {
+                    return Some(payload);
+                }
+                at = next;
+            }
+            0x21 => at = sub_blocks(at + 2)?.1,
+            0x2c => {
+                let flags = *data.get(at + 9)?;
+                // Descriptor, local table, LZW code size, then the image's sub-blocks.
+                at = sub_blocks(at + 10 + table(flags) + 1)?.1;
+            }
+            _ => return None, // 0x3b, the trailer, or garbage
+        }
+    }
 }
 
 /// A PNG's manifest text chunk, checked against the hash of its pixels as decoded.

@@ -92,6 +92,9 @@ enum Sink {
     Gif {
         enc: gif::Encoder<BufWriter<NamedTempFile>>,
         fps: f64,
+        /// Over the frames as a decoder will see them (after palette quantisation).
+        pixels: sha2::Sha256,
+        provenance: Option<Vec<u8>>,
     },
     /// The frame waits for `finish`, so provenance set after it can still go in.
     Png {
@@ -155,7 +158,12 @@ impl VideoWriter {
                         .map_err(|e| gif_err(&path, e))?;
                 enc.set_repeat(gif::Repeat::Infinite)
                     .map_err(|e| gif_err(&path, e))?;
-                Sink::Gif { enc, fps }
+                Sink::Gif {
+                    enc,
+                    fps,
+                    pixels: Default::default(),
+                    provenance: None,
+                }
             }
             OutputKind::Png => Sink::Png {
                 tmp: temp_beside(&path)?,
@@ -182,24 +190,28 @@ impl VideoWriter {
 
     /// Provenance to store with the video, bound to the picture data by SHA-256
     /// ([`crate::read_provenance`]): MP4 files carry `manifest` in a `uuid` box, PNG images in
-    /// text chunks; GIFs and frame folders ignore it.
+    /// text chunks, GIFs in an application extension; frame folders ignore it.
     pub fn set_provenance(&mut self, manifest: Vec<u8>) {
         match &mut self.sink {
             Sink::Mp4 { mp4, .. } => mp4.provenance = Some(manifest),
-            Sink::Png { provenance, .. } => *provenance = Some(manifest),
-            Sink::Gif { .. } | Sink::Folder { .. } => {}
+            Sink::Png { provenance, .. } | Sink::Gif { provenance, .. } => {
+                *provenance = Some(manifest)
+            }
+            Sink::Folder { .. } => {}
         }
     }
 
     /// SHA-256 (hex) of the picture data as it will be bound to provenance: the coded samples
-    /// of an MP4, the pixels of a PNG. Complete once every frame is pushed, so a manifest can
-    /// name (and a signature cover) it before [`VideoWriter::finish`]. `None` for formats
-    /// without provenance.
+    /// of an MP4, the pixels of a PNG, the decoded pixels of every GIF frame. Complete once
+    /// every frame is pushed, so a manifest can name (and a signature cover) it before
+    /// [`VideoWriter::finish`]. `None` for frame folders.
     pub fn content_sha256(&self) -> Option<String> {
+        use sha2::Digest;
         match &self.sink {
             Sink::Mp4 { mp4, .. } => Some(sha256_hex(&mp4.payload)),
             Sink::Png { rgb, .. } => rgb.as_deref().map(sha256_hex),
-            Sink::Gif { .. } | Sink::Folder { .. } => None,
+            Sink::Gif { pixels, .. } => Some(hex(&pixels.clone().finalize())),
+            Sink::Folder { .. } => None,
         }
     }
 
@@ -223,9 +235,17 @@ impl VideoWriter {
         let index = self.frames;
         match &mut self.sink {
             Sink::Mp4 { mp4, .. } => mp4.push(rgb, index)?,
-            Sink::Gif { enc, fps } => {
+            Sink::Gif {
+                enc, fps, pixels, ..
+            } => {
                 let mut frame =
                     gif::Frame::from_rgb_speed(self.width as u16, self.height as u16, rgb, 10);
+                if let Some(palette) = &frame.palette {
+                    use sha2::Digest;
+                    for &i in frame.buffer.iter() {
+                        pixels.update(&palette[i as usize * 3..i as usize * 3 + 3]);
+                    }
+                }
                 // Delays are in 1/100 s; rounding the running total keeps long GIFs in sync.
                 let t = |i: usize| (i as f64 * 100.0 / *fps).round() as i64;
                 frame.delay = (t(index + 1) - t(index)).clamp(1, u16::MAX as i64) as u16;
@@ -263,7 +283,21 @@ impl VideoWriter {
                 mp4.write_to(tmp.as_file_mut(), &path)?;
                 tmp
             }
-            Sink::Gif { enc, .. } => {
+            Sink::Gif {
+                mut enc,
+                pixels,
+                provenance,
+                ..
+            } => {
+                if let Some(manifest) = provenance {
+                    use sha2::Digest;
+                    let hash = hex(&pixels.finalize());
+                    enc.write_raw_extension(
+                        gif::Extension::Application.into(),
+                        &[GIF_PROVENANCE_APP, hash.as_bytes(), b"\n", &manifest],
+                    )
+                    .map_err(|e| gif_err(&path, e))?;
+                }
                 let buf = enc.into_inner().map_err(|e| gif_err(&path, e))?;
                 buf.into_inner()
                     .map_err(|e| MediaError::io(&path, "writing", e.into_error()))?
@@ -339,6 +373,10 @@ fn write_png(
     writer.write_image_data(rgb).map_err(err)?;
     writer.finish().map_err(err)
 }
+
+/// Application identifier and code of a GIF's provenance extension, after the last frame:
+/// then the pixels' SHA-256 (hex), a newline and the manifest.
+pub(crate) const GIF_PROVENANCE_APP: &[u8; 11] = b"TESSERA1PRV";
 
 /// SHA-256 of `data` as lower-case hex.
 pub(crate) fn sha256_hex(data: &[u8]) -> String {

@@ -247,10 +247,57 @@ fn provenance_rides_after_mdat_and_notices_edited_frames() {
     writer.write_image_data(&other).unwrap();
     writer.finish().unwrap();
     assert!(!read_provenance(&forged).unwrap().unwrap().intact);
-    // GIFs carry none.
+    // A GIF carries it in an application extension after the last frame, bound to the
+    // pixels as decoded (after its palette quantisation); one without it has none.
+    let plain_gif = dir.path().join("plain.gif");
+    write_video(&plain_gif, &clip).unwrap();
+    assert_eq!(read_provenance(&plain_gif).unwrap(), None);
     let gif = dir.path().join("f.gif");
-    write_video(&gif, &clip).unwrap();
-    assert_eq!(read_provenance(&gif).unwrap(), None);
+    let mut w = VideoWriter::create(&gif, 64, 48, 16.0).unwrap();
+    let manifest = "{\"prompt\":\"un ballon rouge — 赤いボール\"}"
+        .repeat(20)
+        .into_bytes();
+    w.set_provenance(manifest.clone());
+    for f in &clip.frames {
+        w.push_frame(f).unwrap();
+    }
+    let promised = w.content_sha256().unwrap();
+    w.finish().unwrap();
+    let p = read_provenance(&gif).unwrap().unwrap();
+    assert_eq!(
+        (&p.manifest, p.intact),
+        (&manifest, true),
+        "{} bytes",
+        manifest.len()
+    );
+    assert_eq!(p.sha256, promised);
+    assert_eq!(
+        read_video_native(&gif).unwrap(),
+        read_video_native(&plain_gif).unwrap(),
+        "the extension changes no frame"
+    );
+    // One frame's pixel changed in place (an index byte of the LZW stream is hard to find,
+    // so the file is re-made with that frame altered and the original extension).
+    let mut altered = clip.clone();
+    altered.frames[4][..48 * 3].fill(255);
+    let forged = dir.path().join("g.gif");
+    write_video(&forged, &altered).unwrap();
+    let mut bytes = std::fs::read(&forged).unwrap();
+    let original = std::fs::read(&gif).unwrap();
+    let ext = original
+        .windows(11)
+        .position(|w| w == b"TESSERA1PRV")
+        .unwrap()
+        - 3;
+    bytes.pop(); // the trailer
+    bytes.extend_from_slice(&original[ext..]);
+    std::fs::write(&forged, &bytes).unwrap();
+    let p = read_provenance(&forged).unwrap().unwrap();
+    assert_eq!(p.manifest, manifest);
+    assert!(!p.intact, "altered frames must not pass as the signed ones");
+    // Truncated inside the frames: no manifest found, no panic.
+    std::fs::write(&forged, &original[..original.len() / 2]).unwrap();
+    assert!(matches!(read_provenance(&forged), Ok(None) | Err(_)));
 }
 
 #[test]

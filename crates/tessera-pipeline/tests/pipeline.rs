@@ -424,7 +424,7 @@ fn outputs_carry_the_watermark_and_a_provenance_manifest() {
 fn a_signing_key_signs_the_manifest_of_what_was_written() {
     let dir = tempfile::tempdir().unwrap();
     let key = tessera_safety::SigningKey::generate();
-    for file in ["signed.mp4", "signed.png"] {
+    for file in ["signed.mp4", "signed.png", "signed.gif"] {
         let mut s = spec(dir.path(), file, Mode::Text);
         s.frames = Some(if file.ends_with("png") { 1 } else { 9 });
         let mut req = GenerateRequest::new(s).unwrap();

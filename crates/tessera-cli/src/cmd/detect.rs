@@ -120,6 +120,8 @@ fn print(r: &Report) {
                 None => println!("  unsigned"),
             }
         }
-        _ => println!("  no provenance manifest (not an MP4 or PNG from Tessera, or re-encoded)"),
+        _ => println!(
+            "  no provenance manifest (not an MP4, PNG or GIF from Tessera, or re-encoded)"
+        ),
     }
 }
