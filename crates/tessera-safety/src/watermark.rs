@@ -264,42 +264,21 @@ mod tests {
         }
     }
 
-    /// Every frame resized to `w × h` (what a user's editor or ffmpeg's scale filter does).
-    fn rescaled(v: &Video, w: u32, h: u32, filter: image::imageops::FilterType) -> Video {
-        let frames = v
-            .frames
-            .iter()
-            .map(|f| {
-                let img = image::RgbImage::from_raw(v.width, v.height, f.clone()).unwrap();
-                image::imageops::resize(&img, w, h, filter).into_raw()
-            })
-            .collect();
-        Video {
-            frames,
-            width: w,
-            height: h,
-            ..v.clone()
-        }
-    }
-
     #[test]
     fn rescaled_copies_are_found_at_the_size_they_were_made() {
-        use image::imageops::FilterType::{CatmullRom, Nearest, Triangle};
         for seed in 0..4 {
             let m = marked(&world_clip(seed));
-            for (w, filter) in [
-                (128, Nearest),
-                (160, Triangle),
-                (200, CatmullRom),
-                (48, Triangle),
-            ] {
-                let r = rescaled(&m, w, w, filter);
-                let d = Watermark::default().find(w, w, &r.frames);
-                assert!(d.detected, "seed {seed}, {w}×{w}: {d:?}");
-                assert_eq!(d.size, [64, 64], "seed {seed}, {w}×{w}");
+            for side in [128, 160, 200, 48] {
+                let r = tessera_media::resize(&m, side, side).unwrap();
+                let d = Watermark::default().find(side, side, &r.frames);
+                assert!(d.detected, "seed {seed}, {side}×{side}: {d:?}");
+                assert_eq!(d.size, [64, 64], "seed {seed}, {side}×{side}");
                 // On the rescaled grid itself the mark is gone: the search is what finds it.
-                let here = Watermark::default().detect(w, w, &r.frames);
-                assert!(here.score < THRESHOLD, "seed {seed}, {w}×{w}: {here:?}");
+                let here = Watermark::default().detect(side, side, &r.frames);
+                assert!(
+                    here.score < THRESHOLD,
+                    "seed {seed}, {side}×{side}: {here:?}"
+                );
             }
         }
         // A mark found where it was made is reported at that size, at the plain threshold.
@@ -310,12 +289,7 @@ mod tests {
     #[test]
     fn rescaled_clean_clips_are_not_claimed() {
         for seed in 0..8 {
-            let v = rescaled(
-                &world_clip(seed),
-                160,
-                160,
-                image::imageops::FilterType::Triangle,
-            );
+            let v = tessera_media::resize(&world_clip(seed), 160, 160).unwrap();
             let d = Watermark::default().find(160, 160, &v.frames);
             assert!(
                 !d.detected && d.score < SEARCH_THRESHOLD,
