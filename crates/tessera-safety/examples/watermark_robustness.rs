@@ -143,8 +143,8 @@ fn main() {
         );
     }
 
-    // Rescaled copies, found by `Watermark::find` at the size they were made.
-    println!("\nshipped setting, rescaled (Watermark::find; search threshold {SEARCH_THRESHOLD}): min / mean, found at 64x64");
+    // Rescaled and cropped copies, found by `Watermark::find` where they were made.
+    println!("\nshipped setting, edited copies (Watermark::find; search threshold {SEARCH_THRESHOLD}): min / mean, where found");
     let ours: [(&str, u32, bool); 4] = [
         ("clean, bilinear 160x160", 160, false),
         ("bilinear 128x128", 128, true),
@@ -162,24 +162,34 @@ fn main() {
             .collect();
         report(name, &found);
     }
-    let ffmpeg: [(&str, &str); 2] = [
+    let ffmpeg: [(&str, &str, bool); 5] = [
         (
             "ffmpeg bicubic 256x256, x264 crf23",
             "scale=256:256:flags=bicubic",
+            true,
         ),
         (
             "ffmpeg lanczos 480x480, x264 crf23",
             "scale=480:480:flags=lanczos",
+            true,
+        ),
+        ("crop 48x48 at (8, 8), x264 crf23", "crop=48:48:8:8", true),
+        ("crop 56x40 at (5, 19), x264 crf23", "crop=56:40:5:19", true),
+        (
+            "clean, crop 48x48 at (8, 8), crf23",
+            "crop=48:48:8:8",
+            false,
         ),
     ];
-    for (name, filter) in ffmpeg {
+    for (name, filter, mark) in ffmpeg {
         let found: Vec<_> = videos
             .iter()
             .filter_map(|v| {
                 let args = [
                     "-vf", filter, "-c:v", "libx264", "-crf", "23", "-pix_fmt", "yuv420p",
                 ];
-                let r = ffmpeg_reencode(&marked(&shipped, v), &args)?;
+                let m = if mark { marked(&shipped, v) } else { v.clone() };
+                let r = ffmpeg_reencode(&m, &args)?;
                 Some(shipped.find(r.width, r.height, &r.frames))
             })
             .collect();
@@ -203,9 +213,17 @@ fn report(name: &str, found: &[tessera_safety::Detection]) {
     let min = scores.iter().cloned().fold(f64::INFINITY, f64::min);
     let mean = scores.iter().sum::<f64>() / scores.len() as f64;
     let detected = found.iter().filter(|d| d.detected).count();
-    let native = found.iter().filter(|d| d.size == [64, 64]).count();
+    let (first, rest) = found.split_first().expect("not empty");
+    let same = rest
+        .iter()
+        .all(|d| (d.size, d.offset) == (first.size, first.offset));
+    let place = if same {
+        format!("all at {:?} offset {:?}", first.size, first.offset)
+    } else {
+        "at different places".to_string()
+    };
     println!(
-        "{name:>36}: {min:.1} / {mean:.1}, detected {detected} of {}, at 64x64 {native}",
+        "{name:>36}: {min:.1} / {mean:.1}, detected {detected} of {}, {place}",
         found.len()
     );
 }

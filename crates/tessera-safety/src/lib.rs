@@ -21,4 +21,4 @@ mod watermark;
 pub use policy::{check_prompt, Blocked, Category};
 pub use review::{review, ReviewError};
 pub use signing::{verify, KeyError, SigningKey, Verified};
-pub use watermark::{Detection, Watermark, CELL, SEARCH_THRESHOLD, THRESHOLD};
+pub use watermark::{Detection, Watermark, CELL, MAX_CROP, SEARCH_THRESHOLD, THRESHOLD};

@@ -14,13 +14,13 @@
 //! the square root of the number of cells. [`THRESHOLD`] = 5 puts the false-positive rate
 //! near 3·10⁻⁷.
 //!
-//! A rescaled copy (Tessera's clips are small, so people upscale them to share) moves the mark
-//! off the grid; [`Watermark::find`] resamples the frame average back to every size Tessera
-//! could have made at that aspect (multiples of 16) and scores each, at a stricter
-//! [`SEARCH_THRESHOLD`] that pays for the extra tries.
+//! A rescaled or cropped copy (Tessera's clips are small, so people upscale them to share)
+//! moves the mark off the grid; [`Watermark::find`] resamples the frame average back to every
+//! size Tessera could have made at that aspect (multiples of 16), and tries the grid shifted
+//! by up to [`MAX_CROP`] pixels, at a stricter [`SEARCH_THRESHOLD`] that pays for the tries.
 //!
 //! The key is public (this is open source): the mark says "made by Tessera" to anyone who
-//! checks, and anyone determined can remove it. It does not survive cropping off the cell grid.
+//! checks, and anyone determined can remove it. A copy both cropped and rescaled is not found.
 
 /// Side of a watermark cell in pixels.
 pub const CELL: usize = 2;
@@ -28,9 +28,13 @@ pub const CELL: usize = 2;
 /// Detection score above which a video is called watermarked.
 pub const THRESHOLD: f64 = 5.0;
 
-/// Score a resampled size must pass in [`Watermark::find`]: one-sided 10⁻⁹ per size, so even
-/// the hundred-odd sizes of a large frame keep the false-positive rate near [`THRESHOLD`]'s.
-pub const SEARCH_THRESHOLD: f64 = 6.0;
+/// Score an edited copy must pass in [`Watermark::find`]: one-sided 4·10⁻¹¹ per place tried,
+/// so the ~1,100 crops and the sizes of a large frame keep the false-positive rate near
+/// [`THRESHOLD`]'s (3·10⁻⁷).
+pub const SEARCH_THRESHOLD: f64 = 6.5;
+
+/// Pixels the left and top edges of a crop may have lost for [`Watermark::find`] to look.
+pub const MAX_CROP: u32 = 32;
 
 /// Key of the pattern: fixed, so every Tessera build writes and finds the same mark.
 const KEY: u64 = 0x7465_7373_6572_6121; // "tessera!"
@@ -99,22 +103,42 @@ impl Watermark {
         self.score(&luma, width, height, frames.len())
     }
 
-    /// [`Watermark::detect`], and if the mark is not there, the same on the frame average
-    /// resampled to each size Tessera could have generated (sides multiples of 16, the same
-    /// aspect within 3 %, from an eighth of the frame to twice it): finds the mark in an
-    /// upscaled or downscaled copy. The best score wins; [`Detection::size`] says where.
+    /// [`Watermark::detect`], and if the mark is not there, searches for an edited copy: the
+    /// frame average resampled to each size Tessera could have generated (sides multiples of
+    /// 16, the same aspect within 3 %, from an eighth of the frame to twice it), and the frame
+    /// as a crop whose left and top edges lost up to [`MAX_CROP`] pixels. The best score wins;
+    /// [`Detection::size`] and [`Detection::offset`] say where it was found.
     pub fn find(&self, width: u32, height: u32, frames: &[Vec<u8>]) -> Detection {
         let luma = mean_luma(width, height, frames);
-        let native = self.score(&luma, width, height, frames.len());
-        if native.detected || width == 0 || height == 0 {
-            return native;
+        let mut best = self.score(&luma, width, height, frames.len());
+        if best.detected || width == 0 || height == 0 {
+            return best;
         }
-        // `image` clamps float pixels to 0–1, so the plane is resampled in those units.
+        let mut consider = |d: Detection| {
+            if d.score > best.score {
+                best = d;
+            }
+        };
+        // Cropped: the same grid, entered `offset` pixels in. Residuals depend only on where
+        // the cells start (the phase), so they are computed once per phase.
+        let c = self.cell;
+        let mut phases: Vec<Option<Residuals>> = vec![None; c * c];
+        for dy in 0..=MAX_CROP as usize {
+            for dx in (0..=MAX_CROP as usize).filter(|&dx| dx + dy > 0) {
+                let phase = [(c - dx % c) % c, (c - dy % c) % c];
+                let r = phases[phase[1] * c + phase[0]]
+                    .get_or_insert_with(|| self.residuals(&luma, width, height, phase));
+                let shift = [(phase[0] + dx) / c, (phase[1] + dy) / c];
+                let mut d = r.correlate(shift, frames.len(), [width, height]);
+                d.offset = [dx as u32, dy as u32];
+                consider(d);
+            }
+        }
+        // Rescaled. `image` clamps float pixels to 0–1, so the plane is resampled in those units.
         let unit = luma.iter().map(|l| l / 255.0).collect();
         let plane = image::ImageBuffer::<image::Luma<f32>, Vec<f32>>::from_raw(width, height, unit)
             .expect("one value a pixel");
         let aspect = f64::from(height) / f64::from(width);
-        let mut best = native;
         for w in (16..=2 * width).step_by(16).filter(|&w| 8 * w >= width) {
             let h = ((f64::from(w) * aspect / 16.0).round() as u32).max(1) * 16;
             if (f64::from(h) / f64::from(w) / aspect - 1.0).abs() > 0.03
@@ -125,43 +149,69 @@ impl Watermark {
             let resized =
                 image::imageops::resize(&plane, w, h, image::imageops::FilterType::Triangle);
             let levels: Vec<f32> = resized.as_raw().iter().map(|l| l * 255.0).collect();
-            let d = self.score(&levels, w, h, frames.len());
-            if d.score > best.score {
-                best = d;
-            }
+            consider(self.score(&levels, w, h, frames.len()));
         }
+        let searched = best.size != [width, height] || best.offset != [0, 0];
         best.detected = best.score
-            > if best.size == [width, height] {
-                THRESHOLD
-            } else {
+            > if searched {
                 SEARCH_THRESHOLD
+            } else {
+                THRESHOLD
             };
         best
     }
 
     /// The normalised correlation of a `width × height` frame-average luma plane with the key.
     fn score(&self, luma: &[f32], width: u32, height: u32, frames: usize) -> Detection {
-        let (w, h) = (width as usize, height as usize);
-        let (cw, ch) = (w / self.cell, h / self.cell);
+        self.residuals(luma, width, height, [0, 0])
+            .correlate([0, 0], frames, [width, height])
+    }
+
+    /// High-passed, clipped means of the cells of `luma` on a grid whose first whole cell
+    /// starts `phase` pixels from the left and top.
+    fn residuals(&self, luma: &[f32], width: u32, height: u32, phase: [usize; 2]) -> Residuals {
+        let (w, h, c) = (width as usize, height as usize, self.cell);
+        let cw = w.saturating_sub(phase[0]) / c;
+        let ch = h.saturating_sub(phase[1]) / c;
         let mut mean = vec![0f64; cw * ch];
-        for y in 0..ch * self.cell {
-            for x in 0..cw * self.cell {
-                mean[(y / self.cell) * cw + x / self.cell] += f64::from(luma[y * w + x]);
+        for y in 0..ch * c {
+            for x in 0..cw * c {
+                let l = luma[(y + phase[1]) * w + x + phase[0]];
+                mean[(y / c) * cw + x / c] += f64::from(l);
             }
         }
-        let per_cell = (self.cell * self.cell) as f64;
+        let per_cell = (c * c) as f64;
         mean.iter_mut().for_each(|m| *m /= per_cell);
-        let (mut dot, mut energy, mut cells) = (0f64, 0f64, 0usize);
-        for cy in 1..ch.saturating_sub(1) {
-            for cx in 1..cw.saturating_sub(1) {
+        let (iw, ih) = (cw.saturating_sub(2), ch.saturating_sub(2));
+        let mut g = Vec::with_capacity(iw * ih);
+        for cy in 1..=ih {
+            for cx in 1..=iw {
                 let at = |x: usize, y: usize| mean[y * cw + x];
                 let residual = at(cx, cy)
                     - (at(cx - 1, cy) + at(cx + 1, cy) + at(cx, cy - 1) + at(cx, cy + 1)) / 4.0;
-                let g = residual.clamp(-self.clip, self.clip);
-                dot += f64::from(sign(cx, cy)) * g;
-                energy += g * g;
-                cells += 1;
+                g.push(residual.clamp(-self.clip, self.clip));
             }
+        }
+        Residuals { g, width: iw }
+    }
+}
+
+/// The interior cells' residuals of one grid (row-major, `width` a row); cell `(i, j)` is
+/// cell `(i + 1, j + 1)` of the grid.
+#[derive(Clone)]
+struct Residuals {
+    g: Vec<f64>,
+    width: usize,
+}
+
+impl Residuals {
+    /// Correlation with the key's cells `shift` cells right of and below this grid's.
+    fn correlate(&self, shift: [usize; 2], frames: usize, size: [u32; 2]) -> Detection {
+        let (mut dot, mut energy) = (0f64, 0f64);
+        for (k, g) in self.g.iter().enumerate() {
+            let (i, j) = (k % self.width.max(1), k / self.width.max(1));
+            dot += f64::from(sign(i + 1 + shift[0], j + 1 + shift[1])) * g;
+            energy += g * g;
         }
         let score = if energy > 0.0 {
             dot / energy.sqrt()
@@ -172,8 +222,9 @@ impl Watermark {
             score,
             detected: score > THRESHOLD,
             frames,
-            cells,
-            size: [width, height],
+            cells: self.g.len(),
+            size,
+            offset: [0, 0],
         }
     }
 }
@@ -203,6 +254,9 @@ pub struct Detection {
     /// Width and height the frames were scored at: theirs, or the size [`Watermark::find`]
     /// resampled them to (the size Tessera made them at, before someone rescaled them).
     pub size: [u32; 2],
+    /// Where the frames' top-left corner sat in the frame as made, in pixels: non-zero for a
+    /// crop [`Watermark::find`] found.
+    pub offset: [u32; 2],
 }
 
 #[cfg(test)]
@@ -286,11 +340,45 @@ mod tests {
         assert_eq!(Watermark::default().find(64, 64, &m.frames).size, [64, 64]);
     }
 
+    /// The `w × h` window at `(dx, dy)` of every frame.
+    fn crop(v: &Video, [dx, dy]: [u32; 2], w: u32, h: u32) -> Vec<Vec<u8>> {
+        let row = |f: &Vec<u8>, y: u32| {
+            let start = ((y + dy) * v.width + dx) as usize * 3;
+            f[start..start + w as usize * 3].to_vec()
+        };
+        v.frames
+            .iter()
+            .map(|f| (0..h).flat_map(|y| row(f, y)).collect())
+            .collect()
+    }
+
     #[test]
-    fn rescaled_clean_clips_are_not_claimed() {
+    fn cropped_copies_are_found_with_their_offset() {
+        for (seed, offset) in [(0, [3, 0]), (1, [5, 11]), (2, [MAX_CROP, 3]), (3, [0, 20])] {
+            let m = marked(&world_clip(seed));
+            let (w, h) = (64 - offset[0] - 3, 64 - offset[1] - 2);
+            let d = Watermark::default().find(w, h, &crop(&m, offset, w, h));
+            assert!(d.detected, "seed {seed}, {offset:?}: {d:?}");
+            assert_eq!((d.offset, d.size), (offset, [w, h]), "seed {seed}");
+        }
+    }
+
+    #[test]
+    fn edited_clean_clips_are_not_claimed() {
         for seed in 0..8 {
-            let v = tessera_media::resize(&world_clip(seed), 160, 160).unwrap();
+            let clip = world_clip(seed);
+            let v = tessera_media::resize(&clip, 160, 160).unwrap();
             let d = Watermark::default().find(160, 160, &v.frames);
+            assert!(
+                !d.detected && d.score < SEARCH_THRESHOLD,
+                "seed {seed}: {d:?}"
+            );
+            let d = Watermark::default().find(64, 64, &clip.frames);
+            assert!(
+                !d.detected && d.score < SEARCH_THRESHOLD,
+                "seed {seed}: {d:?}"
+            );
+            let d = Watermark::default().find(50, 50, &crop(&clip, [7, 9], 50, 50));
             assert!(
                 !d.detected && d.score < SEARCH_THRESHOLD,
                 "seed {seed}: {d:?}"

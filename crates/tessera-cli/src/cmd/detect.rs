@@ -81,10 +81,13 @@ fn print(r: &Report) {
         "no Tessera watermark"
     };
     let [width, height] = w.size;
-    let (threshold, at) = if w.size == r.size {
-        (THRESHOLD, String::new())
-    } else {
+    let [dx, dy] = w.offset;
+    let (threshold, at) = if w.size != r.size {
         (SEARCH_THRESHOLD, format!(", resampled to {width}x{height}"))
+    } else if w.offset != [0, 0] {
+        (SEARCH_THRESHOLD, format!(", a crop from ({dx}, {dy})"))
+    } else {
+        (THRESHOLD, String::new())
     };
     println!(
         "{}: {verdict} (score {:.1}, threshold {threshold}{at}; {} frames)",
