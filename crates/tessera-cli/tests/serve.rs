@@ -111,43 +111,40 @@ fn a_client_gets_a_video_over_http_and_ctrl_c_stops_the_server() {
     assert!(dir.path().join("jobs.sqlite").is_file());
 }
 
-#[test]
-fn a_bad_model_folder_fails_before_the_port_opens() {
+/// `tessera serve` with `args` and a fresh data folder, expected to fail before it serves:
+/// returns its stderr, after checking that nothing claimed to serve and no data was written.
+fn serve_refuses(args: &[&str]) -> String {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--model"])
-        .arg(dir.path().join("nope"))
+        .args(["serve", "--addr", "127.0.0.1:0"])
+        .args(args)
         .arg("--data")
         .arg(dir.path().join("data"))
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.stdout.is_empty(), "nothing may claim to be serving");
+    assert!(
+        !dir.path().join("data").exists(),
+        "refused before anything opened"
+    );
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn a_bad_model_folder_fails_before_the_port_opens() {
+    let stderr = serve_refuses(&["--model", "/nonexistent/tessera-model"]);
     assert!(
         stderr.contains("model folder") && stderr.contains("not found"),
         "{stderr}"
     );
-    assert!(out.stdout.is_empty(), "nothing may claim to be serving");
 }
 
 #[test]
 fn a_malformed_cors_origin_is_refused_with_the_form_it_needs() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tessera"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--cors-origin"])
-        .arg("localhost:5173/")
-        .arg("--data")
-        .arg(dir.path().join("data"))
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr = serve_refuses(&["--cors-origin", "localhost:5173/"]);
     assert!(
         stderr.contains("--cors-origin") && stderr.contains("e.g. http://localhost:5173"),
         "{stderr}"
-    );
-    assert!(
-        !dir.path().join("data").exists(),
-        "refused before anything opened"
     );
 }
