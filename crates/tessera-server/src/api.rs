@@ -121,7 +121,12 @@ async fn same_origin(
     if own || allowed.iter().any(|a| a == "*" || a == origin) {
         Ok(next.run(req).await)
     } else {
-        Err(ServerError::ForeignOrigin(origin.to_string()))
+        // Pages opened from files and sandboxed frames send `null`, which only `*` admits.
+        let allow = if origin == "null" { "'*'" } else { origin };
+        Err(ServerError::ForeignOrigin {
+            origin: origin.to_string(),
+            allow: allow.to_string(),
+        })
     }
 }
 

@@ -21,8 +21,8 @@ pub enum ServerError {
     NotReady { id: String, status: &'static str },
     #[error("missing or unknown API key; send `Authorization: Bearer KEY` with a key the server was started with (--api-key)")]
     Unauthorized,
-    #[error("requests from pages at {0} are refused (another site's page must not drive this server); start it with --cors-origin {0} to allow that web app")]
-    ForeignOrigin(String),
+    #[error("requests from pages at {origin} are refused (another site's page must not drive this server); start it with --cors-origin {allow} to allow that web app")]
+    ForeignOrigin { origin: String, allow: String },
     #[error("job store: {detail}")]
     Store { detail: String },
     #[error("{0}")]
@@ -46,7 +46,7 @@ impl ServerError {
             ServerError::NotFound(_) => StatusCode::NOT_FOUND,
             ServerError::NotReady { .. } => StatusCode::CONFLICT,
             ServerError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ServerError::ForeignOrigin(_) => StatusCode::FORBIDDEN,
+            ServerError::ForeignOrigin { .. } => StatusCode::FORBIDDEN,
             ServerError::Store { .. } | ServerError::Internal(_) => {
                 StatusCode::INTERNAL_SERVER_ERROR
             }
@@ -76,7 +76,9 @@ impl IntoResponse for ServerError {
             ServerError::NotFound(_) => ("invalid_request_error", None, "not_found"),
             ServerError::NotReady { .. } => ("invalid_request_error", None, "video_not_ready"),
             ServerError::Unauthorized => ("invalid_request_error", None, "invalid_api_key"),
-            ServerError::ForeignOrigin(_) => ("invalid_request_error", None, "origin_not_allowed"),
+            ServerError::ForeignOrigin { .. } => {
+                ("invalid_request_error", None, "origin_not_allowed")
+            }
             ServerError::Store { .. } | ServerError::Internal(_) => {
                 ("server_error", None, "internal_error")
             }

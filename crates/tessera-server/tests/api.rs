@@ -972,6 +972,12 @@ async fn browsers_on_the_allowed_origins_may_call_the_api() {
         .unwrap()
         .0
         .is_empty());
+    let (status, v) = plain.json(form("null")).await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{v}");
+    assert!(v["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("--cors-origin '*'"));
     let (status, v) = plain.json(form("http://127.0.0.1:8000")).await;
     assert_eq!(status, StatusCode::OK, "{v}");
 
