@@ -314,7 +314,7 @@ fn report(s: &Summary, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "wrote {} ({} frames, {}x{} at {} fps) in {:.1} s [model {}, seed {}, {} windows]",
+        "wrote {} ({} frames, {}x{} at {} fps) in {:.1} s [model {}, seed {}, {} window{}]",
         s.output.display(),
         s.frames,
         s.width,
@@ -323,7 +323,8 @@ fn report(s: &Summary, json: bool) -> Result<()> {
         s.timings.total_s,
         s.model,
         s.seed,
-        s.windows
+        s.windows,
+        if s.windows == 1 { "" } else { "s" }
     );
     if s.prompt_used.text != s.prompt {
         println!("prompt used: {}", s.prompt_used.text);
