@@ -27,6 +27,8 @@ pub enum PipelineError {
         expected: usize,
         got: usize,
     },
+    #[error("the VAE compresses time {0}×, but frame counts are 4k+1: its temperal_downsample may hold at most two `true` (1×, 2× or 4×)")]
+    TemporalFactor(usize),
     #[error("{path} is not an image ({detail}); --image takes a PNG, JPEG or single-frame GIF")]
     NotAnImage { path: PathBuf, detail: String },
     #[error("input {path}: {detail}")]

@@ -169,8 +169,12 @@ impl Model {
     /// A small model with seeded random weights (every layer non-zero, so outputs move): for
     /// tests and benches of the pipeline's plumbing, independent of trained weights.
     pub fn random_tiny(seed: u64) -> Result<Self> {
-        let parts = TinyParts::new(seed)?;
-        parts.build(Device::Cpu)
+        Self::random_tiny_time(seed, 4)
+    }
+
+    /// [`Self::random_tiny`] with a VAE that compresses time `temporal_factor`× (1, 2 or 4).
+    pub fn random_tiny_time(seed: u64, temporal_factor: usize) -> Result<Self> {
+        TinyParts::new(seed, temporal_factor)?.build(Device::Cpu)
     }
 
     /// The default model's architecture (`tiny()` presets of VAE, DiT and text encoder) with
@@ -187,7 +191,7 @@ impl Model {
 
     /// Writes [`Self::random_tiny`]'s weights (fp16) in the folder layout, for loader tests.
     pub fn save_random_tiny(dir: &Path, seed: u64) -> Result<()> {
-        TinyParts::new(seed)?.save(dir)
+        TinyParts::new(seed, 4)?.save(dir)
     }
 
     fn assemble(
@@ -204,6 +208,11 @@ impl Model {
                 expected: vc.z_dim,
                 got: dc.in_channels,
             });
+        }
+        // Frame counts are 4k+1 everywhere (requests, windows): the VAE's time steps must fit.
+        let tf = vc.temporal_factor();
+        if 4 % tf != 0 {
+            return Err(PipelineError::TemporalFactor(tf));
         }
         if text.dim() != dc.text_dim {
             return Err(PipelineError::PartsMismatch {
@@ -319,12 +328,15 @@ struct TinyParts {
 
 impl TinyParts {
     /// The micro configs of [`Model::random_tiny`].
-    fn new(seed: u64) -> Result<Self> {
-        // Wan's geometry (8× space, 4× time) at the smallest widths that still validate.
+    fn new(seed: u64, temporal_factor: usize) -> Result<Self> {
+        // Wan's geometry (8× space, 4× time) at the smallest widths that still validate; the
+        // deepest levels compress time.
+        let halvings = temporal_factor.trailing_zeros() as usize;
         let vae_cfg = VaeConfig {
             base_dim: 4,
             z_dim: 4,
             dim_mult: vec![1, 2, 2, 2],
+            temperal_downsample: (0..3).map(|i| i >= 3 - halvings).collect(),
             latents_mean: vec![0.0; 4],
             latents_std: vec![1.0; 4],
             ..VaeConfig::tiny()
@@ -538,6 +550,13 @@ fn tiny_tokenizer() -> WordTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_vae_compressing_time_past_4k_plus_1_frames_is_refused() {
+        let err = Model::random_tiny_time(3, 8).unwrap_err();
+        assert!(matches!(err, PipelineError::TemporalFactor(8)), "{err}");
+        assert!(err.to_string().contains("temperal_downsample"), "{err}");
+    }
 
     #[test]
     fn random_tiny_is_deterministic_and_parts_fit() {

@@ -9,8 +9,8 @@
 //! |-----------------|---------------------------------------------|---------------------------------|
 //! | text            | none                                        | decoded window                  |
 //! | image           | the image (1)                               | decoded window                  |
-//! | extend forward  | input tail (4(c−1)+1)                       | input ++ new decoded frames     |
-//! | extend backward | placeholder ++ input head (4c)              | new decoded frames ++ input     |
+//! | extend forward  | input tail (f(c−1)+1)                       | input ++ new decoded frames     |
+//! | extend backward | placeholder ++ input head (fc)              | new decoded frames ++ input     |
 //! | connect         | A tail ++ placeholder ++ B head             | A ++ transition ++ B            |
 //! | loop            | base tail ++ placeholder ++ base head       | base ++ transition (→ base[0])  |
 //! | edit            | none; starts from the input noised (SDEdit) | decoded window                  |
@@ -19,8 +19,10 @@
 //! had in training; placeholders (a blend of the neighbouring given frames) only feed that
 //! context and are never kept. Given frames are written as given, not as their VAE round trip.
 //!
+//! `f` is the VAE's temporal factor (Wan: 4; one latent frame holds `f` frames after the first).
+//!
 //! Long videos run in windows: each later window is a forward extension of the frames written
-//! so far, conditioned on their last `4(c−1)+1` frames. Those frames are held back from the
+//! so far, conditioned on their last `f(c−1)+1` frames. Those frames are held back from the
 //! writer until the next window has decoded its own version of them, and written as a crossfade
 //! from one to the other: a VAE round trip is not exact, so a hard cut there would show as a
 //! jump. Decoding streams one latent frame at a time into the writer, so memory does not grow
@@ -44,14 +46,10 @@ use crate::noise;
 use crate::prompt::{extend_prompt, extend_prompt_via, keep_prompt, ExtendedPrompt};
 use crate::request::{GenerateRequest, Mode, RequestError};
 
-/// Known latent frames a window is conditioned on: `4(c−1)+1` frames before new content, or
-/// `4c` after it. Two latents (5 frames before, 8 after) carry position and velocity.
+/// Known latent frames a window is conditioned on: `f(c−1)+1` frames before new content, or
+/// `fc` after it. Two latents (5 frames before, 8 after at Wan's `f` = 4) carry position and
+/// velocity.
 pub const CONTEXT_LATENTS: usize = 2;
-
-/// Frames of a clip-start conditioning segment (`4(c−1)+1`).
-const HEAD_CONTEXT_FRAMES: usize = 4 * (CONTEXT_LATENTS - 1) + 1;
-/// Frames of a conditioning segment placed at the end of a window (`4c`).
-const TAIL_CONTEXT_FRAMES: usize = 4 * CONTEXT_LATENTS;
 
 /// Noise stream of window `i`'s initial latents; SDEdit uses the same stream as window 0.
 const WINDOW_STREAM: u64 = 0x100;
@@ -146,7 +144,7 @@ pub fn generate(
     let mut notes = Vec::new();
 
     // 1. Inputs: read and fitted to the request before any model work.
-    let inputs = Inputs::read(req, &mut notes)?;
+    let inputs = Inputs::read(req, model.vae.config().temporal_factor(), &mut notes)?;
 
     // 2. Prompt extension.
     let t = Instant::now();
@@ -189,6 +187,7 @@ pub fn generate(
         windows: 0,
         planned_windows: 1,
         window_index: 0,
+        tf: model.vae.config().temporal_factor(),
     };
     let total = inputs.output_frames(req);
     // Under review, the file is written beside the output and published only if it passes.
@@ -208,8 +207,8 @@ pub fn generate(
             },
             Inputs::One(v),
         ) => {
-            run.planned_windows = windows_for_continuation(req.frames, req.window_frames);
-            let tail = last_frames(&v.frames, HEAD_CONTEXT_FRAMES);
+            run.planned_windows = windows_for_continuation(req.frames, req.window_frames, run.tf);
+            let tail = last_frames(&v.frames, run.head_context());
             sink.push_given(&v.frames, &mut run)?;
             run.continue_forward(&mut sink, tail, Vec::new(), req.frames)?;
         }
@@ -371,7 +370,8 @@ fn read_fitted(path: &Path, req: &GenerateRequest, notes: &mut Vec<String>) -> R
 }
 
 impl Inputs {
-    fn read(req: &GenerateRequest, notes: &mut Vec<String>) -> Result<Self> {
+    /// `tf`: the VAE's temporal factor (an edited clip is trimmed to `tf·k + 1` frames).
+    fn read(req: &GenerateRequest, tf: usize, notes: &mut Vec<String>) -> Result<Self> {
         Ok(match &req.mode {
             Mode::Text | Mode::Loop => Inputs::None,
             Mode::Image { image } => {
@@ -396,10 +396,10 @@ impl Inputs {
             }
             Mode::Edit { input, .. } => {
                 let mut v = read_fitted(input, req, notes)?;
-                let keep = (v.frames.len() - 1) / 4 * 4 + 1;
+                let keep = (v.frames.len() - 1) / tf * tf + 1;
                 if keep != v.frames.len() {
                     notes.push(format!(
-                        "{} has {} frames; edited the first {keep} (the VAE needs 4k+1)",
+                        "{} has {} frames; edited the first {keep} (the VAE needs {tf}k+1)",
                         input.display(),
                         v.frames.len()
                     ));
@@ -427,10 +427,11 @@ fn last_frames(frames: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
     frames[frames.len().saturating_sub(n)..].to_vec()
 }
 
-/// Windows needed to add `new` frames by forward extension with `window` frames per window.
-fn windows_for_continuation(new: usize, window: usize) -> usize {
-    let per = (window - 1) / 4 + 1 - CONTEXT_LATENTS;
-    (new / 4).div_ceil(per)
+/// Windows needed to add `new` frames by forward extension with `window` frames per window,
+/// `tf` frames per latent.
+fn windows_for_continuation(new: usize, window: usize, tf: usize) -> usize {
+    let per = (window - 1) / tf + 1 - CONTEXT_LATENTS;
+    (new / tf).div_ceil(per)
 }
 
 /// Exactly `n` frames from `given`: missing leading frames repeat its first frame (for
@@ -554,6 +555,8 @@ struct Run<'a> {
     windows: usize,
     planned_windows: usize,
     window_index: usize,
+    /// Frames per latent frame after the first (the VAE's temporal factor).
+    tf: usize,
 }
 
 /// How a window's frames reach the output.
@@ -603,12 +606,22 @@ impl Run<'_> {
         }
     }
 
+    /// Frames of a clip-start conditioning segment, `f(c−1)+1`.
+    fn head_context(&self) -> usize {
+        self.tf * (CONTEXT_LATENTS - 1) + 1
+    }
+
+    /// Frames of a conditioning segment placed at the end of a window, `fc`.
+    fn tail_context(&self) -> usize {
+        self.tf * CONTEXT_LATENTS
+    }
+
     fn latent_hw(&self) -> (usize, usize) {
         let s = self.model.vae.config().spatial_factor();
         (self.req.height as usize / s, self.req.width as usize / s)
     }
 
-    /// Normalised latents `(1, C, T', h, w)` of a `4k+1`-frame clip, encoded as one clip.
+    /// Normalised latents `(1, C, T', h, w)` of a `fk+1`-frame clip, encoded as one clip.
     fn encode(&mut self, frames: &[Vec<u8>]) -> Result<Tensor> {
         let t = Instant::now();
         let v = Video {
@@ -624,7 +637,7 @@ impl Run<'_> {
         Ok(z)
     }
 
-    /// Known latents for a window of `latents` frames: `clip` (4k+1 frames) encoded, zero
+    /// Known latents for a window of `latents` frames: `clip` (fk+1 frames) encoded, zero
     /// padded after its latents, flagged by `known`.
     fn known(&mut self, clip: &[Vec<u8>], known: Vec<bool>) -> Result<KnownFrames> {
         let z = self.encode(clip)?;
@@ -748,7 +761,7 @@ impl Run<'_> {
     }
 
     /// [`Self::long_video`], also returning its first `keep_head` and last
-    /// [`TAIL_CONTEXT_FRAMES`] frames.
+    /// [`Self::tail_context`] frames.
     fn long_video_keep(
         &mut self,
         sink: &mut Sink,
@@ -759,8 +772,8 @@ impl Run<'_> {
         let window = self.req.window_frames;
         let first = frames.min(window);
         let rest = frames - first;
-        self.planned_windows = 1 + windows_for_continuation(rest, window);
-        let latents = (first - 1) / 4 + 1;
+        self.planned_windows = 1 + windows_for_continuation(rest, window, self.tf);
+        let latents = (first - 1) / self.tf + 1;
         let known = match image {
             Some(img) => {
                 let mut flags = vec![false; latents];
@@ -774,9 +787,9 @@ impl Run<'_> {
             &z,
             sink,
             Emit {
-                keep_tail: TAIL_CONTEXT_FRAMES,
+                keep_tail: self.tail_context(),
                 keep_head,
-                hold: if rest > 0 { HEAD_CONTEXT_FRAMES } else { 0 },
+                hold: if rest > 0 { self.head_context() } else { 0 },
                 ..Emit::plain(0, first)
             },
         )?;
@@ -784,9 +797,9 @@ impl Run<'_> {
         Ok((head, tail))
     }
 
-    /// Adds `new` frames (a multiple of 4) after `tail` (the last frames so far; `held`, the
+    /// Adds `new` frames (a multiple of the temporal factor) after `tail` (the last frames so far; `held`, the
     /// last of them, not written yet) by forward extension windows; returns the new last
-    /// [`TAIL_CONTEXT_FRAMES`] frames.
+    /// [`Self::tail_context`] frames.
     fn continue_forward(
         &mut self,
         sink: &mut Sink,
@@ -794,30 +807,31 @@ impl Run<'_> {
         mut held: Vec<Vec<u8>>,
         mut new: usize,
     ) -> Result<Vec<Vec<u8>>> {
-        let window_latents = (self.req.window_frames - 1) / 4 + 1;
+        let (tf, head, tail_len) = (self.tf, self.head_context(), self.tail_context());
+        let window_latents = (self.req.window_frames - 1) / tf + 1;
         while new > 0 {
-            let added = (window_latents - CONTEXT_LATENTS).min(new / 4);
+            let added = (window_latents - CONTEXT_LATENTS).min(new / tf);
             let latents = CONTEXT_LATENTS + added;
-            let clip = pad_front(&tail, HEAD_CONTEXT_FRAMES);
+            let clip = pad_front(&tail, head);
             let flags = (0..latents).map(|i| i < CONTEXT_LATENTS).collect();
             let known = self.known(&clip, flags)?;
             let z = self.sample(latents, Some(&known), None)?;
-            let more = new > 4 * added;
+            let more = new > tf * added;
             let [_, t, h] = self.decode(
                 &z,
                 sink,
                 Emit {
-                    keep_tail: TAIL_CONTEXT_FRAMES,
+                    keep_tail: tail_len,
                     blend: std::mem::take(&mut held),
-                    hold: if more { HEAD_CONTEXT_FRAMES } else { 0 },
-                    ..Emit::plain(HEAD_CONTEXT_FRAMES, 4 * added)
+                    hold: if more { head } else { 0 },
+                    ..Emit::plain(head, tf * added)
                 },
             )?;
             held = h;
             // Short windows leave fewer fresh frames than the context: keep the older ones.
             tail.extend(t);
-            tail = last_frames(&tail, TAIL_CONTEXT_FRAMES);
-            new -= 4 * added;
+            tail = last_frames(&tail, tail_len);
+            new -= tf * added;
         }
         sink.push_all(&held, self)?; // none unless `new` was 0: a held frame is never lost
         Ok(tail)
@@ -832,18 +846,18 @@ impl Run<'_> {
         after: &[Vec<u8>],
         new: usize,
     ) -> Result<()> {
-        let lead = pad_front(before, HEAD_CONTEXT_FRAMES);
-        let follow = pad_back(after, TAIL_CONTEXT_FRAMES);
+        let lead = pad_front(before, self.head_context());
+        let follow = pad_back(after, self.tail_context());
         let mut clip = lead.clone();
         clip.extend(blend(&lead[lead.len() - 1], &follow[0], new));
         clip.extend(follow);
-        let latents = (clip.len() - 1) / 4 + 1;
+        let latents = (clip.len() - 1) / self.tf + 1;
         let flags = (0..latents)
             .map(|i| i < CONTEXT_LATENTS || i >= latents - CONTEXT_LATENTS)
             .collect();
         let known = self.known(&clip, flags)?;
         let z = self.sample(latents, Some(&known), None)?;
-        self.decode(&z, sink, Emit::plain(HEAD_CONTEXT_FRAMES, new))?;
+        self.decode(&z, sink, Emit::plain(self.head_context(), new))?;
         Ok(())
     }
 
@@ -860,7 +874,7 @@ impl Run<'_> {
         // A quarter of the clip joins end to start (whole latents, at least one).
         let joint = ((frames - 1) / 16).max(1) * 4;
         let base = frames - joint;
-        let (head, tail) = self.long_video_keep(sink, None, base, TAIL_CONTEXT_FRAMES)?;
+        let (head, tail) = self.long_video_keep(sink, None, base, self.tail_context())?;
         self.planned_windows = self.windows + 1;
         self.join(sink, &tail, &head, joint)
     }
@@ -868,12 +882,12 @@ impl Run<'_> {
     /// New frames before the input's start; one window whatever the length.
     fn backward(&mut self, sink: &mut Sink, input: &Video) -> Result<()> {
         let new = self.req.frames;
-        let follow = pad_back(&input.frames, TAIL_CONTEXT_FRAMES);
-        // The clip must be 4k+1 frames: one placeholder frame leads, `new` frames are sampled
+        let follow = pad_back(&input.frames, self.tail_context());
+        // The clip must be fk+1 frames: one placeholder frame leads, `new` frames are sampled
         // after it, and the first decoded frame re-creates the placeholder (dropped).
         let mut clip = vec![follow[0].clone(); 1 + new];
         clip.extend(follow);
-        let latents = (clip.len() - 1) / 4 + 1;
+        let latents = (clip.len() - 1) / self.tf + 1;
         let flags = (0..latents)
             .map(|i| i >= latents - CONTEXT_LATENTS)
             .collect();
@@ -904,10 +918,14 @@ mod tests {
     #[test]
     fn continuation_windows_cover_the_new_frames() {
         // 33-frame windows add 7 latents (28 frames) each after 2 context latents.
-        assert_eq!(windows_for_continuation(928, 33), 34);
-        assert_eq!(windows_for_continuation(28, 33), 1);
-        assert_eq!(windows_for_continuation(32, 33), 2);
-        assert_eq!(windows_for_continuation(0, 33), 0);
+        assert_eq!(windows_for_continuation(928, 33, 4), 34);
+        assert_eq!(windows_for_continuation(28, 33, 4), 1);
+        assert_eq!(windows_for_continuation(32, 33, 4), 2);
+        assert_eq!(windows_for_continuation(0, 33, 4), 0);
+        // At 2× time a 33-frame window is 17 latents: 15 new ones, 30 frames.
+        assert_eq!(windows_for_continuation(30, 33, 2), 1);
+        assert_eq!(windows_for_continuation(32, 33, 2), 2);
+        assert_eq!(windows_for_continuation(928, 33, 2), 31);
     }
 
     #[test]

@@ -38,6 +38,15 @@ fn tiny() -> &'static Model {
     M.get_or_init(|| Model::random_tiny(11).expect("random tiny model"))
 }
 
+/// The same micro model at Wan's 4× time and with a VAE that compresses time 2×: every mode's
+/// frame arithmetic follows the VAE.
+fn tiny_both() -> [(usize, &'static Model); 2] {
+    static M2: OnceLock<Model> = OnceLock::new();
+    let m2 = M2.get_or_init(|| Model::random_tiny_time(11, 2).expect("random tiny model"));
+    assert_eq!(m2.vae.config().temporal_factor(), 2);
+    [(4, tiny()), (2, m2)]
+}
+
 fn spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
     RequestSpec {
         width: 32,
@@ -216,30 +225,33 @@ fn extend_keeps_the_given_frames_both_ways() {
     let dir = tempfile::tempdir().unwrap();
     let input = frame_dir_clip(dir.path(), "in", 7, 10);
     let given = read_frames(&input);
-    for backward in [false, true] {
+    for ((tf, model), backward) in tiny_both()
+        .into_iter()
+        .flat_map(|m| [(m, false), (m, true)])
+    {
         let mut s = spec(
             dir.path(),
-            &format!("ext{backward}.mp4"),
+            &format!("ext{backward}{tf}.mp4"),
             Mode::Extend {
                 input: input.clone(),
                 backward,
             },
         );
         s.frames = Some(8);
-        let (sum, out) = run(tiny(), &GenerateRequest::new(s).unwrap());
+        let (sum, out) = run(model, &GenerateRequest::new(s).unwrap());
         assert_eq!(out.len(), 15);
         assert_eq!(sum.windows, 1);
         if backward {
             assert_eq!(
                 &out[8..],
                 &given[..],
-                "backward: input follows the new frames"
+                "backward ({tf}× time): input follows the new frames"
             );
         } else {
             assert_eq!(
                 &out[..7],
                 &given[..],
-                "forward: input comes first, unchanged"
+                "forward ({tf}× time): input comes first, unchanged"
             );
         }
     }
@@ -250,94 +262,106 @@ fn connect_starts_with_a_and_ends_with_b() {
     let dir = tempfile::tempdir().unwrap();
     let a = frame_dir_clip(dir.path(), "a", 5, 0);
     let b = frame_dir_clip(dir.path(), "b", 9, 120);
-    let s = spec(
-        dir.path(),
-        "ab.gif",
-        Mode::Connect {
-            a: a.clone(),
-            b: b.clone(),
-        },
-    );
-    let (sum, out) = run(tiny(), &GenerateRequest::new(s).unwrap());
-    assert_eq!(out.len(), 5 + 16 + 9);
-    assert_eq!(sum.mode, "connect");
-    assert_eq!(&out[..5], &read_frames(&a)[..]);
-    assert_eq!(&out[21..], &read_frames(&b)[..]);
+    for (tf, model) in tiny_both() {
+        let s = spec(
+            dir.path(),
+            &format!("ab{tf}.gif"),
+            Mode::Connect {
+                a: a.clone(),
+                b: b.clone(),
+            },
+        );
+        let (sum, out) = run(model, &GenerateRequest::new(s).unwrap());
+        assert_eq!(out.len(), 5 + 16 + 9, "{tf}× time");
+        assert_eq!(sum.mode, "connect");
+        assert_eq!(&out[..5], &read_frames(&a)[..], "{tf}× time");
+        assert_eq!(&out[21..], &read_frames(&b)[..], "{tf}× time");
+    }
 }
 
 #[test]
 fn loop_is_a_base_clip_plus_a_joint_back_to_its_start() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(dir.path(), "loop.mp4", Mode::Loop);
-    s.frames = Some(17);
-    let (sum, looped) = run(tiny(), &GenerateRequest::new(s.clone()).unwrap());
-    assert_eq!((looped.len(), sum.windows), (17, 2));
-    // The base is the plain text-to-video clip of 13 frames with the same seed.
-    s.mode = Mode::Text;
-    s.frames = Some(13);
-    s.output = dir.path().join("base.mp4");
-    let (_, base) = run(tiny(), &GenerateRequest::new(s).unwrap());
-    assert_eq!(&looped[..13], &base[..]);
+    for (tf, model) in tiny_both() {
+        let mut s = spec(dir.path(), &format!("loop{tf}.mp4"), Mode::Loop);
+        s.frames = Some(17);
+        let (sum, looped) = run(model, &GenerateRequest::new(s.clone()).unwrap());
+        assert_eq!((looped.len(), sum.windows), (17, 2), "{tf}× time");
+        // The base is the plain text-to-video clip of 13 frames with the same seed.
+        s.mode = Mode::Text;
+        s.frames = Some(13);
+        s.output = dir.path().join(format!("base{tf}.mp4"));
+        let (_, base) = run(model, &GenerateRequest::new(s).unwrap());
+        assert_eq!(&looped[..13], &base[..], "{tf}× time");
+    }
 }
 
 #[test]
 fn edit_at_strength_zero_returns_the_input_and_higher_strength_changes_it() {
     let dir = tempfile::tempdir().unwrap();
-    let input = frame_dir_clip(dir.path(), "src", 10, 60);
-    let given = read_frames(&input);
-    let edit = |strength: f64, name: &str| {
-        let s = spec(
-            dir.path(),
-            name,
-            Mode::Edit {
-                input: input.clone(),
-                strength,
-            },
+    // The input is trimmed to the VAE's `tf·k + 1` frames: 10 → 9 at 4× time, 12 → 11 at 2×.
+    for (tf, model, len, kept) in [(4, tiny(), 10, 9), (2, tiny_both()[1].1, 12, 11)] {
+        let input = frame_dir_clip(dir.path(), &format!("src{tf}"), len, 60);
+        let given = read_frames(&input);
+        let edit = |strength: f64, name: &str| {
+            let s = spec(
+                dir.path(),
+                &format!("{tf}{name}"),
+                Mode::Edit {
+                    input: input.clone(),
+                    strength,
+                },
+            );
+            run(model, &GenerateRequest::new(s).unwrap())
+        };
+        let (sum, same) = edit(0.0, "e0.mp4");
+        assert_eq!(
+            &same[..],
+            &given[..kept],
+            "strength 0 is the input (trimmed to {tf}k+1)"
         );
-        run(tiny(), &GenerateRequest::new(s).unwrap())
-    };
-    let (sum, same) = edit(0.0, "e0.mp4");
-    assert_eq!(
-        &same[..],
-        &given[..9],
-        "strength 0 is the input (trimmed to 4k+1)"
-    );
-    assert!(
-        sum.notes.iter().any(|n| n.contains("first 9")),
-        "{:?}",
-        sum.notes
-    );
-    let (_, changed) = edit(0.7, "e7.mp4");
-    assert_eq!(changed.len(), 9);
-    assert_ne!(changed, same);
+        assert!(
+            sum.notes
+                .iter()
+                .any(|n| n.contains(&format!("first {kept} "))),
+            "{:?}",
+            sum.notes
+        );
+        let (_, changed) = edit(0.7, "e7.mp4");
+        assert_eq!(changed.len(), kept);
+        assert_ne!(changed, same);
+    }
 }
 
 #[test]
 fn long_video_runs_in_windows_with_the_right_frame_count() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(dir.path(), "long.mp4", Mode::Text);
-    s.frames = Some(25);
-    let mut req = GenerateRequest::new(s).unwrap();
-    // 9-frame windows: 3 latents, 2 of them context, so each later window adds 4 frames.
-    req.window_frames = 9;
-    let mut steps = Vec::new();
-    let mut cap = Capture::default();
-    let sum = generate(tiny(), &req, &mut cap, &mut |p| {
-        if let Progress::Step {
-            window, windows, ..
-        } = p
-        {
-            steps.push((*window, *windows));
-        }
-        ControlFlow::Continue(())
-    })
-    .unwrap();
-    assert_eq!((sum.frames, sum.windows), (25, 5));
-    assert!(steps.iter().all(|&(_, n)| n == 5), "{steps:?}");
-    assert_eq!(steps.last().map(|s| s.0), Some(4));
-    // The written file holds every frame.
-    let back = tessera_media::read_video(&req.output).unwrap();
-    assert_eq!(back.frames.len(), 25);
+    // 9-frame windows: at 4× time 3 latents, 2 of them context, so each later window adds 4
+    // frames (16 after the first window: 4 more); at 2× time 5 latents add 6 frames (3 more).
+    for (tf, model, windows) in [(4, tiny(), 5), (2, tiny_both()[1].1, 4)] {
+        let mut s = spec(dir.path(), &format!("long{tf}.mp4"), Mode::Text);
+        s.frames = Some(25);
+        let mut req = GenerateRequest::new(s).unwrap();
+        req.window_frames = 9;
+        let mut steps = Vec::new();
+        let mut cap = Capture::default();
+        let sum = generate(model, &req, &mut cap, &mut |p| {
+            if let Progress::Step {
+                window, windows, ..
+            } = p
+            {
+                steps.push((*window, *windows));
+            }
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!((sum.frames, sum.windows), (25, windows), "{tf}× time");
+        assert!(steps.iter().all(|&(_, n)| n == windows), "{steps:?}");
+        assert_eq!(steps.last().map(|s| s.0), Some(windows - 1));
+        // The written file holds every frame.
+        let back = tessera_media::read_video(&req.output).unwrap();
+        assert_eq!(back.frames.len(), 25);
+    }
 }
 
 #[test]

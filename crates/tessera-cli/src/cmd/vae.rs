@@ -62,22 +62,27 @@ pub fn run(cmd: VaeCommand) -> Result<()> {
     if video.frames.is_empty() {
         bail!("{} has no frames", a.input.display());
     }
-    // The VAE takes 4k+1 frames and sides divisible by 8: drop the tail, crop the borders.
+    // The VAE takes tf·k+1 frames and sides divisible by its spatial factor: drop the tail,
+    // crop the borders.
+    let (tf, sf) = (
+        vae.config().temporal_factor(),
+        vae.config().spatial_factor() as u32,
+    );
     let (t, w, h) = (
-        (video.frames.len() - 1) / 4 * 4 + 1,
-        video.width / 8 * 8,
-        video.height / 8 * 8,
+        (video.frames.len() - 1) / tf * tf + 1,
+        video.width / sf * sf,
+        video.height / sf * sf,
     );
     if w == 0 || h == 0 {
         bail!(
-            "{}x{} is smaller than 8x8, the VAE's minimum",
+            "{}x{} is smaller than {sf}x{sf}, the VAE's minimum",
             video.width,
             video.height
         );
     }
     if t != video.frames.len() || w != video.width || h != video.height {
         eprintln!(
-            "note: using {t} of {} frames at {w}x{h} (the VAE takes 4k+1 frames, sides divisible by 8)",
+            "note: using {t} of {} frames at {w}x{h} (the VAE takes {tf}k+1 frames, sides divisible by {sf})",
             video.frames.len()
         );
         video.frames.truncate(t);
