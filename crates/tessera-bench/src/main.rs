@@ -27,8 +27,9 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     big_runs: usize,
     /// VAE layout the `vae` suite times, with random weights: a preset name (`tiny-residual`
-    /// is the default model's, `tiny-patch` its half-work successor).
-    #[arg(long, default_value = "tiny", value_parser = vae_preset)]
+    /// is the default model's, `tiny-patch` its half-work successor) or a `config.json`
+    /// (`docs/configs/`).
+    #[arg(long, default_value = "tiny", value_parser = vae_config)]
     vae_config: String,
     /// Folder for the weights, inputs and outputs of the model suites (read by
     /// `bench/peer/peer.py`); a temporary folder when absent.
@@ -36,13 +37,11 @@ struct Args {
     export: Option<std::path::PathBuf>,
 }
 
-/// Refuses an unknown preset before any suite runs.
-fn vae_preset(name: &str) -> Result<String, String> {
-    use tessera_models::vae;
-    match vae::Config::preset(name) {
-        Some(_) => Ok(name.to_string()),
-        None => Err(format!("unknown VAE preset; use {}", vae::PRESETS)),
-    }
+/// Refuses an unknown preset or a bad config file before any suite runs.
+fn vae_config(name: &str) -> Result<String, String> {
+    tessera_models::vae::Config::preset_or_file(name)
+        .map(|_| name.to_string())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,7 +4,8 @@
 //! cargo run --release -p tessera-models --example vae_bench -- stream FRAMES [SIZE [CONFIG]]
 //! cargo run --release -p tessera-models --example vae_bench -- train FRAMES [SIZE [CONFIG]]
 //! ```
-//! CONFIG is a preset name (`tiny` by default; see `vae::PRESETS`).
+//! CONFIG is a preset name (`tiny` by default; see `vae::PRESETS`) or a diffusers-style
+//! `config.json`.
 //! `stream` decodes a random latent for `FRAMES` frames one latent frame at a time through
 //! [`DecodeStream`], dropping each chunk as a file writer would, and prints the process's peak
 //! RSS: run it for 33, 129 and 257 frames to see that memory stays flat.
@@ -34,12 +35,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let size: usize = args.get(2).map(|a| a.parse()).transpose()?.unwrap_or(64);
     let dev = Device::Cpu;
     let name = args.get(3).map(String::as_str).unwrap_or("tiny");
-    let cfg = Config::preset(name).ok_or_else(|| {
-        format!(
-            "unknown config `{name}`; use {}",
-            tessera_models::vae::PRESETS
-        )
-    })?;
+    let cfg = Config::preset_or_file(name)?;
     cfg.check_video_dims(&[1, 3, frames, size, size])?;
     let vm = init_varmap(&cfg, 0, &dev)?;
     let vae = AutoencoderKLWan::new(&cfg, VarBuilder::from_varmap(&vm, DType::F32, &dev))?;

@@ -235,6 +235,19 @@ impl Config {
 
     /// The named configs (`tessera train vae --config NAME`, the benches), `None` for others;
     /// [`PRESETS`] lists them.
+    /// A preset by name, or a diffusers-style `config.json` by path.
+    pub fn preset_or_file(name: &str) -> VaeResult<Self> {
+        if let Some(cfg) = Self::preset(name) {
+            return Ok(cfg);
+        }
+        if name.ends_with(".json") {
+            return Self::from_diffusers_json(Path::new(name));
+        }
+        Err(VaeError::Config(format!(
+            "unknown VAE config `{name}`; use {PRESETS} or a config.json path"
+        )))
+    }
+
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),
@@ -1829,6 +1842,26 @@ pub fn init_varmap(cfg: &Config, seed: u64, dev: &Device) -> VaeResult<VarMap> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn configs_come_by_preset_name_or_file() {
+        assert_eq!(Config::preset_or_file("tiny").unwrap(), Config::tiny());
+        let file = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/configs/vae-tiny-residual-s4-t2.json"
+        );
+        let cfg = Config::preset_or_file(file).unwrap();
+        assert_eq!((cfg.temporal_factor(), cfg.spatial_factor()), (2, 4));
+        let err = Config::preset_or_file("huge").unwrap_err().to_string();
+        assert!(
+            err.contains("`huge`") && err.contains("tiny-residual"),
+            "{err}"
+        );
+        assert!(matches!(
+            Config::preset_or_file("/no/such.json"),
+            Err(VaeError::Io { .. })
+        ));
+    }
 
     /// `cfg`'s layout at 4 channels wide, 4 latent channels: tests run in milliseconds.
     fn at_micro_widths(cfg: Config) -> Config {

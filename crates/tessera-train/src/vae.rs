@@ -200,18 +200,7 @@ impl VaeTrainOptions {
 
 /// A preset ([`Config::preset`]) or a `config.json` file in diffusers' format.
 pub fn config_by_name(name: &str) -> Result<Config> {
-    if let Some(cfg) = Config::preset(name) {
-        return Ok(cfg);
-    }
-    if name.ends_with(".json") {
-        let cfg: Config = crate::read_json_file(Path::new(name))?;
-        cfg.validate()?;
-        return Ok(cfg);
-    }
-    Err(TrainError::Options(format!(
-        "unknown VAE config `{name}`; use {} or a config.json path",
-        tessera_models::vae::PRESETS
-    )))
+    Config::preset_or_file(name).map_err(|e| TrainError::Options(e.to_string()))
 }
 
 /// One step's numbers, for the progress callback and the log.
