@@ -71,6 +71,6 @@ fn roundtrip_trims_and_crops_to_the_vaes_factors() {
         (&9.into(), &36.into(), &20.into())
     );
     assert!(note.contains("divisible by 4"), "{note}");
-    let back = tessera_media::read_video(&dir.path().join("b.mp4")).unwrap();
+    let back = tessera_media::read_video(dir.path().join("b.mp4")).unwrap();
     assert_eq!((back.width, back.height, back.frames.len()), (36, 20, 9));
 }
