@@ -144,7 +144,8 @@ pub fn generate(
     let mut notes = Vec::new();
 
     // 1. Inputs: read and fitted to the request before any model work.
-    let inputs = Inputs::read(req, model.vae.config().temporal_factor(), &mut notes)?;
+    let tf = model.vae.config().temporal_factor();
+    let inputs = Inputs::read(req, tf, &mut notes)?;
 
     // 2. Prompt extension.
     let t = Instant::now();
@@ -187,7 +188,7 @@ pub fn generate(
         windows: 0,
         planned_windows: 1,
         window_index: 0,
-        tf: model.vae.config().temporal_factor(),
+        tf,
     };
     let total = inputs.output_frames(req);
     // Under review, the file is written beside the output and published only if it passes.
