@@ -336,7 +336,7 @@ impl TinyParts {
             base_dim: 4,
             z_dim: 4,
             dim_mult: vec![1, 2, 2, 2],
-            temperal_downsample: (0..3).map(|i| i >= 3 - halvings).collect(),
+            temperal_downsample: (0..3).map(|i| i + halvings >= 3).collect(),
             latents_mean: vec![0.0; 4],
             latents_std: vec![1.0; 4],
             ..VaeConfig::tiny()
