@@ -204,7 +204,7 @@ pub fn dit(runs: usize, export: &Path) -> Result<Vec<Row>> {
 }
 
 /// VAE encode (posterior, whole clip in one pass) and decode (latent back to frames, clamped) of
-/// the preset `config` on 33-frame clips; `big_runs` repeats the 256×256 clip (0 skips it).
+/// `config` (a preset or a config.json) on 33-frame clips; `big_runs` repeats the 256×256 clip (0 skips it).
 pub fn vae(runs: usize, config: &str, export: &Path, big_runs: usize) -> Result<Vec<Row>> {
     let cfg = vae::Config::preset_or_file(config)?;
     let dir = export.join("vae");
