@@ -227,7 +227,10 @@ fn fill(parsed: &ParsedPrompt, rng: &mut impl Rng) -> SceneDescription {
             }
         });
         let speed = p.speed.unwrap_or_else(|| pick(rng, Speed::ALL));
-        let direction = p.direction.unwrap_or_else(|| pick(rng, Direction::ALL));
+        let direction = p.direction.unwrap_or_else(|| {
+            let along = p.axis.map_or(Direction::ALL, |a| a.directions());
+            pick(rng, along)
+        });
         let turn = p.turn.unwrap_or_else(|| pick(rng, Turn::ALL));
         let motion = match kind {
             MotionKind::Still => Motion::Still,
@@ -346,6 +349,16 @@ mod tests {
             scene.objects[0].colour,
             Some(tessera_world::caption::Colour::Red)
         );
+        // "Across" draws a sideways heading, never up or down.
+        for seed in 0..16 {
+            let e = extend_prompt("a red ball bounces across a blue floor", seed, false);
+            let d = parse_prompt(&e.text).objects[0].direction;
+            assert!(
+                matches!(d, Some(Direction::Left | Direction::Right)),
+                "{}",
+                e.text
+            );
+        }
         // After a subject, a bare floor is still an event.
         let e = parse_prompt("a red ball hits the floor");
         assert!(e.background.is_none());

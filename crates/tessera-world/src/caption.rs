@@ -74,6 +74,11 @@ vocab!(
 );
 
 vocab!(
+    /// A line of motion without its sense: "across" says sideways, not which way.
+    Axis { Horizontal => "horizontal", Vertical => "vertical" }
+);
+
+vocab!(
     /// Sense of rotation as seen on screen.
     Turn { Clockwise => "clockwise", Counterclockwise => "counterclockwise" }
 );
@@ -213,6 +218,16 @@ impl Speed {
             Speed::Slow => "slowly",
             Speed::Medium => "steadily",
             Speed::Fast => "quickly",
+        }
+    }
+}
+
+impl Axis {
+    /// The two directions along the axis.
+    pub fn directions(self) -> &'static [Direction] {
+        match self {
+            Axis::Horizontal => &[Direction::Left, Direction::Right],
+            Axis::Vertical => &[Direction::Up, Direction::Down],
         }
     }
 }
@@ -796,6 +811,9 @@ pub struct ParsedObject {
     pub size: Option<Size>,
     pub motion: Option<MotionKind>,
     pub direction: Option<Direction>,
+    /// The line a prompt names without a sense ("across"); a `direction` overrides it.
+    #[serde(default)]
+    pub axis: Option<Axis>,
     pub turn: Option<Turn>,
     pub speed: Option<Speed>,
     pub region: Option<Region>,
@@ -856,7 +874,6 @@ const FILLER: &[&str] = &[
     "into",
     "around",
     "over",
-    "across",
     "place",
     "frame",
     "screen",
@@ -1231,6 +1248,23 @@ impl PromptParser {
         }
     }
 
+    /// "rolls across": a line without a sense. Like a direction word it makes a subject with no
+    /// motion yet move in a line; the camera ("pans across") takes a direction of its own.
+    fn set_axis(&mut self, axis: Axis) {
+        if self.slot == Slot::Camera {
+            return;
+        }
+        for &i in &self.subjects {
+            let o = &mut self.out.objects[i];
+            if o.motion.is_none() {
+                o.motion = Some(MotionKind::Linear);
+            }
+            if matches!(o.motion, Some(MotionKind::Linear | MotionKind::Bounce)) {
+                o.axis = Some(axis);
+            }
+        }
+    }
+
     fn wall_event(&mut self, wall: Wall) {
         for &object in &self.subjects {
             let o = &mut self.out.objects[object];
@@ -1443,6 +1477,15 @@ impl PromptParser {
                 self.set_direction_sign(h, v);
                 continue;
             }
+            let axis = match w {
+                "across" | "sideways" | "horizontally" => Some(Axis::Horizontal),
+                "vertically" => Some(Axis::Vertical),
+                _ => None,
+            };
+            if let Some(axis) = axis {
+                self.set_axis(axis);
+                continue;
+            }
             if let Some(kind) = motion_word(w) {
                 // "bounces off the wall" is an event; the motion is only implied.
                 let event_verb = kind == MotionKind::Bounce && next == "off";
@@ -1642,6 +1685,33 @@ mod tests {
                 }
             ]
         );
+    }
+
+    #[test]
+    fn across_names_a_line_not_a_sense() {
+        let p = parse_prompt("a red ball bounces across a blue floor");
+        let o = &p.objects[0];
+        assert_eq!(
+            (o.motion, o.axis),
+            (Some(MotionKind::Bounce), Some(Axis::Horizontal))
+        );
+        assert_eq!(o.direction, None);
+        // With no motion word it moves in a line; a direction named as well is kept.
+        let p = parse_prompt("a blue star sideways");
+        let o = &p.objects[0];
+        assert_eq!(
+            (o.motion, o.axis),
+            (Some(MotionKind::Linear), Some(Axis::Horizontal))
+        );
+        let p = parse_prompt("a green square slides vertically upward");
+        let o = &p.objects[0];
+        assert_eq!(
+            (o.axis, o.direction),
+            (Some(Axis::Vertical), Some(Direction::Up))
+        );
+        let p = parse_prompt("a star spins. the camera pans across");
+        assert_eq!(p.objects[0].axis, None);
+        assert!(p.unknown_words.is_empty(), "{:?}", p.unknown_words);
     }
 
     #[test]
