@@ -260,17 +260,15 @@ impl WordTokenizer {
         UNK_ID
     }
 
-    /// Token ids of one prompt, at most `max_len` (extra words are dropped with a warning).
+    /// Words of `prompt` past the context, which [`Self::tokenize`] drops.
+    pub fn overflow(&self, prompt: &str) -> usize {
+        split_words(prompt).len().saturating_sub(self.max_len)
+    }
+
+    /// Token ids of one prompt, at most `max_len` (extra words are dropped: the encoder warns of
+    /// a prompt, a trainer counts its captions once).
     pub fn tokenize(&self, prompt: &str) -> Vec<u32> {
-        let words = split_words(prompt);
-        if words.len() > self.max_len {
-            tracing::warn!(
-                words = words.len(),
-                kept = self.max_len,
-                "prompt longer than the text encoder's context; truncating"
-            );
-        }
-        words
+        split_words(prompt)
             .iter()
             .take(self.max_len)
             .map(|w| self.word_id(w))
@@ -514,6 +512,16 @@ impl SmallTextEncoder {
 impl TextEncoder for SmallTextEncoder {
     fn encode(&self, prompts: &[&str]) -> std::result::Result<TextEmbeddings, TextError> {
         let device = self.token_embedding.embeddings().device();
+        for p in prompts {
+            let dropped = self.tokenizer.overflow(p);
+            if dropped > 0 {
+                tracing::warn!(
+                    dropped,
+                    kept = self.tokenizer.max_len(),
+                    "prompt longer than the text encoder's context; truncating"
+                );
+            }
+        }
         let (ids, mask) = self.tokenizer.batch(prompts, device)?;
         let states = self.forward_ids(&ids, &mask)?;
         Ok(TextEmbeddings { states, mask })
@@ -881,6 +889,8 @@ mod tests {
         let t = tokenizer();
         let long = "red ".repeat(40);
         assert_eq!(t.tokenize(&long).len(), t.max_len());
+        assert_eq!(t.overflow(&long), 40 - t.max_len());
+        assert_eq!(t.overflow("red circle"), 0);
         let (ids, mask) = t.batch(&["", "red circle"], &Device::Cpu)?;
         assert_eq!(ids.dims(), [2, 2]);
         assert_eq!(mask.to_vec2::<f32>()?, [[0.0, 0.0], [1.0, 1.0]]);

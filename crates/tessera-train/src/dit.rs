@@ -432,6 +432,13 @@ pub enum DitEvent {
         mean: f64,
         std: f64,
     },
+    /// Captions (and alternative wordings) past the text encoder's context: training reads only
+    /// their first `kept_words` words.
+    LongCaptions {
+        long: usize,
+        of: usize,
+        kept_words: usize,
+    },
     Step(DitStepReport),
     /// Sample clips written; `pixel_error` is the mean |Δ| (0–255) against the held-out clip
     /// whose caption prompted it (a different clip of the same description: a loose signal).
@@ -874,6 +881,7 @@ pub fn train_dit(
         }
         _ => None,
     };
+    let captions = set.captions();
     let tok: WordTokenizer = match &meta {
         Some(m) => {
             let mut t: WordTokenizer =
@@ -888,9 +896,17 @@ pub fn train_dit(
         }
         None => match &init_text {
             Some(dir) => read_tokenizer(dir)?,
-            None => WordTokenizer::from_corpus(&set.captions(), 1, opts.text_max_len),
+            None => WordTokenizer::from_corpus(&captions, 1, opts.text_max_len),
         },
     };
+    let long = captions.iter().filter(|c| tok.overflow(c) > 0).count();
+    if long > 0 {
+        let _ = progress(&DitEvent::LongCaptions {
+            long,
+            of: captions.len(),
+            kept_words: tok.max_len(),
+        });
+    }
     // A resumed run keeps the encoder it was built with, whether recipe-made or a folder's.
     let tcfg = match (&meta, &init_text) {
         (Some(m), _) => {

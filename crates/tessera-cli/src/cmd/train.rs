@@ -284,6 +284,14 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                     DitEvent::Latents { items, std, .. } => bar.println(format!(
                         "{items} cached latents (std {std:.2}; near 1 means the VAE's statistics fit)"
                     )),
+                    DitEvent::LongCaptions {
+                        long,
+                        of,
+                        kept_words,
+                    } => bar.println(format!(
+                        "{long} of {of} captions are longer than the text encoder's \
+                         {kept_words} words; training reads their beginnings"
+                    )),
                     DitEvent::Samples {
                         step,
                         paths,
