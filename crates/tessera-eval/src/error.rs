@@ -40,6 +40,8 @@ pub enum EvalError {
         line: usize,
         message: String,
     },
+    #[error("reference folder {path} holds {found} videos; the FVD-style distance needs at least 2 real clips: pass a `tessera world sample` folder or a folder of videos")]
+    FewReferenceClips { path: PathBuf, found: usize },
     #[error("cannot list videos in {path}: {source}; pass an existing folder of videos")]
     ListDir {
         path: PathBuf,

@@ -13,6 +13,12 @@ use tessera_world::caption::Colour;
 use crate::metrics::{Analysis, ObservedEventKind};
 use crate::track::{accelerations, median};
 
+/// Ceiling of the motion entries (speeds in frame widths a second, the median acceleration in
+/// px/frame², bounces per object a second). The world's fastest object crosses 0.7 frame widths a
+/// second and gravity is 0.6 px/frame²; past 4 a track has jumped between unrelated blobs. Left
+/// uncapped, one such clip of 48 made a distance of 4.5 into 161 (TRAINING.md, session 23).
+pub const MOTION_CAP: f64 = 4.0;
+
 /// Length of [`clip_features`]' output.
 pub const FEATURE_DIM: usize = Colour::ALL.len() + 16;
 
@@ -20,8 +26,8 @@ pub const FEATURE_DIM: usize = Colour::ALL.len() + 16;
 /// 1. object-pixel share of each palette colour (10);
 /// 2. object count / 4 and mean object area as a fraction of the frame × 10 (2);
 /// 3. mean compactness, solidity, hole fraction, symmetry and elongation of objects (5);
-/// 4. mean and spread of object speed (frame widths per second), mean |acceleration|
-///    (px/frame², 64-px frame), bounces per object per second (4);
+/// 4. mean and spread of object speed (frame widths per second), median |acceleration|
+///    (px/frame², 64-px frame), bounces per object per second, each at most [`MOTION_CAP`] (4);
 /// 5. motion energy: mean share of clearly changing pixels × 10 and background change / 10 (2);
 /// 6. the first frame's mean luminance and luminance spread of the backdrop, and the share of
 ///    pixels that belong to objects × 10 (3).
@@ -100,12 +106,15 @@ pub fn clip_features(a: &Analysis, first_frame: &[u8]) -> Vec<f64> {
         .filter(|e| matches!(e.kind, ObservedEventKind::Bounce { .. }))
         .count() as f64;
     let seconds = (n as f64 / a.fps).max(1e-9);
-    out.extend([
-        mean_speed,
-        spread,
-        median(&accs).unwrap_or(0.0),
-        bounces / k / seconds,
-    ]);
+    out.extend(
+        [
+            mean_speed,
+            spread,
+            median(&accs).unwrap_or(0.0),
+            bounces / k / seconds,
+        ]
+        .map(|v| v.min(MOTION_CAP)),
+    );
 
     let mean_of = |v: &[f64]| {
         if v.is_empty() {

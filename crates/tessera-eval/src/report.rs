@@ -58,6 +58,9 @@ pub struct ClipReport {
     pub events: Vec<ObservedEvent>,
     /// PNG strip of frames, relative to the report folder.
     pub strip: Option<String>,
+    /// The clip's FVD-style feature vector ([`clip_features`]), so a moved distance can be
+    /// traced to the clips and entries that moved it.
+    pub features: Vec<f64>,
 }
 
 /// A clip that could not be scored (e.g. an unreadable video); the run goes on without it.
@@ -242,7 +245,6 @@ fn conform(video: &Video, name: &str, o: &EvalOptions) -> Result<Video> {
 
 struct Scored {
     report: ClipReport,
-    features: Vec<f64>,
     analysis: Analysis,
 }
 
@@ -252,7 +254,6 @@ fn score_one(name: &str, video: &Video, caption: &str, o: &EvalOptions) -> Resul
     let expected = ExpectedScene::from_prompt(caption);
     let scores = score(&a, &expected);
     Ok(Scored {
-        features: clip_features(&a, &v.frames[0]),
         report: ClipReport {
             name: name.to_string(),
             caption: caption.to_string(),
@@ -261,6 +262,7 @@ fn score_one(name: &str, video: &Video, caption: &str, o: &EvalOptions) -> Resul
             objects: a.objects.clone(),
             events: a.events.clone(),
             strip: None,
+            features: clip_features(&a, &v.frames[0]),
         },
         analysis: a,
     })
@@ -406,7 +408,19 @@ pub fn eval_videos(
         })
         .collect();
     let reference: Vec<Result<Video>> = match &options.reference_dir {
-        Some(dir) => list_videos(dir)?.iter().map(|p| read(p)).collect(),
+        Some(dir) => {
+            // A shapes-world folder keeps its clips under videos/.
+            let inner = dir.join("videos");
+            let dir = if inner.is_dir() { &inner } else { dir };
+            let paths = list_videos(dir)?;
+            if paths.len() < 2 {
+                return Err(EvalError::FewReferenceClips {
+                    path: dir.to_path_buf(),
+                    found: paths.len(),
+                });
+            }
+            paths.iter().map(|p| read(p)).collect()
+        }
         None => Vec::new(),
     };
     let named = videos
@@ -467,7 +481,7 @@ fn build_report(
                 let rel = format!("strips/{i:04}.png");
                 write_strip(&video, options.strip_frames, &out_dir.join(&rel))?;
                 s.report.strip = Some(rel);
-                features.push(s.features);
+                features.push(s.report.features.clone());
                 analyses.push(s.analysis);
                 report.clips.push(s.report);
             }

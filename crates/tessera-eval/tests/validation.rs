@@ -489,6 +489,36 @@ fn fvd_separates_real_from_corrupted() {
 }
 
 #[test]
+fn one_clip_of_jumping_blobs_does_not_swamp_the_fvd() {
+    let opts = EvalOptions::default();
+    let a: Vec<Video> = clips(24, 81).into_iter().map(|c| c.video).collect();
+    let b: Vec<(Video, String)> = clips(24, 82)
+        .into_iter()
+        .map(|c| (c.video, c.caption))
+        .collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let base = eval_clips_with(&b, &a, dir.path(), &opts).expect("report");
+    // Every other frame mirrored: each object jumps across the frame and back, as a track
+    // matched between unrelated speckles of a half-trained model does.
+    let mut jumpy = b.clone();
+    let v = &mut jumpy[0].0;
+    let (w, row) = (v.width as usize, 3 * v.width as usize);
+    for frame in v.frames.iter_mut().skip(1).step_by(2) {
+        let src = frame.clone();
+        for (dst, s) in frame.chunks_exact_mut(row).zip(src.chunks_exact(row)) {
+            for x in 0..w {
+                dst[3 * x..3 * x + 3].copy_from_slice(&s[3 * (w - 1 - x)..3 * (w - 1 - x) + 3]);
+            }
+        }
+    }
+    let with = eval_clips_with(&jumpy, &a, dir.path(), &opts).expect("report");
+    let (d, dj) = (base.fvd.unwrap_or(f64::NAN), with.fvd.unwrap_or(f64::NAN));
+    println!("fvd {d:.3}; with one jumping clip {dj:.3}");
+    // Uncapped, this one clip of 24 moved the distance from 0.8 to 180.
+    assert!((dj - d).abs() < 3.0, "{d} vs {dj}");
+}
+
+#[test]
 fn folder_with_bad_inputs_is_scored_without_aborting() {
     let dir = tempfile::tempdir().expect("temp dir");
     let videos = dir.path().join("videos");
@@ -510,7 +540,7 @@ fn folder_with_bad_inputs_is_scored_without_aborting() {
     std::fs::write(&captions, text).expect("write captions");
     let out = dir.path().join("report");
     let report = eval_videos(
-        &VideoSource::Dir(videos),
+        &VideoSource::Dir(videos.clone()),
         &captions,
         &out,
         &EvalOptions::default(),
@@ -530,6 +560,21 @@ fn folder_with_bad_inputs_is_scored_without_aborting() {
         serde_json::from_slice(&std::fs::read(out.join("report.json")).expect("json"))
             .expect("valid json");
     assert_eq!(json["errors"].as_array().map(Vec::len), Some(2));
+
+    // The reference may be a shapes-world folder (its clips under videos/); too few is an error.
+    let reference = |dir: &std::path::Path| EvalOptions {
+        reference_dir: Some(dir.to_path_buf()),
+        ..EvalOptions::default()
+    };
+    let source = VideoSource::Dir(videos);
+    let report = eval_videos(&source, &captions, &out, &reference(dir.path())).expect("report");
+    assert!(report.fvd.is_some_and(f64::is_finite));
+    let empty = tempfile::tempdir().expect("temp dir");
+    let err = eval_videos(&source, &captions, &out, &reference(empty.path()));
+    assert!(matches!(
+        err,
+        Err(tessera_eval::EvalError::FewReferenceClips { found: 0, .. })
+    ));
 
     // A malformed captions line is a typed error naming the line.
     std::fs::write(
