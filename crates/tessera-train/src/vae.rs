@@ -283,6 +283,23 @@ fn load_init(all: &[(String, Var)], cfg: &Config, dir: &Path) -> Result<()> {
     let from = Config::from_diffusers_json(&dir.join("config.json"))
         .map_err(|e| TrainError::Data(format!("{}: {e}", dir.display())))?;
     let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
+    if from.z_dim > cfg.z_dim {
+        let same_but_z = Config {
+            z_dim: cfg.z_dim,
+            latents_mean: cfg.latents_mean.clone(),
+            latents_std: cfg.latents_std.clone(),
+            ..from.clone()
+        };
+        if &same_but_z != cfg {
+            return Err(TrainError::CheckpointMismatch {
+                path,
+                what: "has more latent channels and also differs in another field; a model \
+                       only narrows its latent"
+                    .into(),
+            });
+        }
+        return checkpoint::set_vars(all, "", &narrow_latent(&from, cfg.z_dim, tensors)?, &path);
+    }
     if from.num_res_blocks >= cfg.num_res_blocks {
         return checkpoint::set_vars(all, "", &tensors, &path);
     }
@@ -314,6 +331,52 @@ fn load_init(all: &[(String, Var)], cfg: &Config, dir: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A model's tensors for the same model with `z` latent channels: the `z` channels of widest
+/// spread (`latents_std`) are kept, with their log-variances, in every tensor at the latent
+/// (the encoder's `conv_out` and `quant_conv` on the mean and log-variance halves,
+/// `post_quant_conv`, the decoder's `conv_in`). The decoder starts knowing how to draw from the
+/// channels that carried the most; what the dropped ones held is learnt again.
+fn narrow_latent(
+    from: &Config,
+    z: usize,
+    mut tensors: HashMap<String, Tensor>,
+) -> Result<HashMap<String, Tensor>> {
+    let mut by_spread: Vec<usize> = (0..from.z_dim).collect();
+    by_spread.sort_by(|&a, &b| from.latents_std[b].total_cmp(&from.latents_std[a]));
+    let mut keep: Vec<u32> = by_spread[..z].iter().map(|&c| c as u32).collect();
+    keep.sort_unstable();
+    let both: Vec<u32> = keep
+        .iter()
+        .copied()
+        .chain(keep.iter().map(|&c| c + from.z_dim as u32))
+        .collect();
+    let dev = Device::Cpu;
+    let (keep, both) = (Tensor::new(keep, &dev)?, Tensor::new(both, &dev)?);
+    // (tensor, rows kept, columns kept): rows are output channels, columns input channels.
+    let plan = [
+        ("encoder.conv_out.weight", Some(&both), None),
+        ("encoder.conv_out.bias", Some(&both), None),
+        ("quant_conv.weight", Some(&both), Some(&both)),
+        ("quant_conv.bias", Some(&both), None),
+        ("post_quant_conv.weight", Some(&keep), Some(&keep)),
+        ("post_quant_conv.bias", Some(&keep), None),
+        ("decoder.conv_in.weight", None, Some(&keep)),
+    ];
+    for (name, rows, cols) in plan {
+        let Some(mut t) = tensors.remove(name) else {
+            continue;
+        };
+        if let Some(r) = rows {
+            t = t.index_select(r, 0)?;
+        }
+        if let Some(c) = cols {
+            t = t.index_select(c, 1)?;
+        }
+        tensors.insert(name.to_string(), t);
+    }
+    Ok(tensors)
 }
 
 /// Renames a model's tensors for the same model with more residual blocks per level: the

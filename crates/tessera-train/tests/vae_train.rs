@@ -2,6 +2,7 @@
 
 use std::path::Path;
 
+use tessera_models::vae::Config;
 use tessera_train::checkpoint;
 use tessera_train::data::WorldSource;
 use tessera_train::vae::{train_vae_with, StepReport, VaeTrainOptions};
@@ -180,6 +181,74 @@ fn trained_tiny_export(dir: &Path) -> std::path::PathBuf {
     let mut src = WorldSource::new(16, 0, tessera_world::Split::Train);
     tessera_train::vae::export_vae(&cfg, &ema, &mut src, 2, 0, &model_dir).unwrap();
     model_dir
+}
+
+/// `--init-from` into a config with half the latent channels: the channels of widest spread
+/// keep their weights at every tensor of the latent, the rest of the model is the export's.
+#[test]
+fn an_export_narrows_its_latent() {
+    let a = tempfile::tempdir().unwrap();
+    let model_dir = trained_tiny_export(a.path());
+    let from = Config::from_diffusers_json(&model_dir.join("config.json")).unwrap();
+    let z = from.z_dim / 2;
+    let mut by_spread: Vec<usize> = (0..from.z_dim).collect();
+    by_spread.sort_by(|&x, &y| from.latents_std[y].total_cmp(&from.latents_std[x]));
+    let mut keep = by_spread[..z].to_vec();
+    keep.sort_unstable();
+
+    let narrow = Config {
+        z_dim: z,
+        latents_mean: vec![0.0; z],
+        latents_std: vec![1.0; z],
+        ..from.clone()
+    };
+    let config = a.path().join("narrow.json");
+    std::fs::write(&config, serde_json::to_string(&narrow).unwrap()).unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let o = VaeTrainOptions {
+        init_from: Some(model_dir.clone()),
+        config: config.display().to_string(),
+        steps: 1,
+        // Small enough that the one step leaves the weights as they were loaded.
+        lr: 1e-12,
+        ..opts(d.path())
+    };
+    assert!(run(&o, None).unwrap()[0].is_finite());
+    let ck = checkpoint::latest(&d.path().join("checkpoints"))
+        .unwrap()
+        .unwrap();
+    let got = checkpoint::load_tensors(&ck, "model").unwrap();
+    let src = candle_core::safetensors::load(
+        tessera_models::find_weights(&model_dir).unwrap(),
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    let flat = |t: &candle_core::Tensor| {
+        let t = t.to_dtype(candle_core::DType::F32).unwrap();
+        t.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    // post_quant_conv (z, z, 1, 1, 1): entry (i, j) is the source's (keep[i], keep[j]).
+    let (g, s) = (
+        flat(&got["post_quant_conv.weight"]),
+        flat(&src["post_quant_conv.weight"]),
+    );
+    for (i, &ki) in keep.iter().enumerate() {
+        for (j, &kj) in keep.iter().enumerate() {
+            assert!((g[i * z + j] - s[ki * from.z_dim + kj]).abs() < 1e-3);
+        }
+    }
+    // The log-variance half of the encoder's output follows its mean channel.
+    let (g, s) = (
+        flat(&got["encoder.conv_out.bias"]),
+        flat(&src["encoder.conv_out.bias"]),
+    );
+    for (i, &k) in keep.iter().enumerate() {
+        assert!((g[i] - s[k]).abs() < 1e-3 && (g[z + i] - s[from.z_dim + k]).abs() < 1e-3);
+    }
+    assert_eq!(
+        flat(&got["decoder.mid_block.resnets.0.conv1.weight"]).len(),
+        flat(&src["decoder.mid_block.resnets.0.conv1.weight"]).len()
+    );
 }
 
 /// `--init-from` a `tiny` export into `--config small` (two residual blocks per level): the
