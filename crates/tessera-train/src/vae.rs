@@ -283,40 +283,35 @@ fn load_init(all: &[(String, Var)], cfg: &Config, dir: &Path) -> Result<()> {
     let from = Config::from_diffusers_json(&dir.join("config.json"))
         .map_err(|e| TrainError::Data(format!("{}: {e}", dir.display())))?;
     let tensors = candle_core::safetensors::load(&path, &Device::Cpu)?;
-    if from.z_dim > cfg.z_dim {
-        let same_but_z = Config {
-            z_dim: cfg.z_dim,
+    // `from` with one field (and the latent statistics, which export measures) taken from `cfg`:
+    // equal to `cfg` when that field is all the two differ in.
+    let only_differs_in = |set: fn(&mut Config, &Config), what: &str| {
+        let mut c = Config {
             latents_mean: cfg.latents_mean.clone(),
             latents_std: cfg.latents_std.clone(),
             ..from.clone()
         };
-        if &same_but_z != cfg {
-            return Err(TrainError::CheckpointMismatch {
-                path,
-                what: "has more latent channels and also differs in another field; a model \
-                       only narrows its latent"
-                    .into(),
-            });
+        set(&mut c, cfg);
+        if &c == cfg {
+            Ok(())
+        } else {
+            Err(TrainError::CheckpointMismatch {
+                path: path.clone(),
+                what: format!("{what} and also differs in another field; change one at a time"),
+            })
         }
+    };
+    if from.z_dim > cfg.z_dim {
+        only_differs_in(|c, to| c.z_dim = to.z_dim, "has more latent channels")?;
         return checkpoint::set_vars(all, "", &narrow_latent(&from, cfg.z_dim, tensors)?, &path);
     }
     if from.num_res_blocks >= cfg.num_res_blocks {
         return checkpoint::set_vars(all, "", &tensors, &path);
     }
-    let same_but_depth = Config {
-        num_res_blocks: cfg.num_res_blocks,
-        latents_mean: cfg.latents_mean.clone(),
-        latents_std: cfg.latents_std.clone(),
-        ..from.clone()
-    };
-    if &same_but_depth != cfg {
-        return Err(TrainError::CheckpointMismatch {
-            path,
-            what: "has fewer residual blocks and also differs in another field; a model only \
-                   grows deeper"
-                .into(),
-        });
-    }
+    only_differs_in(
+        |c, to| c.num_res_blocks = to.num_res_blocks,
+        "has fewer residual blocks (a model only grows deeper)",
+    )?;
     let grown = grow_deeper(&from, cfg, tensors);
     let (old, new): (Vec<_>, Vec<_>) = all
         .iter()

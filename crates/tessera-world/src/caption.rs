@@ -1237,30 +1237,27 @@ impl PromptParser {
             self.out.camera = Some(Camera::Pan { direction });
             return;
         }
-        for &i in &self.subjects {
-            let o = &mut self.out.objects[i];
-            if o.motion.is_none() {
-                o.motion = Some(MotionKind::Linear);
-            }
-            if matches!(o.motion, Some(MotionKind::Linear | MotionKind::Bounce)) {
-                o.direction = Some(direction);
-            }
+        self.steer_subjects(|o| o.direction = Some(direction));
+    }
+
+    /// "rolls across": a line without a sense. The camera ("pans across") takes a direction of
+    /// its own.
+    fn set_axis(&mut self, axis: Axis) {
+        if self.slot != Slot::Camera {
+            self.steer_subjects(|o| o.axis = Some(axis));
         }
     }
 
-    /// "rolls across": a line without a sense. Like a direction word it makes a subject with no
-    /// motion yet move in a line; the camera ("pans across") takes a direction of its own.
-    fn set_axis(&mut self, axis: Axis) {
-        if self.slot == Slot::Camera {
-            return;
-        }
+    /// Applies a heading word to the subjects: one with no motion yet moves in a line; only
+    /// lines and bounces have a heading.
+    fn steer_subjects(&mut self, set: impl Fn(&mut ParsedObject)) {
         for &i in &self.subjects {
             let o = &mut self.out.objects[i];
             if o.motion.is_none() {
                 o.motion = Some(MotionKind::Linear);
             }
             if matches!(o.motion, Some(MotionKind::Linear | MotionKind::Bounce)) {
-                o.axis = Some(axis);
+                set(o);
             }
         }
     }
