@@ -932,20 +932,25 @@ pub fn train_dit(
                 ))
             })?;
             // A folder without the position path grows one, starting silent: the same function.
-            // Another patch size (a VAE with a finer latent) keeps the blocks, the text and
-            // timestep paths; the patch embedding and the head start fresh.
+            // Other tokens (another patch size or latent channel count: a VAE with another
+            // latent) keep the blocks, the text and timestep paths; the patch embedding and the
+            // head start fresh.
             let theirs: DitConfig = read_json_file(&dir.join("dit").join("config.json"))?;
             let grows = dcfg.abs_pos_embed && !theirs.abs_pos_embed;
-            let repatch = theirs.patch_size != dcfg.patch_size;
             let as_ours = DitConfig {
                 abs_pos_embed: theirs.abs_pos_embed || grows,
                 patch_size: dcfg.patch_size,
-                ..theirs
+                in_channels: dcfg.in_channels,
+                out_channels: dcfg.out_channels,
+                ..theirs.clone()
             };
+            let repatch = as_ours.patch_size != theirs.patch_size
+                || as_ours.in_channels != theirs.in_channels
+                || as_ours.out_channels != theirs.out_channels;
             if as_ours != dcfg {
                 return Err(TrainError::Options(format!(
                     "--init-from {}: its dit/config.json differs from the run's --config {} \
-                     beyond adding abs_pos_embed or changing patch_size",
+                     beyond adding abs_pos_embed or changing patch_size or the latent channels",
                     dir.display(),
                     opts.config
                 )));
