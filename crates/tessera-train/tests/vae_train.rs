@@ -660,19 +660,27 @@ fn object_boxes_cover_the_objects_and_crop_with_the_video() {
     );
 }
 
-/// The committed 2×-time candidate keeps issue 4's bar on the `val` clips its run was scored on,
-/// through the inference path with its fp16 weights (the run's fp32 EMA: 33.74 dB / 0.972).
+/// The committed 2×-time candidates keep issue 4's bar on the `val` clips their runs were scored
+/// on, through the inference path with their fp16 weights (the runs' fp32 EMA: 33.74 dB / 0.972
+/// with 16 latent channels, 34.24 dB / 0.975 with 8).
 #[test]
-fn the_committed_vae_candidate_reconstructs_val_clips_past_32_db() {
+fn the_committed_vae_candidates_reconstruct_val_clips_past_32_db() {
     use candle_core::{DType, Device};
-    use tessera_models::vae::{AutoencoderKLWan, Config};
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/candidates/vae-s4-t2");
-    let cfg = Config::from_diffusers_json(&dir.join("config.json")).unwrap();
-    let weights = tessera_models::find_weights(&dir).unwrap();
-    let vae = AutoencoderKLWan::load(&cfg, &[weights], DType::F32, &Device::Cpu).unwrap();
+    use tessera_models::vae::AutoencoderKLWan;
     let val = WorldSource::new(64, 0, tessera_world::Split::Val);
     let clips: Vec<_> = (0..8).map(|i| val.clip(i, 33).unwrap()).collect();
-    let (psnr, ssim) = tessera_train::vae::eval_vae(&vae, &clips).unwrap();
-    eprintln!("vae-s4-t2 on 8 val clips: {psnr:.2} dB, SSIM {ssim:.4}");
-    assert!(psnr >= 32.0 && ssim >= 0.95, "{psnr:.2} dB, SSIM {ssim:.4}");
+    for name in ["vae-s4-t2", "vae-s4-t2-z8"] {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../models/candidates")
+            .join(name);
+        let cfg = Config::from_diffusers_json(&dir.join("config.json")).unwrap();
+        let weights = tessera_models::find_weights(&dir).unwrap();
+        let vae = AutoencoderKLWan::load(&cfg, &[weights], DType::F32, &Device::Cpu).unwrap();
+        let (psnr, ssim) = tessera_train::vae::eval_vae(&vae, &clips).unwrap();
+        eprintln!("{name} on 8 val clips: {psnr:.2} dB, SSIM {ssim:.4}");
+        assert!(
+            psnr >= 32.0 && ssim >= 0.95,
+            "{name}: {psnr:.2} dB, SSIM {ssim:.4}"
+        );
+    }
 }
