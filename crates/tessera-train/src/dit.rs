@@ -944,7 +944,7 @@ pub fn train_dit(
                 out_channels: dcfg.out_channels,
                 ..theirs.clone()
             };
-            let repatch = as_ours.patch_size != theirs.patch_size
+            let new_tokens = as_ours.patch_size != theirs.patch_size
                 || as_ours.in_channels != theirs.in_channels
                 || as_ours.out_channels != theirs.out_channels;
             if as_ours != dcfg {
@@ -957,7 +957,7 @@ pub fn train_dit(
             }
             let fresh = |n: &str| {
                 (grows && n.starts_with("dit.pos_embedder."))
-                    || (repatch
+                    || (new_tokens
                         && (n.starts_with("dit.patch_embedding.")
                             || n.starts_with("dit.proj_out.")))
             };
