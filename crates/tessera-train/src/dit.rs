@@ -1026,12 +1026,13 @@ pub fn train_dit(
             device: opts.device,
             ..saved
         };
-        if &same != opts {
+        if let Some(changed) = checkpoint::changed_options(&same, opts) {
             return Err(TrainError::CheckpointMismatch {
                 path: ck.clone(),
-                what: "options differ from the checkpoint's (only steps, sample_every, \
-                       checkpoint_every and device may change on resume)"
-                    .into(),
+                what: format!(
+                    "{changed} (only steps, sample_every, checkpoint_every and device may \
+                     change on resume; pass the run's other options as they were)"
+                ),
             });
         }
         checkpoint::set_vars(&named, "", &checkpoint::load_tensors(ck, "model")?, ck)?;

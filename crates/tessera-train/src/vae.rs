@@ -636,12 +636,13 @@ pub fn train_vae_with(
             device: opts.device,
             ..saved.clone()
         };
-        if &same != opts {
+        if let Some(changed) = checkpoint::changed_options(&same, opts) {
             return Err(TrainError::CheckpointMismatch {
                 path: ck,
-                what: "options differ from the checkpoint's (only --steps and --device may \
-                       change on resume)"
-                    .into(),
+                what: format!(
+                    "{changed} (only --steps and --device may change on resume; pass the \
+                     run's other options as they were)"
+                ),
             });
         }
         checkpoint::set_vars(&all, "", &checkpoint::load_tensors(&ck, "model")?, &ck)?;

@@ -140,10 +140,15 @@ fn resume_continues_the_same_curve() {
         lr: 5e-4,
         ..resumed.clone()
     };
-    assert!(matches!(
-        train_dit(&changed, |_| ControlFlow::Continue(())),
-        Err(TrainError::CheckpointMismatch { .. })
-    ));
+    match train_dit(&changed, |_| ControlFlow::Continue(())) {
+        Err(TrainError::CheckpointMismatch { what, .. }) => {
+            assert!(
+                what.starts_with("`lr` 0.001 in the checkpoint, 0.0005 now"),
+                "{what}"
+            )
+        }
+        other => panic!("expected a mismatch naming `lr`, got {other:?}"),
+    }
     // A checkpoint written before `device` existed resumes (on the CPU).
     let ck = checkpoint::latest(&b.join("checkpoints")).unwrap().unwrap();
     let mut state: serde_json::Value =
@@ -151,8 +156,10 @@ fn resume_continues_the_same_curve() {
     assert!(state["options"]["device"].is_string());
     state["options"].as_object_mut().unwrap().remove("device");
     std::fs::write(ck.join("state.json"), state.to_string()).unwrap();
+    // The same folder spelled another way is the same run.
     let longer = DitTrainOptions {
         steps: 9,
+        out: b.join("..").join(b.file_name().unwrap()),
         ..resumed
     };
     let s = train_dit(&longer, |_| ControlFlow::Continue(())).expect("old checkpoint resumes");

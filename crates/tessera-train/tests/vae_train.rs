@@ -129,10 +129,12 @@ fn resume_continues_the_same_curve() {
         lr: 1.0,
         ..ob
     };
-    assert!(matches!(
-        run(&changed, None),
-        Err(TrainError::CheckpointMismatch { .. })
-    ));
+    match run(&changed, None) {
+        Err(TrainError::CheckpointMismatch { what, .. }) => {
+            assert!(what.contains("`lr`") && what.contains("1.0 now"), "{what}")
+        }
+        other => panic!("expected a mismatch naming `lr`, got {other:?}"),
+    }
 }
 
 /// A diverging run stops with NonFinite and leaves the last good checkpoint as `latest`.
