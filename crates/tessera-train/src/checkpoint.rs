@@ -168,6 +168,33 @@ pub fn init_vars_from(
     )
 }
 
+/// Why a resume is refused: each option whose value differs between the checkpoint's run
+/// (`saved`) and this one (`given`), as "`name` VALUE in the checkpoint, VALUE now". Paths
+/// spelled differently that name the same file (relative against absolute) are the same
+/// option. `None` when every option matches.
+pub fn changed_options<T: serde::Serialize>(saved: &T, given: &T) -> Option<String> {
+    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
+        (serde_json::to_value(saved), serde_json::to_value(given))
+    else {
+        return None;
+    };
+    let same_file = |x: &serde_json::Value, y: &serde_json::Value| match (x.as_str(), y.as_str()) {
+        (Some(x), Some(y)) => matches!(
+            (std::fs::canonicalize(x), std::fs::canonicalize(y)),
+            (Ok(x), Ok(y)) if x == y
+        ),
+        _ => false,
+    };
+    let changed: Vec<String> = a
+        .iter()
+        .filter_map(|(k, x)| {
+            let y = b.get(k).unwrap_or(&serde_json::Value::Null);
+            (x != y && !same_file(x, y)).then(|| format!("`{k}` {x} in the checkpoint, {y} now"))
+        })
+        .collect();
+    (!changed.is_empty()).then(|| changed.join("; "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,31 +224,4 @@ mod tests {
         );
         Ok(())
     }
-}
-
-/// Why a resume is refused: each option whose value differs between the checkpoint's run
-/// (`saved`) and this one (`given`), as "`name` VALUE in the checkpoint, VALUE now". Paths
-/// spelled differently that name the same file (relative against absolute) are the same
-/// option. `None` when every option matches.
-pub fn changed_options<T: serde::Serialize>(saved: &T, given: &T) -> Option<String> {
-    let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
-        (serde_json::to_value(saved), serde_json::to_value(given))
-    else {
-        return None;
-    };
-    let same_file = |x: &serde_json::Value, y: &serde_json::Value| match (x.as_str(), y.as_str()) {
-        (Some(x), Some(y)) => matches!(
-            (std::fs::canonicalize(x), std::fs::canonicalize(y)),
-            (Ok(x), Ok(y)) if x == y
-        ),
-        _ => false,
-    };
-    let changed: Vec<String> = a
-        .iter()
-        .filter_map(|(k, x)| {
-            let y = b.get(k).unwrap_or(&serde_json::Value::Null);
-            (x != y && !same_file(x, y)).then(|| format!("`{k}` {x} in the checkpoint, {y} now"))
-        })
-        .collect();
-    (!changed.is_empty()).then(|| changed.join("; "))
 }
