@@ -86,8 +86,24 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", causes(&err));
             std::process::ExitCode::from(1)
         }
     }
+}
+
+/// The error and its causes, each said once: most library errors already put their source in
+/// their own message, which `{:#}` would repeat.
+fn causes(err: &anyhow::Error) -> String {
+    let mut said = String::new();
+    for cause in err.chain() {
+        let m = cause.to_string();
+        if !said.contains(&m) {
+            if !said.is_empty() {
+                said += ": ";
+            }
+            said += &m;
+        }
+    }
+    said
 }

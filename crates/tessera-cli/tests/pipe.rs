@@ -159,3 +159,25 @@ fn detect_finds_the_mark_and_manifest_of_generated_video_only() {
     assert_eq!(reports[1]["watermark"]["detected"], false, "{}", reports[1]);
     assert!(reports[1]["provenance"].is_null());
 }
+
+/// A bad input is named once: a library error that already quotes its source is not followed
+/// by the source again.
+#[test]
+fn an_error_says_each_cause_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notes.png");
+    std::fs::write(&notes, "hi\n").unwrap();
+    let out = dir.path().join("out.mp4");
+    let run = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["extend"])
+        .arg(&notes)
+        .args(["--prompt", "a red ball", "--forward", "-o"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(stderr.matches("this is a text file").count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!out.exists(), "nothing written");
+}

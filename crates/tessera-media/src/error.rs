@@ -55,7 +55,7 @@ pub enum MediaError {
     #[error("{path}: image or GIF could not be decoded: {detail}")]
     Image { path: PathBuf, detail: String },
 
-    #[error("{path}: ffmpeg failed: {detail}")]
+    #[error("{path}: ffmpeg cannot read it ({detail}); a video that ffmpeg cannot read is damaged or unfinished: re-export it")]
     Ffmpeg { path: PathBuf, detail: String },
 
     #[error("size {width}x{height} is not supported: each side must be in 1..={MAX_DIM}; resize the input")]

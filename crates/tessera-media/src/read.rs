@@ -549,9 +549,7 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         .output()
         .map_err(|e| fail(format!("could not run ffprobe: {e}")))?;
     if !probe.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&probe.stderr).trim().to_string(),
-        ));
+        return Err(fail(ffmpeg_said(path, &probe.stderr)));
     }
     let text = String::from_utf8_lossy(&probe.stdout);
     let fields: Vec<&str> = text
@@ -614,9 +612,7 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         .map_err(|e| fail(format!("waiting for ffmpeg: {e}")))?;
     read_result?;
     if !output.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        ));
+        return Err(fail(ffmpeg_said(path, &output.stderr)));
     }
     if frames.is_empty() {
         return Err(fail("ffmpeg produced no frames".into()));
@@ -627,6 +623,27 @@ pub fn read_with_ffmpeg(path: &Path) -> Result<Video> {
         fps,
         frames,
     })
+}
+
+/// ffmpeg's complaint in one line: the lines joined, without the `[demuxer @ 0xADDRESS]` tags
+/// (a new address each run) and the input path it repeats.
+fn ffmpeg_said(path: &Path, stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let shown = format!("{}: ", path.display());
+    let mut lines: Vec<&str> = Vec::new();
+    for line in text.lines() {
+        let mut l = line.trim();
+        if l.starts_with('[') {
+            if let Some((_, rest)) = l.split_once("] ") {
+                l = rest;
+            }
+        }
+        let l = l.strip_prefix(&shown).unwrap_or(l).trim();
+        if !l.is_empty() && !lines.contains(&l) {
+            lines.push(l);
+        }
+    }
+    lines.join("; ")
 }
 
 #[cfg(test)]
@@ -641,6 +658,16 @@ mod tests {
         assert_eq!(sniff(b"hello world"), None);
         assert!(looks_like_text("plain text, naïve\n".as_bytes()));
         assert!(!looks_like_text(&[0x1a, 0x45, 0xdf, 0xa3, 0x01]));
+    }
+
+    #[test]
+    fn ffmpeg_complaints_lose_addresses_and_repeats() {
+        let said = b"[mov,mp4,m4a,3gp,3g2,mj2 @ 0x55a335bd2900] moov atom not found\n\
+                     clips/a.mp4: Invalid data found when processing input\n";
+        assert_eq!(
+            ffmpeg_said(Path::new("clips/a.mp4"), said),
+            "moov atom not found; Invalid data found when processing input"
+        );
     }
 
     #[test]
