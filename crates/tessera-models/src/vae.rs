@@ -233,8 +233,6 @@ impl Config {
         }
     }
 
-    /// The named configs (`tessera train vae --config NAME`, the benches), `None` for others;
-    /// [`PRESETS`] lists them.
     /// A preset by name, or a diffusers-style `config.json` by path.
     pub fn preset_or_file(name: &str) -> VaeResult<Self> {
         if let Some(cfg) = Self::preset(name) {
@@ -248,6 +246,8 @@ impl Config {
         )))
     }
 
+    /// The named configs (`tessera train vae --config NAME`, the benches), `None` for others;
+    /// [`PRESETS`] lists them.
     pub fn preset(name: &str) -> Option<Self> {
         match name {
             "tiny" => Some(Self::tiny()),

@@ -363,6 +363,9 @@ pub fn dit_config_by_name(name: &str) -> Result<DitConfig> {
             ..DitConfig::tiny()
         }),
         "wan2.1-1.3b" | "wan2_1_1_3b" => Ok(DitConfig::wan2_1_1_3b()),
+        path if path.ends_with(".json") && !Path::new(path).is_file() => Err(TrainError::Options(
+            format!("DiT config file {path} not found; use tiny, micro, wan2.1-1.3b or the path of an existing config.json"),
+        )),
         path if path.ends_with(".json") => {
             let cfg: DitConfig = read_json_file(Path::new(path))?;
             cfg.validate()?;
@@ -615,6 +618,13 @@ pub fn load_vae(
             Ok((vae, fnv1a(&seed.to_le_bytes(), FNV_OFFSET ^ 0x5EED)))
         }
         Some(dir) => {
+            if !dir.join("config.json").is_file() {
+                return Err(TrainError::Options(format!(
+                    "{}: no VAE here (no config.json); pass --vae the folder a VAE was \
+                     exported to, e.g. models/tessera-shapes-tiny/vae",
+                    dir.display()
+                )));
+            }
             let cfg = VaeConfig::from_diffusers_json(&dir.join("config.json"))?;
             let weights = tessera_models::find_weights(dir).ok_or_else(|| {
                 TrainError::Data(format!(
@@ -1450,9 +1460,22 @@ mod tests {
         assert!(msg.contains("dit.blocks.0."), "{msg}");
         let msg = err(DitTrainOptions {
             config: "huge".into(),
-            ..ok
+            ..ok.clone()
         });
         assert!(msg.contains("unknown DiT config"), "{msg}");
+        let msg = err(DitTrainOptions {
+            config: "no/such/config.json".into(),
+            ..ok
+        });
+        assert!(msg.contains("config.json not found"), "{msg}");
+        let msg = load_vae(Some(Path::new("no/such/vae")), 0, &Device::Cpu)
+            .err()
+            .expect("no VAE there")
+            .to_string();
+        assert!(
+            msg.contains("no VAE here") && msg.contains("--vae"),
+            "{msg}"
+        );
     }
 
     #[test]
