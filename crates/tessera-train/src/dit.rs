@@ -1468,10 +1468,10 @@ mod tests {
             ..ok
         });
         assert!(msg.contains("config.json not found"), "{msg}");
-        let msg = load_vae(Some(Path::new("no/such/vae")), 0, &Device::Cpu)
-            .err()
-            .expect("no VAE there")
-            .to_string();
+        let Err(e) = load_vae(Some(Path::new("no/such/vae")), 0, &Device::Cpu) else {
+            panic!("no VAE there")
+        };
+        let msg = e.to_string();
         assert!(
             msg.contains("no VAE here") && msg.contains("--vae"),
             "{msg}"
