@@ -181,3 +181,18 @@ fn an_error_says_each_cause_once() {
     assert!(stderr.starts_with("error: "), "{stderr}");
     assert!(!out.exists(), "nothing written");
 }
+
+/// `world sample --count 0` is refused rather than writing an empty dataset.
+#[test]
+fn an_empty_world_sample_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["world", "sample", "--count", "0", "-o"])
+        .arg(dir.path().join("w"))
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("--count"), "{stderr}");
+    assert!(!dir.path().join("w").exists());
+}

@@ -13,8 +13,8 @@ pub enum WorldCommand {
 #[derive(Args)]
 pub struct SampleArgs {
     /// Number of clips.
-    #[arg(long, default_value_t = 16)]
-    count: usize,
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    count: u64,
     /// Frame size WIDTHxHEIGHT.
     #[arg(long, default_value = "64x64", value_parser = parse_size_arg)]
     size: (u32, u32),
@@ -46,7 +46,7 @@ pub fn run(cmd: WorldCommand) -> Result<()> {
     match cmd {
         WorldCommand::Sample(a) => {
             let opts = SampleOptions {
-                count: a.count,
+                count: a.count as usize,
                 width: a.size.0,
                 height: a.size.1,
                 frames: a.frames,
@@ -54,7 +54,7 @@ pub fn run(cmd: WorldCommand) -> Result<()> {
                 seed: a.seed,
                 split: a.split,
             };
-            let bar = super::progress(a.count as u64, "clips", a.json);
+            let bar = super::progress(a.count, "clips", a.json);
             let start = std::time::Instant::now();
             let summary = sample_dataset(&opts, &a.out, |n| bar.set_position(n as u64))?;
             bar.finish_and_clear();
