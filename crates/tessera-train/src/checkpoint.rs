@@ -176,7 +176,7 @@ pub fn changed_options<T: serde::Serialize>(saved: &T, given: &T) -> Option<Stri
     let (Ok(serde_json::Value::Object(a)), Ok(serde_json::Value::Object(b))) =
         (serde_json::to_value(saved), serde_json::to_value(given))
     else {
-        return None;
+        return Some("the options could not be compared".into());
     };
     let same_file = |x: &serde_json::Value, y: &serde_json::Value| match (x.as_str(), y.as_str()) {
         (Some(x), Some(y)) => matches!(
