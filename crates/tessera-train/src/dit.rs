@@ -805,7 +805,7 @@ pub fn train_dit(
     mut progress: impl FnMut(&DitEvent) -> ControlFlow<()>,
 ) -> Result<DitTrainSummary> {
     let started = Instant::now();
-    let dcfg = opts.validate()?;
+    let mut dcfg = opts.validate()?;
     let dev = opts.device.open()?;
     std::fs::create_dir_all(&opts.out).map_err(io_err(&opts.out))?;
     let ck_dir = opts.out.join("checkpoints");
@@ -874,12 +874,19 @@ pub fn train_dit(
             std,
         });
     }
-    if dcfg.in_channels != vae.config().z_dim {
-        return Err(TrainError::Options(format!(
-            "DiT in_channels {} ≠ VAE z_dim {}",
-            dcfg.in_channels,
-            vae.config().z_dim
-        )));
+    let z_dim = vae.config().z_dim;
+    if dcfg.in_channels != z_dim || dcfg.out_channels != z_dim {
+        if opts.config.ends_with(".json") {
+            return Err(TrainError::Options(format!(
+                "DiT config {} has in_channels {} and out_channels {}, but the VAE's latent has \
+                 {z_dim} channels; set both to {z_dim} there, or pass a preset name (tiny, micro), \
+                 whose channels follow the VAE",
+                opts.config, dcfg.in_channels, dcfg.out_channels
+            )));
+        }
+        // A preset names a shape of transformer, not a latent: it reads the VAE it is trained on.
+        dcfg.in_channels = z_dim;
+        dcfg.out_channels = z_dim;
     }
     let meta = resume_ck
         .as_deref()

@@ -685,3 +685,41 @@ fn mirror_trains_on_each_clip_and_its_mirror() {
     let back: DitTrainOptions = serde_json::from_value(old).unwrap();
     assert!(!back.mirror);
 }
+
+#[test]
+fn a_preset_takes_its_channels_from_the_vae_and_a_config_file_must_match() {
+    let z8 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/candidates/vae-s4-t2-z8");
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = DitTrainOptions {
+        steps: 1,
+        vae_dir: Some(z8.clone()),
+        ..micro(&tmp.path().join("run"))
+    };
+    train_dit(&opts, |_| ControlFlow::Continue(())).expect("micro preset on an 8-channel VAE");
+    let trained = load_trained(&opts.out, true).expect("load");
+    assert_eq!(
+        (
+            trained.dit_config.in_channels,
+            trained.dit_config.out_channels
+        ),
+        (8, 8)
+    );
+
+    // A config file says exactly what to build: a mismatch is named, not patched.
+    let file = tmp.path().join("dit16.json");
+    let micro16 = tessera_train::dit::dit_config_by_name("micro").unwrap();
+    std::fs::write(&file, serde_json::to_string(&micro16).unwrap()).unwrap();
+    let from_file = DitTrainOptions {
+        config: file.to_string_lossy().into_owned(),
+        vae_dir: Some(z8),
+        ..micro(&tmp.path().join("run16"))
+    };
+    let r = train_dit(&from_file, |_| ControlFlow::Continue(()));
+    let Err(TrainError::Options(msg)) = r else {
+        panic!("a 16-channel config trained on an 8-channel VAE: {r:?}");
+    };
+    assert!(
+        msg.contains("in_channels 16") && msg.contains("set both to 8"),
+        "{msg}"
+    );
+}

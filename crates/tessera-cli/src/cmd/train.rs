@@ -44,8 +44,9 @@ pub struct Common {
     /// Dataset folder (videos + captions.jsonl); omitted = shapes world generated in memory.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Model preset (VAE: tiny, small, tiny-residual, tiny-patch, wan2.1; DiT: tiny, micro, wan2.1-1.3b)
-    /// or a config.json file in the model's own format.
+    /// Model preset (VAE: tiny, small, tiny-residual, tiny-patch, wan2.1; DiT: tiny, micro,
+    /// wan2.1-1.3b, whose latent channels follow --vae) or a config.json file in the model's own
+    /// format.
     #[arg(long, default_value = "tiny")]
     config: String,
     /// Run folder: log.jsonl, checkpoints/, samples/.
