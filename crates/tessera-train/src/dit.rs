@@ -56,6 +56,45 @@ pub enum TimestepDist {
 }
 
 impl TimestepDist {
+    /// `--timesteps`: `uniform[:SHIFT]` or `logit-normal[:MEAN,STD[,SHIFT]]`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let (kind, args) = s.split_once(':').unwrap_or((s, ""));
+        let nums = args
+            .split(',')
+            .filter(|a| !a.is_empty())
+            .map(|a| a.trim().parse::<f64>())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|_| format!("`{s}`: `{args}` is not a list of numbers"))?;
+        let dist = match (kind, nums.as_slice()) {
+            ("uniform", []) => TimestepDist::ShiftedUniform { shift: 1.0 },
+            ("uniform", [shift]) => TimestepDist::ShiftedUniform { shift: *shift },
+            ("logit-normal", []) => TimestepDist::LogitNormal {
+                mean: 0.0,
+                std: 1.0,
+                shift: 1.0,
+            },
+            ("logit-normal", [mean, std]) => TimestepDist::LogitNormal {
+                mean: *mean,
+                std: *std,
+                shift: 1.0,
+            },
+            ("logit-normal", [mean, std, shift]) => TimestepDist::LogitNormal {
+                mean: *mean,
+                std: *std,
+                shift: *shift,
+            },
+            _ => {
+                return Err(format!(
+                    "`{s}`: use uniform[:SHIFT] or logit-normal[:MEAN,STD[,SHIFT]], e.g. uniform:3"
+                ))
+            }
+        };
+        dist.sampler()
+            .validate()
+            .map_err(|e| format!("`{s}`: {e}"))?;
+        Ok(dist)
+    }
+
     fn sampler(self) -> TimestepSampler {
         match self {
             TimestepDist::LogitNormal { mean, std, shift } => {
@@ -1493,6 +1532,40 @@ mod tests {
         );
         for bad in ["dit.pos_embedder.", "=2", "dit.=x", "dit.=-1", "dit.=inf"] {
             let msg = parse_lr_scale(bad).unwrap_err();
+            assert!(msg.contains(bad), "{bad}: {msg}");
+        }
+    }
+
+    #[test]
+    fn timesteps_flag_parses_both_distributions() {
+        assert_eq!(
+            TimestepDist::parse("uniform:3"),
+            Ok(TimestepDist::ShiftedUniform { shift: 3.0 })
+        );
+        assert_eq!(
+            TimestepDist::parse("logit-normal"),
+            Ok(TimestepDist::LogitNormal {
+                mean: 0.0,
+                std: 1.0,
+                shift: 1.0
+            })
+        );
+        assert_eq!(
+            TimestepDist::parse("logit-normal:-0.5,1.2,2"),
+            Ok(TimestepDist::LogitNormal {
+                mean: -0.5,
+                std: 1.2,
+                shift: 2.0
+            })
+        );
+        for bad in [
+            "normal",
+            "uniform:x",
+            "uniform:1,2",
+            "uniform:0",
+            "logit-normal:0",
+        ] {
+            let msg = TimestepDist::parse(bad).unwrap_err();
             assert!(msg.contains(bad), "{bad}: {msg}");
         }
     }

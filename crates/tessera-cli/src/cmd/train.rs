@@ -10,6 +10,7 @@ use tessera_models::device::DeviceSpec;
 use tessera_pipeline::Model;
 use tessera_train::dit::{
     export_dit, export_dit_checkpoint, parse_lr_scale, train_dit, DitEvent, DitTrainOptions,
+    TimestepDist,
 };
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
@@ -163,6 +164,11 @@ pub struct DitArgs {
     /// 0.2 first, 0.1 each of the rest.
     #[arg(long)]
     masks: Option<MaskProbs>,
+    /// Noise levels trained on: `uniform[:SHIFT]` (Wan's; the default, shift 3, leans toward
+    /// high noise, where the layout is decided) or `logit-normal[:MEAN,STD[,SHIFT]]` (SD3's;
+    /// 0,1 spends the steps on the middle levels).
+    #[arg(long, value_parser = TimestepDist::parse)]
+    timesteps: Option<TimestepDist>,
     /// Every N steps (a multiple of the checkpoint interval, 250), export the checkpoint's EMA
     /// weights with the VAE, generate from `--select-prompts` held-out captions and score prompt
     /// following above chance (`tessera eval`'s object count, colour, shape and direction,
@@ -240,6 +246,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             o.init_from = a.init_from;
             o.realign_text = a.realign_text;
             o.masks = a.masks.unwrap_or(o.masks);
+            o.timesteps = a.timesteps.unwrap_or(o.timesteps);
             o.batch = a.batch.unwrap_or(o.batch);
             for b in &mut o.buckets {
                 if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
