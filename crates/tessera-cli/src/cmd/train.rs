@@ -22,7 +22,7 @@ pub enum TrainCommand {
     /// Train the causal video VAE (L1 + edge + KL; AdamW, warmup+cosine, EMA; atomic checkpoints).
     Vae(VaeArgs),
     /// Train the diffusion transformer and text encoder on VAE latents (rectified flow).
-    Dit(DitArgs),
+    Dit(Box<DitArgs>),
     /// Write a VAE run's EMA weights (fp16, with measured latent statistics) as MODEL/vae.
     ExportVae {
         /// The `train vae` run folder.
@@ -232,6 +232,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             );
         }
         TrainCommand::Dit(a) => {
+            let a = *a;
             let c = a.common;
             let mut o = DitTrainOptions::tiny(c.out);
             o.data = c.data;
