@@ -27,8 +27,8 @@ struct Args {
     #[arg(long, default_value_t = 5)]
     big_runs: usize,
     /// VAE layout the `vae` suite times, with random weights: a preset name (`tiny-residual`
-    /// is the default model's, `tiny-patch` its half-work successor) or a `config.json`
-    /// (`docs/configs/`).
+    /// was the default model's until session 25, `tiny-patch` its half-work variant) or a
+    /// `config.json` (`docs/configs/`; the default model's is `vae-tiny-residual-s4-t2-z8.json`).
     #[arg(long, default_value = "tiny", value_parser = vae_config)]
     vae_config: String,
     /// Folder for the weights, inputs and outputs of the model suites (read by
