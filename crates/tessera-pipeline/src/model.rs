@@ -177,13 +177,27 @@ impl Model {
         TinyParts::new(seed, temporal_factor)?.build(Device::Cpu)
     }
 
-    /// The default model's architecture (`tiny()` presets of VAE, DiT and text encoder) with
-    /// seeded random weights: what speed benches measure before trained weights exist.
+    /// The default model's architecture (the `docs/configs/` files it was trained from, the
+    /// `tiny` text encoder) with seeded random weights: what speed benches measure where the
+    /// model folder is absent.
     pub fn random_default_arch(seed: u64) -> Result<Self> {
+        fn config<T: serde::de::DeserializeOwned>(name: &str, json: &str) -> Result<T> {
+            serde_json::from_str(json).map_err(|e| PipelineError::ModelJson {
+                path: Path::new("docs/configs").join(name),
+                detail: e.to_string(),
+            })
+        }
+        let vae_cfg: VaeConfig = config(
+            "vae-tiny-residual-s4-t2-z8.json",
+            include_str!("../../../docs/configs/vae-tiny-residual-s4-t2-z8.json"),
+        )?;
+        let dit_cfg: DitConfig = config(
+            "dit-tiny-p4-z8.json",
+            include_str!("../../../docs/configs/dit-tiny-p4-z8.json"),
+        )?;
         let tok = tiny_tokenizer();
         let text_cfg = SmallEncoderConfig::tiny(tok.vocab_size());
-        let parts =
-            TinyParts::with_configs(VaeConfig::tiny(), DitConfig::tiny(), text_cfg, tok, seed)?;
+        let parts = TinyParts::with_configs(vae_cfg, dit_cfg, text_cfg, tok, seed)?;
         let mut m = parts.build(Device::Cpu)?;
         m.name = "random-default-arch".into();
         Ok(m)

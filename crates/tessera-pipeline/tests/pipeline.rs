@@ -601,6 +601,18 @@ fn trained_loop_last_frame_close_to_first() {
     );
 }
 
+/// Benches fall back to this architecture with random weights: it must be the shipped one.
+#[test]
+fn trained_random_default_arch_is_the_shipped_models() {
+    let Some(model) = trained() else { return };
+    let random = Model::random_default_arch(0).unwrap();
+    assert_eq!(random.dit.config(), model.dit.config());
+    let mut vae = model.vae.config().clone();
+    vae.latents_mean = random.vae.config().latents_mean.clone();
+    vae.latents_std = random.vae.config().latents_std.clone();
+    assert_eq!(random.vae.config(), &vae);
+}
+
 #[test]
 fn trained_long_video_seams_are_continuous() {
     let Some(model) = trained() else { return };
