@@ -76,7 +76,12 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })?;
-    serde_json::from_str(&text).map_err(|e| PipelineError::ModelJson {
+    parse_json(path, &text)
+}
+
+/// `text` as `T`; `path` names where it came from in the error.
+fn parse_json<T: serde::de::DeserializeOwned>(path: &Path, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| PipelineError::ModelJson {
         path: path.to_path_buf(),
         detail: e.to_string(),
     })
@@ -181,18 +186,12 @@ impl Model {
     /// `tiny` text encoder) with seeded random weights: what speed benches measure where the
     /// model folder is absent.
     pub fn random_default_arch(seed: u64) -> Result<Self> {
-        fn config<T: serde::de::DeserializeOwned>(name: &str, json: &str) -> Result<T> {
-            serde_json::from_str(json).map_err(|e| PipelineError::ModelJson {
-                path: Path::new("docs/configs").join(name),
-                detail: e.to_string(),
-            })
-        }
-        let vae_cfg: VaeConfig = config(
-            "vae-tiny-residual-s4-t2-z8.json",
+        let vae_cfg: VaeConfig = parse_json(
+            Path::new("docs/configs/vae-tiny-residual-s4-t2-z8.json"),
             include_str!("../../../docs/configs/vae-tiny-residual-s4-t2-z8.json"),
         )?;
-        let dit_cfg: DitConfig = config(
-            "dit-tiny-p4-z8.json",
+        let dit_cfg: DitConfig = parse_json(
+            Path::new("docs/configs/dit-tiny-p4-z8.json"),
             include_str!("../../../docs/configs/dit-tiny-p4-z8.json"),
         )?;
         let tok = tiny_tokenizer();

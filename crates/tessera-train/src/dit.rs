@@ -387,6 +387,11 @@ impl DitTrainOptions {
     }
 }
 
+/// Whether `--config` names a `config.json` file rather than a preset.
+fn names_a_file(config: &str) -> bool {
+    config.ends_with(".json")
+}
+
 /// `tiny` (the default model), `micro` (tests: a few seconds of training overfits), `wan2.1-1.3b`,
 /// or a path to a diffusers `config.json`.
 pub fn dit_config_by_name(name: &str) -> Result<DitConfig> {
@@ -402,10 +407,10 @@ pub fn dit_config_by_name(name: &str) -> Result<DitConfig> {
             ..DitConfig::tiny()
         }),
         "wan2.1-1.3b" | "wan2_1_1_3b" => Ok(DitConfig::wan2_1_1_3b()),
-        path if path.ends_with(".json") && !Path::new(path).is_file() => Err(TrainError::Options(
+        path if names_a_file(path) && !Path::new(path).is_file() => Err(TrainError::Options(
             format!("DiT config file {path} not found; use tiny, micro, wan2.1-1.3b or the path of an existing config.json"),
         )),
-        path if path.ends_with(".json") => {
+        path if names_a_file(path) => {
             let cfg: DitConfig = read_json_file(Path::new(path))?;
             cfg.validate()?;
             Ok(cfg)
@@ -915,7 +920,7 @@ pub fn train_dit(
     }
     let z_dim = vae.config().z_dim;
     if dcfg.in_channels != z_dim || dcfg.out_channels != z_dim {
-        if opts.config.ends_with(".json") {
+        if names_a_file(&opts.config) {
             return Err(TrainError::Options(format!(
                 "DiT config {} has in_channels {} and out_channels {}, but the VAE's latent has \
                  {z_dim} channels; set both to {z_dim} there, or pass a preset name (tiny, micro), \
