@@ -194,6 +194,47 @@ pub struct DitArgs {
     /// about a quarter of a clip step and teaches appearance (colour, shape, place) alone.
     #[arg(long)]
     images: Option<usize>,
+    /// Folder of the encoded-latent cache [default: RUN/latents]. Runs on the same data and
+    /// VAE can share one (the file is named by a hash of both), so a second run starts
+    /// training at once instead of encoding every clip again.
+    #[arg(long)]
+    latent_cache: Option<PathBuf>,
+}
+
+impl DitArgs {
+    /// The trainer's options these flags describe (the preset's for every flag left out).
+    fn options(&self) -> DitTrainOptions {
+        let (a, c) = (self, &self.common);
+        let mut o = DitTrainOptions::tiny(c.out.clone());
+        o.data = c.data.clone();
+        o.vae_dir = Some(a.vae.clone());
+        o.latent_cache = a.latent_cache.clone();
+        o.freeze_text = !a.train_text;
+        o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
+        o.lr_scales = a.lr_scale.clone();
+        o.object_weight = a.object_weight;
+        o.mirror = a.mirror;
+        o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
+        o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
+        o.init_from = a.init_from.clone();
+        o.realign_text = a.realign_text;
+        o.masks = a.masks.unwrap_or(o.masks);
+        o.timesteps = a.timesteps.unwrap_or(o.timesteps);
+        o.batch = a.batch.unwrap_or(o.batch);
+        for b in &mut o.buckets {
+            if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
+                b.count = n;
+            }
+        }
+        o.buckets.retain(|b| b.count > 0);
+        o.config = c.config.clone();
+        o.steps = c.steps.unwrap_or(o.steps);
+        o.lr = c.lr.unwrap_or(o.lr);
+        o.resume = c.resume;
+        o.seed = c.seed;
+        o.device = c.device;
+        o
+    }
 }
 
 pub fn run(cmd: TrainCommand) -> Result<()> {
@@ -232,35 +273,8 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
             );
         }
         TrainCommand::Dit(a) => {
-            let a = *a;
-            let c = a.common;
-            let mut o = DitTrainOptions::tiny(c.out);
-            o.data = c.data;
-            o.vae_dir = Some(a.vae);
-            o.freeze_text = !a.train_text;
-            o.text_lr_scale = a.text_lr_scale.unwrap_or(o.text_lr_scale);
-            o.lr_scales = a.lr_scale;
-            o.object_weight = a.object_weight;
-            o.mirror = a.mirror;
-            o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
-            o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
-            o.init_from = a.init_from;
-            o.realign_text = a.realign_text;
-            o.masks = a.masks.unwrap_or(o.masks);
-            o.timesteps = a.timesteps.unwrap_or(o.timesteps);
-            o.batch = a.batch.unwrap_or(o.batch);
-            for b in &mut o.buckets {
-                if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
-                    b.count = n;
-                }
-            }
-            o.buckets.retain(|b| b.count > 0);
-            o.config = c.config;
-            o.steps = c.steps.unwrap_or(o.steps);
-            o.lr = c.lr.unwrap_or(o.lr);
-            o.resume = c.resume;
-            o.seed = c.seed;
-            o.device = c.device;
+            let o = a.options();
+            let json = a.common.json;
             let mut select = match a.select_every {
                 0 => None,
                 n if n % o.checkpoint_every != 0 => bail!(
@@ -277,11 +291,11 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                 )?),
             };
             let mut select_error = None;
-            let bar = super::progress(o.steps as u64, "dit", c.json);
+            let bar = super::progress(o.steps as u64, "dit", json);
             train_dit(&o, |e| {
                 match e {
                     DitEvent::Step(r) => {
-                        if c.json {
+                        if json {
                             println!("{}", serde_json::to_string(r).unwrap_or_default());
                         }
                         bar.set_position(r.step as u64);
@@ -468,7 +482,59 @@ impl Selector {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
     use tessera_train::latents::BucketSpec;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        train: TrainCommand,
+    }
+
+    fn dit_options(flags: &[&str]) -> DitTrainOptions {
+        let argv = ["train", "dit", "--vae", "V", "--out", "RUN"];
+        match Cli::try_parse_from(argv.iter().chain(flags)).unwrap().train {
+            TrainCommand::Dit(a) => a.options(),
+            _ => unreachable!("parsed as `train dit`"),
+        }
+    }
+
+    /// Flags left out keep the preset's values; the ones given reach the trainer, among them
+    /// `--latent-cache` (a folder shared by runs) and `--images 0` (no one-frame bucket).
+    #[test]
+    fn dit_flags_become_trainer_options() {
+        let preset = DitTrainOptions {
+            vae_dir: Some("V".into()),
+            ..DitTrainOptions::tiny("RUN".into())
+        };
+        assert_eq!(dit_options(&[]), preset);
+        assert_eq!(preset.latent_cache, None);
+        let o = dit_options(&[
+            "--latent-cache",
+            "shared/latents",
+            "--images",
+            "0",
+            "--clips",
+            "64",
+            "--batch",
+            "4",
+            "--steps",
+            "10",
+            "--train-text",
+            "--text-lr-scale",
+            "0.3",
+        ]);
+        assert_eq!(o.latent_cache, Some(PathBuf::from("shared/latents")));
+        assert_eq!(
+            o.buckets,
+            vec![BucketSpec {
+                frames: 33,
+                count: 64
+            }]
+        );
+        assert_eq!((o.batch, o.steps), (4, 10));
+        assert!(!o.freeze_text && (o.text_lr_scale - 0.3).abs() < 1e-12);
+    }
 
     /// Two checkpoints of a micro DiT scored on one prompt (so by the raw score: no chance level
     /// without a second caption): both scores are logged, RUN/best is
