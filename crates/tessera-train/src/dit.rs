@@ -936,6 +936,11 @@ pub fn train_dit(
         .as_deref()
         .map(checkpoint::load_meta)
         .transpose()?;
+    // Steps the weights had before this run: an `--init-from` folder's count, carried by every
+    // checkpoint, so an export reports the model's whole training, not the last leg's.
+    let mut prior_steps = meta
+        .as_ref()
+        .map_or(0, |m| m["prior_steps"].as_u64().unwrap_or(0));
     let init_text = match (&meta, &opts.init_from) {
         (None, Some(dir)) if !opts.realign_text && dir.join("text").is_dir() => {
             Some(dir.join("text"))
@@ -996,7 +1001,14 @@ pub fn train_dit(
             // Other tokens (another patch size or latent channel count: a VAE with another
             // latent) keep the blocks, the text and timestep paths; the patch embedding and the
             // head start fresh.
-            let theirs: DitConfig = read_json_file(&dir.join("dit").join("config.json"))?;
+            let config_path = dir.join("dit").join("config.json");
+            let theirs: serde_json::Value = read_json_file(&config_path)?;
+            prior_steps = theirs["_trained_steps"].as_u64().unwrap_or(0);
+            let theirs: DitConfig =
+                serde_json::from_value(theirs).map_err(|source| TrainError::Json {
+                    path: config_path,
+                    source,
+                })?;
             let grows = dcfg.abs_pos_embed && !theirs.abs_pos_embed;
             let as_ours = DitConfig {
                 abs_pos_embed: theirs.abs_pos_embed || grows,
@@ -1122,6 +1134,7 @@ pub fn train_dit(
             .collect();
         let meta = serde_json::json!({
             "step": step,
+            "prior_steps": prior_steps,
             "options": opts,
             "dit_config": dcfg,
             "text_config": tcfg,
@@ -1451,6 +1464,7 @@ pub fn export_dit(out: &Path, model_dir: &Path) -> Result<()> {
 pub fn export_dit_checkpoint(ck: &Path, model_dir: &Path) -> Result<()> {
     let meta = checkpoint::load_meta(ck)?;
     let ema = checkpoint::load_tensors(ck, "ema")?;
+    let trained = meta["prior_steps"].as_u64().unwrap_or(0) + meta["step"].as_u64().unwrap_or(0);
     for (part, config, class) in [
         ("dit", meta["dit_config"].clone(), "WanTransformer3DModel"),
         ("text", meta["text_config"].clone(), "SmallTextEncoder"),
@@ -1466,7 +1480,7 @@ pub fn export_dit_checkpoint(ck: &Path, model_dir: &Path) -> Result<()> {
         let mut config = config;
         if let Some(o) = config.as_object_mut() {
             o.insert("_class_name".into(), class.into());
-            o.insert("_trained_steps".into(), meta["step"].clone());
+            o.insert("_trained_steps".into(), trained.into());
         }
         write_json_atomic(&dir.join("config.json"), &config)?;
     }

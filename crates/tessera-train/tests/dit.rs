@@ -445,9 +445,22 @@ fn export_round_trip() {
     let (_, resumed) = tuned(&DitTrainOptions {
         steps: 2,
         resume: true,
-        ..deeper_text
+        ..deeper_text.clone()
     });
     assert!(moved("text", &resumed) < 1e-6);
+    // Its export counts the folder's steps and this run's: the model's whole training.
+    let again = tmp.path().join("again");
+    export_dit(&deeper_text.out, &again).expect("export the fine-tune");
+    for part in ["dit", "text"] {
+        let steps = |dir: &std::path::Path| {
+            let text = std::fs::read_to_string(dir.join(part).join("config.json")).expect("cfg");
+            serde_json::from_str::<serde_json::Value>(&text).expect("json")["_trained_steps"]
+                .as_u64()
+                .expect("_trained_steps")
+        };
+        assert_eq!(steps(&model), opts.steps as u64, "{part}");
+        assert_eq!(steps(&again), opts.steps as u64 + 2, "{part}");
+    }
     // Another seed, so the new encoder cannot equal the folder's seeded one by construction.
     let realign = DitTrainOptions {
         realign_text: true,
