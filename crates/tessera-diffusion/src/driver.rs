@@ -5,7 +5,7 @@
 
 use candle_core::{Device, Tensor};
 
-use crate::error::{DiffusionError, Result};
+use crate::error::{video_dims, DiffusionError, Result};
 use crate::sampler::Sampler;
 use crate::schedule::Schedule;
 
@@ -62,14 +62,6 @@ pub struct KnownFrames {
     known: Vec<bool>,
     /// `(1, 1, T, 1, 1)` u8, 1 on known frames.
     mask: Tensor,
-}
-
-fn video_dims(x: &Tensor, what: &'static str) -> Result<(usize, usize, usize, usize, usize)> {
-    x.dims5().map_err(|_| DiffusionError::ShapeMismatch {
-        what,
-        expected: "(B, C, T, H, W)".to_string(),
-        got: x.dims().to_vec(),
-    })
 }
 
 impl KnownFrames {

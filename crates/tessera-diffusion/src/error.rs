@@ -45,3 +45,15 @@ pub enum DiffusionError {
 
 /// Result with [`DiffusionError`].
 pub type Result<T> = std::result::Result<T, DiffusionError>;
+
+/// `x`'s `(B, C, T, H, W)`, or an error naming `what` had another shape.
+pub(crate) fn video_dims(
+    x: &candle_core::Tensor,
+    what: &'static str,
+) -> Result<(usize, usize, usize, usize, usize)> {
+    x.dims5().map_err(|_| DiffusionError::ShapeMismatch {
+        what,
+        expected: "(B, C, T, H, W)".to_string(),
+        got: x.dims().to_vec(),
+    })
+}

@@ -5,7 +5,7 @@ use candle_core::Tensor;
 use rand::Rng;
 
 use crate::driver::{filled, frame_levels};
-use crate::error::{DiffusionError, Result};
+use crate::error::{video_dims, DiffusionError, Result};
 use crate::mask::{masks_to_tensor, ConditionMask, MaskSampler};
 use crate::schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};
 
@@ -24,11 +24,7 @@ pub fn add_noise(x0: &Tensor, noise: &Tensor, t: &Tensor) -> Result<Tensor> {
             got: noise.dims().to_vec(),
         });
     }
-    let (b, _, frames, _, _) = x0.dims5().map_err(|_| DiffusionError::ShapeMismatch {
-        what: "clean latents",
-        expected: "(B, C, T, H, W)".to_string(),
-        got: x0.dims().to_vec(),
-    })?;
+    let (b, _, frames, _, _) = video_dims(x0, "clean latents")?;
     let t = match t.dims() {
         [n] if *n == b => t.reshape((b, 1, 1, 1, 1))?,
         [n, f] if *n == b && *f == frames => t.reshape((b, 1, frames, 1, 1))?,
@@ -155,11 +151,7 @@ impl TrainingExample {
         masks: &MaskSampler,
         rng: &mut impl Rng,
     ) -> Result<Self> {
-        let (b, _, frames, _, _) = x0.dims5().map_err(|_| DiffusionError::ShapeMismatch {
-            what: "clean latents",
-            expected: "(B, C, T, H, W)".to_string(),
-            got: x0.dims().to_vec(),
-        })?;
+        let (b, _, frames, _, _) = video_dims(x0, "clean latents")?;
         let sigmas = timesteps.sample(rng, b)?;
         let drawn: Vec<ConditionMask> = (0..b).map(|_| masks.sample(rng, frames)).collect();
         let flags = drawn

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{DiffusionError, Result};
+use crate::error::{video_dims, DiffusionError, Result};
 
 /// Which latent frames are known.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,11 +254,7 @@ pub fn weighted_masked_mse(
             got: pred.dims().to_vec(),
         });
     }
-    let (b, c, t, h, w) = pred.dims5().map_err(|_| DiffusionError::ShapeMismatch {
-        what: "prediction",
-        expected: "(B, C, T, H, W)".to_string(),
-        got: pred.dims().to_vec(),
-    })?;
+    let (b, c, t, h, w) = video_dims(pred, "prediction")?;
     if known.dims() != [b, t] {
         return Err(DiffusionError::ShapeMismatch {
             what: "known-frame mask",
