@@ -223,7 +223,7 @@ mod tests {
         let k = KnownFrames::new(clean.clone(), vec![true, false, true]).unwrap();
         for kind in SamplerKind::ALL {
             let schedule = kind.schedule(5, 3.0).unwrap();
-            let mut sampler = kind.build();
+            let mut sampler = kind.build(0);
             let mut seen = Vec::new();
             let out = sample::<DiffusionError, _>(
                 sampler.as_mut(),

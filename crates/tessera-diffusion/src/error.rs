@@ -13,8 +13,10 @@ pub enum DiffusionError {
     InvalidSigmas { reason: String },
     #[error("SDEdit strength must be in [0, 1], got {strength}")]
     InvalidStrength { strength: f64 },
-    #[error("unknown sampler {name:?}; valid samplers: euler, heun, unipc")]
+    #[error("unknown sampler {name:?}; valid samplers: euler, euler-a, heun, unipc")]
     UnknownSampler { name: String },
+    #[error("ancestral sampling's η must be in [0, 1] (0 = plain Euler, 1 = all noise fresh), got {eta}")]
+    InvalidEta { eta: f64 },
     #[error("classifier-free guidance scale must be finite and ≥ 0, got {scale}")]
     InvalidCfgScale { scale: f64 },
     #[error("unknown guidance {name:?}; valid: cfg (classifier-free), apg (adaptive projected)")]

@@ -21,7 +21,7 @@
 //! let image = Tensor::zeros((1, 16, 3, 4, 4), DType::F32, &dev)?;
 //! let known = KnownFrames::new(image, vec![true, false, false])?;
 //! let model = |x: &Tensor, t: &Tensor| x.affine(0.1, 0.0); // (2B, C, T, H, W), (2B, T)
-//! let video = sample(kind.build().as_mut(), noise, &schedule, Some(&known), |x, e| {
+//! let video = sample(kind.build(0).as_mut(), noise, &schedule, Some(&known), |x, e| {
 //!     // One forward on [cond; uncond]; known frames carry timestep 0.
 //!     let t2 = Tensor::cat(&[&e.frame_timesteps, &e.frame_timesteps], 0)?;
 //!     let v = model(&cfg_input(x)?, &t2)?;
@@ -57,5 +57,5 @@ pub use mask::{
     MaskSampler,
 };
 pub use noise::randn;
-pub use sampler::{Euler, Heun, Sampler, SamplerKind, UniPc};
+pub use sampler::{Euler, EulerAncestral, Heun, Sampler, SamplerKind, UniPc};
 pub use schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};

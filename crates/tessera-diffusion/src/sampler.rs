@@ -7,8 +7,11 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::Tensor;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
 
 use crate::error::{DiffusionError, Result};
+use crate::noise::randn;
 use crate::schedule::Schedule;
 
 /// One integration step at a time from `sigma` to `sigma_next < sigma`.
@@ -49,6 +52,56 @@ impl Sampler for Euler {
     }
 
     fn reset(&mut self) {}
+}
+
+/// Euler with fresh noise (ancestral sampling): each step predicts the clean sample
+/// `x0 = x − σ·v` and the noise `ε = x + (1 − σ)·v`, then lands at `σ_next` on
+/// `(1 − σ_next)·x0 + σ_next·(√(1 − η²)·ε + η·z)` with new noise `z`. Every choice of η keeps
+/// the noise level of the path; η = 0 is [`Euler`], η = 1 (what [`SamplerKind::EulerAncestral`]
+/// runs) is diffusers' `stochastic_sampling`. The fresh noise lets later steps undo an imperfect
+/// model's mistakes instead of carrying them along: a small model's ragged fragments come out
+/// as compact objects.
+#[derive(Debug, Clone)]
+pub struct EulerAncestral {
+    eta: f64,
+    seed: u64,
+    rng: ChaCha8Rng,
+}
+
+impl EulerAncestral {
+    /// η in `[0, 1]`; the fresh noise is drawn from a generator seeded with `seed`, restarted
+    /// by [`Sampler::reset`] so a reused sampler repeats its trajectory.
+    pub fn new(eta: f64, seed: u64) -> Result<Self> {
+        if !(0.0..=1.0).contains(&eta) {
+            return Err(DiffusionError::InvalidEta { eta });
+        }
+        Ok(Self::with_eta(eta, seed))
+    }
+
+    fn with_eta(eta: f64, seed: u64) -> Self {
+        Self {
+            eta,
+            seed,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+}
+
+impl Sampler for EulerAncestral {
+    fn step(&mut self, x: &Tensor, v: &Tensor, sigma: f64, sigma_next: f64) -> Result<Tensor> {
+        let x0 = lin2(x, 1.0, v, -sigma)?;
+        if sigma_next == 0.0 {
+            return Ok(x0);
+        }
+        let eps = lin2(x, 1.0, v, 1.0 - sigma)?;
+        let z = randn(&mut self.rng, x.shape(), x.device())?.to_dtype(x.dtype())?;
+        let noise = lin2(&eps, (1.0 - self.eta * self.eta).sqrt(), &z, self.eta)?;
+        lin2(&x0, 1.0 - sigma_next, &noise, sigma_next)
+    }
+
+    fn reset(&mut self) {
+        self.rng = ChaCha8Rng::seed_from_u64(self.seed);
+    }
 }
 
 /// Heun's second-order method (trapezoid rule with an Euler predictor), as diffusers'
@@ -244,6 +297,8 @@ impl Sampler for UniPc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SamplerKind {
     Euler,
+    /// [`EulerAncestral`] with η = 1: the default model's, whose clips it makes compact.
+    EulerAncestral,
     Heun,
     /// Wan's default.
     #[default]
@@ -251,21 +306,33 @@ pub enum SamplerKind {
 }
 
 impl SamplerKind {
-    pub const ALL: [SamplerKind; 3] = [SamplerKind::Euler, SamplerKind::Heun, SamplerKind::UniPc];
+    pub const ALL: [SamplerKind; 4] = [
+        SamplerKind::Euler,
+        SamplerKind::EulerAncestral,
+        SamplerKind::Heun,
+        SamplerKind::UniPc,
+    ];
+
+    /// The samplers that solve the sampling ODE: deterministic given the starting noise, so
+    /// their trajectories can be checked against diffusers' and against exact solutions.
+    pub const ODE: [SamplerKind; 3] = [SamplerKind::Euler, SamplerKind::Heun, SamplerKind::UniPc];
 
     /// The name accepted by [`FromStr`].
     pub fn name(self) -> &'static str {
         match self {
             SamplerKind::Euler => "euler",
+            SamplerKind::EulerAncestral => "euler-a",
             SamplerKind::Heun => "heun",
             SamplerKind::UniPc => "unipc",
         }
     }
 
-    /// A fresh sampler of this kind.
-    pub fn build(self) -> Box<dyn Sampler + Send> {
+    /// A fresh sampler of this kind; `seed` seeds the fresh noise of a stochastic one (the
+    /// others ignore it), so the same seed gives the same trajectory.
+    pub fn build(self, seed: u64) -> Box<dyn Sampler + Send> {
         match self {
             SamplerKind::Euler => Box::new(Euler),
+            SamplerKind::EulerAncestral => Box::new(EulerAncestral::with_eta(1.0, seed)),
             SamplerKind::Heun => Box::new(Heun::default()),
             SamplerKind::UniPc => Box::new(UniPc::default()),
         }
@@ -274,7 +341,9 @@ impl SamplerKind {
     /// The schedule the reference pairs with this sampler.
     pub fn schedule(self, num_steps: usize, shift: f64) -> Result<Schedule> {
         match self {
-            SamplerKind::Euler | SamplerKind::Heun => Schedule::flow_match(num_steps, shift),
+            SamplerKind::Euler | SamplerKind::EulerAncestral | SamplerKind::Heun => {
+                Schedule::flow_match(num_steps, shift)
+            }
             SamplerKind::UniPc => Schedule::unipc_flow(num_steps, shift),
         }
     }
@@ -314,7 +383,7 @@ mod tests {
         assert_eq!("UniPC".parse::<SamplerKind>().unwrap(), SamplerKind::UniPc);
         let err = "ddim".parse::<SamplerKind>().unwrap_err();
         assert!(matches!(err, DiffusionError::UnknownSampler { ref name } if name == "ddim"));
-        assert!(err.to_string().contains("euler, heun, unipc"));
+        assert!(err.to_string().contains("euler, euler-a, heun, unipc"));
     }
 
     #[test]

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Tensor};
 use tessera_diffusion::{
-    add_noise, sample, sdedit_start, DiffusionError, Eval, KnownFrames, Sampler, SamplerKind,
-    Schedule,
+    add_noise, sample, sdedit_start, DiffusionError, Euler, EulerAncestral, Eval, KnownFrames,
+    Sampler, SamplerKind, Schedule,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -72,7 +72,7 @@ fn dedupe_heun(list: &[f64], keep_last: bool) -> Vec<f64> {
 #[test]
 fn schedules_match_diffusers() {
     let fx = fixtures();
-    for kind in SamplerKind::ALL {
+    for kind in SamplerKind::ODE {
         for (steps, shift) in CASES {
             let k = key(kind, steps, shift);
             let mut want_sigmas = vec1(&fx[&format!("{k}.sigmas")]);
@@ -97,13 +97,13 @@ fn fake_velocity(x: &Tensor, e: &Eval, r: &Tensor) -> candle_core::Result<Tensor
 fn sampler_trajectories_match_diffusers() {
     let fx = fixtures();
     let mut worst = 0.0f32;
-    for kind in SamplerKind::ALL {
+    for kind in SamplerKind::ODE {
         for (steps, shift) in CASES {
             let k = key(kind, steps, shift);
             let (x0, r) = (&fx[&format!("{k}.x0")], &fx[&format!("{k}.r")]);
             let traj = &fx[&format!("{k}.trajectory")];
             let schedule = kind.schedule(steps, shift).unwrap();
-            let mut sampler = kind.build();
+            let mut sampler = kind.build(0);
             // Every evaluation after the first sees the previous step call's output.
             let mut outputs = Vec::new();
             let last = sample::<DiffusionError, _>(
@@ -156,7 +156,7 @@ impl GaussianFlow {
     /// Max-abs error of sampling `z` with `kind` over `steps` steps.
     fn error(&self, kind: SamplerKind, steps: usize, z: &Tensor) -> f32 {
         let schedule = kind.schedule(steps, 1.0).unwrap();
-        let mut sampler = kind.build();
+        let mut sampler = kind.build(0);
         let out =
             sample::<DiffusionError, _>(sampler.as_mut(), z.clone(), &schedule, None, |x, e| {
                 Ok(self.velocity(x, e.sigma)?)
@@ -190,7 +190,7 @@ fn samplers_converge_and_higher_order_beats_euler() {
     };
     let z = seeded((1, 2, 3, 4, 4), 2);
     let mut table = Vec::new();
-    for kind in SamplerKind::ALL {
+    for kind in SamplerKind::ODE {
         let errs: Vec<f32> = [4, 8, 16, 32]
             .iter()
             .map(|&n| flow.error(kind, n, &z))
@@ -240,14 +240,14 @@ fn sdedit_strength_zero_returns_the_input_and_one_is_generation() {
         let full = kind.schedule(8, 3.0).unwrap();
         let none = full.sdedit(0.0).unwrap();
         let start = sdedit_start(&x0, &noise, &none).unwrap();
-        let out = sample(kind.build().as_mut(), start, &none, None, velocity).unwrap();
+        let out = sample(kind.build(0).as_mut(), start, &none, None, velocity).unwrap();
         assert_eq!(max_abs_diff(&out, &x0), 0.0, "{kind} at strength 0");
 
         let all = full.sdedit(1.0).unwrap();
         assert_eq!(all, full);
         let start = sdedit_start(&x0, &noise, &all).unwrap();
-        let gen_out = sample(kind.build().as_mut(), start, &all, None, velocity).unwrap();
-        let pure = sample(kind.build().as_mut(), noise.clone(), &full, None, velocity).unwrap();
+        let gen_out = sample(kind.build(0).as_mut(), start, &all, None, velocity).unwrap();
+        let pure = sample(kind.build(0).as_mut(), noise.clone(), &full, None, velocity).unwrap();
         // UniPC starts 1e-6 below pure noise, so the input leaks in by at most ~1e-6.
         assert!(max_abs_diff(&gen_out, &pure) < 1e-5, "{kind} at strength 1");
 
@@ -271,7 +271,7 @@ fn same_inputs_same_output_bits() {
         let run = || {
             let schedule = kind.schedule(6, 3.0).unwrap();
             sample::<DiffusionError, _>(
-                kind.build().as_mut(),
+                kind.build(0).as_mut(),
                 seeded((2, 2, 3, 4, 4), 7),
                 &schedule,
                 Some(&known),
@@ -293,7 +293,7 @@ fn sampler_reuse_after_reset_matches_a_fresh_one() {
     let z = seeded((1, 2, 2, 2, 2), 9);
     for kind in SamplerKind::ALL {
         let schedule = kind.schedule(5, 2.0).unwrap();
-        let mut reused = kind.build();
+        let mut reused = kind.build(0);
         let go = |s: &mut dyn Sampler| {
             sample::<DiffusionError, _>(s, z.clone(), &schedule, None, |x, e| {
                 Ok(flow.velocity(x, e.sigma)?)
@@ -307,21 +307,118 @@ fn sampler_reuse_after_reset_matches_a_fresh_one() {
 }
 
 #[test]
-fn custom_schedules_work_with_every_sampler() {
+fn custom_schedules_work_with_every_ode_sampler() {
     let s = Schedule::from_sigmas(vec![1.0, 0.6, 0.3, 0.1, 0.0]).unwrap();
     let flow = GaussianFlow {
         mu: seeded((1, 1, 2, 2, 2), 10),
         s: 0.5,
     };
     let z = seeded((1, 1, 2, 2, 2), 11);
-    for kind in SamplerKind::ALL {
+    for kind in SamplerKind::ODE {
         let out =
-            sample::<DiffusionError, _>(kind.build().as_mut(), z.clone(), &s, None, |x, e| {
+            sample::<DiffusionError, _>(kind.build(0).as_mut(), z.clone(), &s, None, |x, e| {
                 Ok(flow.velocity(x, e.sigma)?)
             })
             .unwrap();
         let exact = (&flow.mu + z.affine(flow.s, 0.0).unwrap()).unwrap();
         let err = max_abs_diff(&out, &exact);
         assert!(err.is_finite() && err < 0.5, "{kind}: {err}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ancestral sampling
+// ---------------------------------------------------------------------------------------------
+
+/// A one-point data distribution at `mu`: the exact velocity is `(x − μ)/σ`, so every clean
+/// estimate is μ and each ancestral step must land on `(1 − σ_next)·μ + σ_next·noise`.
+fn dirac_velocity(mu: &Tensor) -> impl Fn(&Tensor, &Eval) -> Result<Tensor, DiffusionError> + '_ {
+    move |x, e| Ok((x - mu)?.affine(1.0 / e.sigma, 0.0)?)
+}
+
+#[test]
+fn ancestral_sampling_keeps_the_noise_level_and_lands_on_the_data() {
+    let mu = seeded((1, 4, 4, 8, 8), 12);
+    let schedule = SamplerKind::EulerAncestral.schedule(10, 3.0).unwrap();
+    let sigmas = schedule.sigmas().to_vec();
+    let mut sampler = SamplerKind::EulerAncestral.build(3);
+    let mut x = seeded((1, 4, 4, 8, 8), 13);
+    let v = dirac_velocity(&mu);
+    for i in 0..schedule.num_steps() {
+        let e = Eval {
+            sigma: sigmas[i],
+            timestep: schedule.timesteps()[i],
+            frame_timesteps: Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap(),
+            step: i,
+            num_steps: schedule.num_steps(),
+            evaluation: i,
+            num_evaluations: schedule.num_steps(),
+        };
+        let next = sampler
+            .step(&x, &v(&x, &e).unwrap(), sigmas[i], sigmas[i + 1])
+            .unwrap();
+        let s = sigmas[i + 1];
+        if s > 0.0 {
+            // The noise part is fresh (uncorrelated with the last one) and of unit variance.
+            let noise = (&next - mu.affine(1.0 - s, 0.0).unwrap())
+                .unwrap()
+                .affine(1.0 / s, 0.0)
+                .unwrap();
+            let old = (&x - mu.affine(1.0 - sigmas[i], 0.0).unwrap())
+                .unwrap()
+                .affine(1.0 / sigmas[i], 0.0)
+                .unwrap();
+            let var = noise
+                .sqr()
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let corr = (&noise * &old)
+                .unwrap()
+                .mean_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!((var - 1.0).abs() < 0.15, "step {i}: noise variance {var}");
+            assert!(
+                corr.abs() < 0.15,
+                "step {i}: noise correlation with the last step {corr}"
+            );
+        }
+        x = next;
+    }
+    assert!(max_abs_diff(&x, &mu) < 1e-5);
+}
+
+#[test]
+fn ancestral_sampling_is_seeded_and_eta_zero_is_euler() {
+    let mu = seeded((1, 2, 3, 4, 4), 14);
+    let z = seeded((1, 2, 3, 4, 4), 15);
+    // A velocity that is not exact, so the trajectory depends on the fresh noise.
+    let v = |x: &Tensor, e: &Eval| -> Result<Tensor, DiffusionError> {
+        Ok((x - &mu)?.affine(0.8 / e.sigma, 0.0)?)
+    };
+    let schedule = SamplerKind::EulerAncestral.schedule(6, 3.0).unwrap();
+    let run = |s: &mut dyn Sampler| sample(s, z.clone(), &schedule, None, v).unwrap();
+    let (a, b) = (
+        run(SamplerKind::EulerAncestral.build(1).as_mut()),
+        run(SamplerKind::EulerAncestral.build(1).as_mut()),
+    );
+    assert_eq!(max_abs_diff(&a, &b), 0.0);
+    let c = run(SamplerKind::EulerAncestral.build(2).as_mut());
+    assert!(
+        max_abs_diff(&a, &c) > 1e-3,
+        "another seed, another trajectory"
+    );
+    let euler = run(&mut Euler);
+    let eta0 = run(&mut EulerAncestral::new(0.0, 1).unwrap());
+    assert!(max_abs_diff(&euler, &eta0) < 1e-5);
+    for eta in [-0.1, 1.5, f64::NAN] {
+        assert!(matches!(
+            EulerAncestral::new(eta, 0),
+            Err(DiffusionError::InvalidEta { .. })
+        ));
     }
 }

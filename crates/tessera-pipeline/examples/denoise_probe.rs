@@ -35,7 +35,7 @@ fn euler(
 ) -> Result<Tensor, Box<dyn std::error::Error>> {
     let e = m.text.encode(&[caption])?;
     tessera_diffusion::sample(
-        tessera_diffusion::SamplerKind::Euler.build().as_mut(),
+        tessera_diffusion::SamplerKind::Euler.build(0).as_mut(),
         x,
         schedule,
         None,

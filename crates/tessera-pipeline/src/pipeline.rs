@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{DType, Tensor};
+use rand::Rng;
 use serde::Serialize;
 use tessera_diffusion::{cfg_input, sample, sdedit_start, KnownFrames};
 use tessera_media::{Video, VideoWriter};
@@ -53,6 +54,9 @@ pub const CONTEXT_LATENTS: usize = 2;
 
 /// Noise stream of window `i`'s initial latents; SDEdit uses the same stream as window 0.
 const WINDOW_STREAM: u64 = 0x100;
+
+/// Stream of the fresh noise a stochastic sampler draws in window `i`.
+const SAMPLER_STREAM: u64 = 0x200;
 
 /// What the pipeline reports while it runs. Return `ControlFlow::Break` from the callback to
 /// cancel: nothing is written.
@@ -676,7 +680,8 @@ impl Run<'_> {
             }
             None => (full, eps),
         };
-        let mut sampler = self.req.sampler.build();
+        let sampler_seed = noise::rng(self.req.seed, SAMPLER_STREAM + window as u64).random();
+        let mut sampler = self.req.sampler.build(sampler_seed);
         let (model, guided, cfg_scale) = (self.model, self.guided, self.req.cfg);
         let rule = self.req.guidance;
         let (lo, hi) = self.req.cfg_interval;

@@ -47,7 +47,7 @@ pub enum RequestError {
     PngFrames(usize),
     #[error("strength must be in [0, 1], got {0}")]
     Strength(f64),
-    #[error("unknown sampler {0:?}; valid samplers: euler, heun, unipc")]
+    #[error("unknown sampler {0:?}; valid samplers: euler, euler-a, heun, unipc")]
     Sampler(String),
     #[error("unknown guidance {0:?}; valid: cfg (classifier-free), apg (adaptive projected)")]
     Guidance(String),
@@ -146,7 +146,7 @@ pub const SAMPLING_FILE: &str = "sampling.json";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Sampling {
-    /// `euler`, `heun` or `unipc`.
+    /// `euler`, `euler-a`, `heun` or `unipc`.
     pub sampler: String,
     pub steps: usize,
     /// Classifier-free guidance scale (1 = none, one forward a step).

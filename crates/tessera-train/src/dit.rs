@@ -806,7 +806,7 @@ pub fn sample_latents(
         (b, c, t, h, w),
         &dev,
     )?;
-    let mut sampler = settings.sampler.build();
+    let mut sampler = settings.sampler.build(settings.seed);
     let out = sample::<TrainError, _>(sampler.as_mut(), noise, &schedule, known, |x, e| {
         let t2 = Tensor::cat(&[&e.frame_timesteps, &e.frame_timesteps], 0)?;
         let v = dit.forward(&cfg_input(x)?, &t2, &states, Some(&mask))?;

@@ -21,7 +21,7 @@ pub struct SamplingArgs {
     /// Denoising steps [default: the model's, else 20]
     #[arg(long)]
     steps: Option<usize>,
-    /// euler | heun | unipc [default: the model's, else unipc]
+    /// euler | euler-a (fresh noise each step) | heun | unipc [default: the model's, else unipc]
     #[arg(long)]
     sampler: Option<String>,
     /// Classifier-free guidance scale (1 = no guidance, one forward per step) [default: the
