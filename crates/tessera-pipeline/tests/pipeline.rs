@@ -537,12 +537,13 @@ fn trained() -> Option<&'static Model> {
     .as_ref()
 }
 
-fn trained_spec(dir: &Path, name: &str, mode: Mode) -> RequestSpec {
+/// The shipped model's own sampler and guidance (its `sampling.json`), at half its steps.
+fn trained_spec(model: &Model, dir: &Path, name: &str, mode: Mode) -> RequestSpec {
     let mut s = spec(dir, name, mode);
     s.width = 64;
     s.height = 64;
+    s.sampling = model.sampling.clone();
     s.sampling.steps = 10;
-    s.sampling.sampler = "unipc".into();
     s
 }
 
@@ -568,7 +569,7 @@ fn trained_image_to_video_first_frame_psnr_at_least_28() {
     .unwrap();
     let img = dir.path().join("img.png");
     write_video(&img, &clip.video).unwrap();
-    let mut s = trained_spec(dir.path(), "i2v.mp4", Mode::Image { image: img });
+    let mut s = trained_spec(model, dir.path(), "i2v.mp4", Mode::Image { image: img });
     s.frames = Some(17);
     s.prompt = clip.short_caption.clone();
     let mut cap = Capture::default();
@@ -588,7 +589,7 @@ fn trained_image_to_video_first_frame_psnr_at_least_28() {
 fn trained_loop_last_frame_close_to_first() {
     let Some(model) = trained() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut s = trained_spec(dir.path(), "loop.mp4", Mode::Loop);
+    let mut s = trained_spec(model, dir.path(), "loop.mp4", Mode::Loop);
     s.prompt = "a large red circle orbits clockwise slowly".into();
     let (_, frames) = run(model, &GenerateRequest::new(s.clone()).unwrap());
     let joint = psnr_frame(&frames[frames.len() - 1], &frames[0]).unwrap();
@@ -617,7 +618,7 @@ fn trained_random_default_arch_is_the_shipped_models() {
 fn trained_long_video_seams_are_continuous() {
     let Some(model) = trained() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut s = trained_spec(dir.path(), "long.mp4", Mode::Text);
+    let mut s = trained_spec(model, dir.path(), "long.mp4", Mode::Text);
     s.prompt = "a blue square moves slowly to the right".into();
     s.frames = Some(61);
     let (sum, frames) = run(model, &GenerateRequest::new(s).unwrap());
