@@ -24,5 +24,5 @@ $T generate "a yellow circle moves left" --loop -o $G/loop.gif
 $T extend "$A" --prompt "a black diamond moves left" --forward --seconds 2 -o $G/extend-forward.gif
 $T extend "$A" --prompt "a black diamond moves left" --backward --seconds 2 -o $G/extend-backward.gif
 $T connect "$A" "$B" --prompt "a cyan square and a black diamond" -o $G/connect.gif
-$T edit "$B" --prompt "a red square moves up and right and three black diamonds orbit" --strength 0.6 -o $G/edit.gif
+$T edit "$B" --prompt "a red square moves up and right and three black diamonds orbit" --strength 0.45 -o $G/edit.gif
 $T edit "$B" --prompt "" --strength 0 -o $G/edit-input.gif

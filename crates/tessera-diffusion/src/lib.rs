@@ -34,7 +34,9 @@
 //!
 //! Reference: diffusers v0.42.1 `FlowMatchEulerDiscreteScheduler`,
 //! `FlowMatchHeunDiscreteScheduler` and `UniPCMultistepScheduler` (flow prediction), checked by
-//! `fixtures/gen/scheduler_fixtures.py`.
+//! `fixtures/gen/scheduler_fixtures.py`. The ancestral sampler ([`EulerAncestral`]) has no
+//! fixture (its noise is ours); its tests check the noise level of every step and exact
+//! landing on one-point data instead.
 
 mod driver;
 mod error;
