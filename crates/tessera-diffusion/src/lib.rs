@@ -59,5 +59,5 @@ pub use mask::{
     MaskSampler,
 };
 pub use noise::randn;
-pub use sampler::{Euler, EulerAncestral, Heun, Sampler, SamplerKind, UniPc};
+pub use sampler::{Euler, EulerAncestral, Heun, Sampler, SamplerKind, UniPc, DEFAULT_ETA};
 pub use schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};

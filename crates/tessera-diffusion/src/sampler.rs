@@ -54,11 +54,14 @@ impl Sampler for Euler {
     fn reset(&mut self) {}
 }
 
+/// η of [`SamplerKind::EulerAncestral`] unless a caller picks another: every step's noise fresh.
+pub const DEFAULT_ETA: f64 = 1.0;
+
 /// Euler with fresh noise (ancestral sampling): each step predicts the clean sample
 /// `x0 = x − σ·v` and the noise `ε = x + (1 − σ)·v`, then lands at `σ_next` on
 /// `(1 − σ_next)·x0 + σ_next·(√(1 − η²)·ε + η·z)` with new noise `z`. Every choice of η keeps
 /// the noise level of the path; η = 0 is [`Euler`], η = 1 (what [`SamplerKind::EulerAncestral`]
-/// runs) is diffusers' `stochastic_sampling`. The fresh noise lets later steps undo an imperfect
+/// runs by default) is diffusers' `stochastic_sampling`. The fresh noise lets later steps undo an imperfect
 /// model's mistakes instead of carrying them along: a small model's ragged fragments come out
 /// as compact objects.
 #[derive(Debug, Clone)]
@@ -328,13 +331,22 @@ impl SamplerKind {
     }
 
     /// A fresh sampler of this kind; `seed` seeds the fresh noise of a stochastic one (the
-    /// others ignore it), so the same seed gives the same trajectory.
+    /// others ignore it), so the same seed gives the same trajectory. The ancestral sampler
+    /// runs with η = [`DEFAULT_ETA`].
     pub fn build(self, seed: u64) -> Box<dyn Sampler + Send> {
         match self {
             SamplerKind::Euler => Box::new(Euler),
-            SamplerKind::EulerAncestral => Box::new(EulerAncestral::with_eta(1.0, seed)),
+            SamplerKind::EulerAncestral => Box::new(EulerAncestral::with_eta(DEFAULT_ETA, seed)),
             SamplerKind::Heun => Box::new(Heun::default()),
             SamplerKind::UniPc => Box::new(UniPc::default()),
+        }
+    }
+
+    /// As [`SamplerKind::build`], with the ancestral sampler's η (the others ignore it).
+    pub fn build_with_eta(self, seed: u64, eta: f64) -> Result<Box<dyn Sampler + Send>> {
+        match self {
+            SamplerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(eta, seed)?)),
+            kind => Ok(kind.build(seed)),
         }
     }
 

@@ -655,6 +655,7 @@ mod tests {
             (r#"{"cfg_interval": [0.9, 0.2]}"#, "guidance interval"),
             (r#"{"sampler": "ddim"}"#, "ddim"),
             (r#"{"guidance": "pag"}"#, "pag"),
+            (r#"{"eta": 2}"#, "eta must be in [0, 1]"),
             (r#"{"scale": 3}"#, "unknown field `scale`"),
             ("{cfg: 3", "key must be a string"),
         ] {

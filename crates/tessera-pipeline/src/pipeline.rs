@@ -681,7 +681,10 @@ impl Run<'_> {
             None => (full, eps),
         };
         let sampler_seed = noise::rng(self.req.seed, SAMPLER_STREAM + window as u64).random();
-        let mut sampler = self.req.sampler.build(sampler_seed);
+        let mut sampler = self
+            .req
+            .sampler
+            .build_with_eta(sampler_seed, self.req.eta)?;
         let (model, guided, cfg_scale) = (self.model, self.guided, self.req.cfg);
         let rule = self.req.guidance;
         let (lo, hi) = self.req.cfg_interval;

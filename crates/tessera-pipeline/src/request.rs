@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tessera_diffusion::{Guidance, SamplerKind};
+use tessera_diffusion::{Guidance, SamplerKind, DEFAULT_ETA};
 use tessera_media::OutputKind;
 
 /// Why a request was rejected; each message names the fix.
@@ -29,6 +29,8 @@ pub enum RequestError {
     Cfg(f64),
     #[error("timestep shift must be finite and > 0 (1 = no shift), got {0}")]
     Shift(f64),
+    #[error("eta must be in [0, 1] (0 = plain Euler, 1 = every step's noise fresh), got {0}")]
+    Eta(f64),
     #[error(
         "guidance interval [{0}, {1}] must be noise levels with 0 <= LO < HI <= 1, e.g. [0.3, 0.9]"
     )]
@@ -121,7 +123,7 @@ pub const DEFAULT_TRANSITION_FRAMES: usize = 16;
 pub const DEFAULT_SHIFT: f64 = 1.0;
 
 /// Classifier-free guidance scale for a model folder whose `sampling.json` does not set one,
-/// used within [`DEFAULT_CFG_INTERVAL`]. Tuned per model (the shipped one carries 6): a sharper
+/// used within [`DEFAULT_CFG_INTERVAL`]. Tuned per model (the shipped one carries 5): a sharper
 /// decoder turns strong guidance's latent noise into speckle objects (MODEL_CARD.md).
 pub const DEFAULT_CFG: f64 = 5.0;
 
@@ -157,6 +159,9 @@ pub struct Sampling {
     pub shift: f64,
     /// Guidance rule: `cfg` or `apg` ([`Guidance`]).
     pub guidance: String,
+    /// Share of each `euler-a` step's noise that is fresh (0 = plain Euler, 1 = all of it);
+    /// the other samplers ignore it.
+    pub eta: f64,
 }
 
 impl Default for Sampling {
@@ -168,6 +173,7 @@ impl Default for Sampling {
             cfg_interval: DEFAULT_CFG_INTERVAL,
             shift: DEFAULT_SHIFT,
             guidance: Guidance::Cfg.name().into(),
+            eta: DEFAULT_ETA,
         }
     }
 }
@@ -191,6 +197,9 @@ impl Sampling {
         }
         if !(self.shift.is_finite() && self.shift > 0.0) {
             return Err(RequestError::Shift(self.shift));
+        }
+        if !(0.0..=1.0).contains(&self.eta) {
+            return Err(RequestError::Eta(self.eta));
         }
         let (lo, hi) = self.cfg_interval;
         if !valid_interval(lo, hi) {
@@ -241,6 +250,8 @@ pub struct GenerateRequest {
     #[serde(serialize_with = "sampler_name")]
     pub sampler: SamplerKind,
     pub shift: f64,
+    /// Fresh-noise share of an `euler-a` step ([`Sampling::eta`]).
+    pub eta: f64,
     /// Noise levels where guidance applies ([`DEFAULT_CFG_INTERVAL`]).
     pub cfg_interval: (f64, f64),
     #[serde(serialize_with = "guidance_name")]
@@ -451,6 +462,7 @@ impl GenerateRequest {
             kind,
             sampler,
             shift: spec.sampling.shift,
+            eta: spec.sampling.eta,
             cfg_interval: spec.sampling.cfg_interval,
             guidance,
             mode: spec.mode,
@@ -586,6 +598,14 @@ mod tests {
             GenerateRequest::new(s).unwrap_err(),
             RequestError::Shift(0.0)
         );
+        for eta in [-0.5, 1.5, f64::NAN] {
+            let mut s = spec();
+            s.sampling.eta = eta;
+            assert!(matches!(
+                GenerateRequest::new(s).unwrap_err(),
+                RequestError::Eta(e) if e.to_bits() == eta.to_bits()
+            ));
+        }
         let mut s = spec();
         s.sampling.cfg_interval = (0.9, 0.3);
         assert_eq!(

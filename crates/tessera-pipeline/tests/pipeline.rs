@@ -104,22 +104,50 @@ fn read_frames(p: &Path) -> Vec<Vec<u8>> {
     tessera_media::read_video(p).expect("read input").frames
 }
 
+/// Also for the ancestral sampler, whose fresh noise at every step comes from the seed too.
 #[test]
 fn text_to_video_is_deterministic_and_seed_dependent() {
+    for sampler in ["euler", "euler-a"] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = spec(dir.path(), "a.mp4", Mode::Text);
+        s.frames = Some(9);
+        s.sampling.sampler = sampler.into();
+        s.sampling.steps = 3;
+        let req = GenerateRequest::new(s.clone()).unwrap();
+        let (sum, a) = run(tiny(), &req);
+        assert_eq!((sum.frames, sum.windows, sum.mode), (9, 1, "text"));
+        assert_eq!(a[0].len(), 32 * 32 * 3);
+        assert!(sum.prompt_used.text.contains("red circle"));
+        let (_, b) = run(tiny(), &req);
+        assert_eq!(a, b, "{sampler}: same seed, same frames");
+        s.seed = 6;
+        s.output = dir.path().join("b.mp4");
+        let (_, c) = run(tiny(), &GenerateRequest::new(s).unwrap());
+        assert_ne!(a, c, "{sampler}: another seed, another video");
+    }
+}
+
+/// `eta` reaches the ancestral sampler: at 0 it is Euler (up to rounding), at 1 another video.
+#[test]
+fn ancestral_eta_zero_is_euler() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = spec(dir.path(), "a.mp4", Mode::Text);
-    s.frames = Some(9);
-    let req = GenerateRequest::new(s.clone()).unwrap();
-    let (sum, a) = run(tiny(), &req);
-    assert_eq!((sum.frames, sum.windows, sum.mode), (9, 1, "text"));
-    assert_eq!(a[0].len(), 32 * 32 * 3);
-    assert!(sum.prompt_used.text.contains("red circle"));
-    let (_, b) = run(tiny(), &req);
-    assert_eq!(a, b, "same seed, same frames");
-    s.seed = 6;
-    s.output = dir.path().join("b.mp4");
-    let (_, c) = run(tiny(), &GenerateRequest::new(s).unwrap());
-    assert_ne!(a, c, "another seed, another video");
+    let run_with = |sampler: &str, eta: f64| {
+        let mut s = spec(dir.path(), &format!("{sampler}-{eta}.mp4"), Mode::Text);
+        s.frames = Some(5);
+        (s.sampling.sampler, s.sampling.steps, s.sampling.eta) = (sampler.into(), 4, eta);
+        run(tiny(), &GenerateRequest::new(s).unwrap()).1
+    };
+    let euler = run_with("euler", 1.0);
+    let max_diff = |a: &[Vec<u8>], b: &[Vec<u8>]| {
+        a.iter()
+            .flatten()
+            .zip(b.iter().flatten())
+            .map(|(x, y)| x.abs_diff(*y))
+            .max()
+            .unwrap()
+    };
+    assert!(max_diff(&euler, &run_with("euler-a", 0.0)) <= 1);
+    assert!(max_diff(&euler, &run_with("euler-a", 1.0)) > 8);
 }
 
 /// Outside the guidance interval a step is the conditional prediction alone: an interval no

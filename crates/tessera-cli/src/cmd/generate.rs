@@ -41,6 +41,11 @@ pub struct SamplingArgs {
     /// [default: the model's, else cfg]
     #[arg(long)]
     guidance: Option<String>,
+    /// With --sampler euler-a: the share of each step's noise that is fresh, 0..1 (0 = plain
+    /// Euler; 1 = all of it: compact objects, less of the prompt's colour) [default: the
+    /// model's, else 1]
+    #[arg(long)]
+    eta: Option<f64>,
 }
 
 impl SamplingArgs {
@@ -63,6 +68,9 @@ impl SamplingArgs {
         }
         if let Some(v) = &self.guidance {
             s.guidance = v.clone();
+        }
+        if let Some(v) = self.eta {
+            s.eta = v;
         }
         s
     }
