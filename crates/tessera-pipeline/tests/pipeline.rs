@@ -100,6 +100,16 @@ fn frame_dir_clip(dir: &Path, name: &str, frames: usize, phase: u8) -> PathBuf {
     p
 }
 
+/// Largest difference in RGB8 levels between two videos' frames.
+fn max_level_diff(a: &[Vec<u8>], b: &[Vec<u8>]) -> u8 {
+    a.iter()
+        .flatten()
+        .zip(b.iter().flatten())
+        .map(|(x, y)| x.abs_diff(*y))
+        .max()
+        .unwrap()
+}
+
 fn read_frames(p: &Path) -> Vec<Vec<u8>> {
     tessera_media::read_video(p).expect("read input").frames
 }
@@ -138,16 +148,8 @@ fn ancestral_eta_zero_is_euler() {
         run(tiny(), &GenerateRequest::new(s).unwrap()).1
     };
     let euler = run_with("euler", 1.0);
-    let max_diff = |a: &[Vec<u8>], b: &[Vec<u8>]| {
-        a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
-            .map(|(x, y)| x.abs_diff(*y))
-            .max()
-            .unwrap()
-    };
-    assert!(max_diff(&euler, &run_with("euler-a", 0.0)) <= 1);
-    assert!(max_diff(&euler, &run_with("euler-a", 1.0)) > 8);
+    assert!(max_level_diff(&euler, &run_with("euler-a", 0.0)) <= 1);
+    assert!(max_level_diff(&euler, &run_with("euler-a", 1.0)) > 8);
 }
 
 /// Outside the guidance interval a step is the conditional prediction alone: an interval no
@@ -164,18 +166,10 @@ fn guidance_applies_only_inside_its_noise_interval() {
     let (_, guided) = run(tiny(), &req("g.mp4", 3.0, (0.0, 1.0)));
     let (_, outside) = run(tiny(), &req("o.mp4", 3.0, (0.0, 1e-3)));
     let (_, unguided) = run(tiny(), &req("u.mp4", 1.0, (0.0, 1.0)));
-    let max_diff = |a: &[Vec<u8>], b: &[Vec<u8>]| {
-        a.iter()
-            .flatten()
-            .zip(b.iter().flatten())
-            .map(|(x, y)| x.abs_diff(*y))
-            .max()
-            .unwrap()
-    };
     // The text batch [cond; uncond] vs [cond] may round differently in the last bit.
-    assert!(max_diff(&outside, &unguided) <= 1);
+    assert!(max_level_diff(&outside, &unguided) <= 1);
     assert!(
-        max_diff(&outside, &guided) > 8,
+        max_level_diff(&outside, &guided) > 8,
         "guidance changes the video"
     );
 }
@@ -236,12 +230,7 @@ fn image_to_video_first_frame_is_the_images_vae_round_trip() {
         .encode_latents(&video_to_tensor(&img, &Device::Cpu).unwrap())
         .unwrap();
     let rt = tensor_to_video(&vae.decode_latents(&z).unwrap(), 16.0).unwrap();
-    let max = rt.frames[0]
-        .iter()
-        .zip(&frames[0])
-        .map(|(a, b)| a.abs_diff(*b))
-        .max()
-        .unwrap();
+    let max = max_level_diff(&rt.frames[..1], &frames[..1]);
     assert!(
         max <= 1,
         "first frame differs from the image round trip by {max}"
