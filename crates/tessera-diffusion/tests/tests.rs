@@ -339,57 +339,35 @@ fn dirac_velocity(mu: &Tensor) -> impl Fn(&Tensor, &Eval) -> Result<Tensor, Diff
 #[test]
 fn ancestral_sampling_keeps_the_noise_level_and_lands_on_the_data() {
     let mu = seeded((1, 4, 4, 8, 8), 12);
+    // The noise in a sample `x = (1 − σ)·μ + σ·noise` of the one-point data.
+    let noise_of = |x: &Tensor, sigma: f64| -> candle_core::Result<Tensor> {
+        (x - mu.affine(1.0 - sigma, 0.0)?)?.affine(1.0 / sigma, 0.0)
+    };
+    let mean = |t: Tensor| t.mean_all().unwrap().to_scalar::<f32>().unwrap();
     let schedule = SamplerKind::EulerAncestral.schedule(10, 3.0).unwrap();
-    let sigmas = schedule.sigmas().to_vec();
-    let mut sampler = SamplerKind::EulerAncestral.build(3);
-    let mut x = seeded((1, 4, 4, 8, 8), 13);
-    let v = dirac_velocity(&mu);
-    for i in 0..schedule.num_steps() {
-        let e = Eval {
-            sigma: sigmas[i],
-            timestep: schedule.timesteps()[i],
-            frame_timesteps: Tensor::zeros((1, 4), DType::F32, &Device::Cpu).unwrap(),
-            step: i,
-            num_steps: schedule.num_steps(),
-            evaluation: i,
-            num_evaluations: schedule.num_steps(),
-        };
-        let next = sampler
-            .step(&x, &v(&x, &e).unwrap(), sigmas[i], sigmas[i + 1])
-            .unwrap();
-        let s = sigmas[i + 1];
-        if s > 0.0 {
-            // The noise part is fresh (uncorrelated with the last one) and of unit variance.
-            let noise = (&next - mu.affine(1.0 - s, 0.0).unwrap())
-                .unwrap()
-                .affine(1.0 / s, 0.0)
-                .unwrap();
-            let old = (&x - mu.affine(1.0 - sigmas[i], 0.0).unwrap())
-                .unwrap()
-                .affine(1.0 / sigmas[i], 0.0)
-                .unwrap();
-            let var = noise
-                .sqr()
-                .unwrap()
-                .mean_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            let corr = (&noise * &old)
-                .unwrap()
-                .mean_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!((var - 1.0).abs() < 0.15, "step {i}: noise variance {var}");
-            assert!(
-                corr.abs() < 0.15,
-                "step {i}: noise correlation with the last step {corr}"
-            );
-        }
-        x = next;
-    }
+    let mut noises = Vec::new();
+    let x = sample(
+        SamplerKind::EulerAncestral.build(3).as_mut(),
+        seeded((1, 4, 4, 8, 8), 13),
+        &schedule,
+        None,
+        |x, e| {
+            noises.push(noise_of(x, e.sigma)?);
+            dirac_velocity(&mu)(x, e)
+        },
+    )
+    .unwrap();
     assert!(max_abs_diff(&x, &mu) < 1e-5);
+    // Every step's noise has unit variance and is fresh: uncorrelated with the step before.
+    for (i, pair) in noises.windows(2).enumerate() {
+        let var = mean(pair[1].sqr().unwrap());
+        let corr = mean((&pair[0] * &pair[1]).unwrap());
+        assert!((var - 1.0).abs() < 0.15, "step {i}: noise variance {var}");
+        assert!(
+            corr.abs() < 0.15,
+            "step {i}: correlation with the step before {corr}"
+        );
+    }
 }
 
 #[test]
