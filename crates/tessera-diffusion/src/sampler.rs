@@ -60,10 +60,9 @@ pub const DEFAULT_ETA: f64 = 1.0;
 /// Euler with fresh noise (ancestral sampling): each step predicts the clean sample
 /// `x0 = x − σ·v` and the noise `ε = x + (1 − σ)·v`, then lands at `σ_next` on
 /// `(1 − σ_next)·x0 + σ_next·(√(1 − η²)·ε + η·z)` with new noise `z`. Every choice of η keeps
-/// the noise level of the path; η = 0 is [`Euler`], η = 1 (what [`SamplerKind::EulerAncestral`]
-/// runs by default) is diffusers' `stochastic_sampling`. The fresh noise lets later steps undo an imperfect
-/// model's mistakes instead of carrying them along: a small model's ragged fragments come out
-/// as compact objects.
+/// the noise level of the path; η = 0 is [`Euler`], η = 1 (the default) is diffusers'
+/// `stochastic_sampling`. The fresh noise lets later steps undo an imperfect model's mistakes
+/// instead of carrying them along: a small model's ragged fragments come out as compact objects.
 #[derive(Debug, Clone)]
 pub struct EulerAncestral {
     eta: f64,
@@ -300,7 +299,7 @@ impl Sampler for UniPc {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SamplerKind {
     Euler,
-    /// [`EulerAncestral`] with η = 1: the default model's, whose clips it makes compact.
+    /// [`EulerAncestral`]: the default model's sampler, whose clips it makes compact.
     EulerAncestral,
     Heun,
     /// Wan's default.
