@@ -456,6 +456,16 @@ fn outputs_carry_the_watermark_and_a_provenance_manifest() {
             ),
             (Some("random-tiny"), Some(5), Some("a red circle bounces"))
         );
+        // Every sampling setting, so the manifest alone reproduces the video.
+        assert_eq!(
+            (&g["sampler"], &g["steps"], &g["cfg"], &g["guidance"]),
+            (&"euler".into(), &2.into(), &3.0.into(), &"cfg".into())
+        );
+        assert_eq!(g["cfg_interval"], serde_json::json!([0.3, 0.9]));
+        assert_eq!(
+            (g["eta"].as_f64(), g["shift"].as_f64()),
+            (Some(1.0), Some(1.0))
+        );
         assert_eq!(m["assertions"][2]["data"]["embedded"], embedded);
     }
 }
