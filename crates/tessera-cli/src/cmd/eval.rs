@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report, VideoSource};
 use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
-use tessera_pipeline::{generate, GenerateRequest, Model, NoHook, RequestSpec, Sampling};
+use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
 use tessera_world::{generate_clip, SampleOptions, Split};
 
 /// `tessera eval --model DIR …` generates from held-out captions and scores them;
@@ -60,12 +60,17 @@ pub struct ModelArgs {
     /// Seed of the held-out clips and of generation.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Image → video: give each held-out clip's first frame as the image, so the scores say
+    /// whether the model animates a given scene as its caption says (direction above all;
+    /// the frame already fixes colour, shape and place).
+    #[arg(long)]
+    first_frame: bool,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
     /// Score your own prompts instead of held-out captions: a text file, one prompt per line
     /// (blank lines and `#` comments skipped). Each is expanded as `generate` expands it, and
     /// clips are scored against the caption it expanded to.
-    #[arg(long, conflicts_with_all = ["split", "count"])]
+    #[arg(long, conflicts_with_all = ["split", "count", "first_frame"])]
     prompts: Option<PathBuf>,
     /// With --prompts: seeds per prompt (0..N), so a score says how often a prompt works.
     #[arg(long, default_value_t = 4, requires = "prompts")]
@@ -127,6 +132,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         split: a.split,
         count: a.count,
         seed: a.seed,
+        first_frame: a.first_frame,
         sampling: a.sampling.over(model.sampling.clone()),
     };
     let bar = super::progress(a.count as u64, "prompts", a.json);
@@ -142,7 +148,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     print(&report, a.json)
 }
 
-/// A text-to-video request for one clip of the world's size, length and rate.
+/// A request (text → video, or `mode`) for one clip of the world's size, length and rate.
 fn clip_request(
     world: &SampleOptions,
     prompt: &str,
@@ -150,6 +156,7 @@ fn clip_request(
     seed: u64,
     output: &Path,
     extend_prompt: bool,
+    mode: Mode,
 ) -> Result<GenerateRequest> {
     Ok(GenerateRequest::new(RequestSpec {
         frames: Some(world.frames as usize),
@@ -161,6 +168,7 @@ fn clip_request(
         extend_prompt,
         // Scores measure the model, and stay comparable with reports made before the mark.
         watermark: false,
+        mode,
         ..RequestSpec::text(prompt, output)
     })?)
 }
@@ -197,7 +205,7 @@ pub fn eval_prompts(
     for (i, prompt) in prompts.iter().enumerate() {
         for seed in 0..seeds {
             let output = out.join("videos").join(format!("{i:03}-seed{seed}.mp4"));
-            let req = clip_request(&world, prompt, sampling, seed, &output, true)?;
+            let req = clip_request(&world, prompt, sampling, seed, &output, true, Mode::Text)?;
             let summary = generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
             clips.push((
                 tessera_media::read_video(&output)?,
@@ -209,11 +217,13 @@ pub fn eval_prompts(
     Ok(eval_clips(&clips, out)?)
 }
 
-/// How a model is prompted for evaluation: `count` held-out captions of `split`.
+/// How a model is prompted for evaluation: `count` held-out captions of `split`, with each
+/// clip's first frame as the image when `first_frame`.
 pub struct Prompted {
     pub split: Split,
     pub count: usize,
     pub seed: u64,
+    pub first_frame: bool,
     pub sampling: Sampling,
 }
 
@@ -225,6 +235,7 @@ impl Prompted {
             split: Split::Test,
             count,
             seed: 0,
+            first_frame: false,
             sampling: model.sampling.clone(),
         }
     }
@@ -246,9 +257,13 @@ pub fn eval_model(
         "split": a.split,
         "count": a.count,
         "seed": a.seed,
+        "first_frame": a.first_frame,
         "sampling": a.sampling,
     });
     write_settings(out, &settings)?;
+    if a.first_frame {
+        std::fs::create_dir_all(out.join("first_frames"))?;
+    }
     let world = SampleOptions {
         seed: a.seed,
         split: a.split,
@@ -262,7 +277,24 @@ pub fn eval_model(
         let clip = generate_clip(&world, i as u64)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
         let seed = a.seed + i as u64;
-        let req = clip_request(&world, &clip.caption, &a.sampling, seed, &output, false)?;
+        let mode = if a.first_frame {
+            let image = out.join("first_frames").join(format!("{i:04}.png"));
+            let mut frame = tessera_media::Video::new(clip.video.width, clip.video.height, 1.0);
+            frame.frames.push(clip.video.frames[0].clone());
+            tessera_media::write_video(&image, &frame)?;
+            Mode::Image { image }
+        } else {
+            Mode::Text
+        };
+        let req = clip_request(
+            &world,
+            &clip.caption,
+            &a.sampling,
+            seed,
+            &output,
+            false,
+            mode,
+        )?;
         generate(model, &req, &mut NoHook, &mut |_| ControlFlow::Continue(()))?;
         clips.push((tessera_media::read_video(&output)?, clip.caption));
         // The model's VAE on the real clip: how much of any shortfall is the autoencoder's.
@@ -290,6 +322,63 @@ pub fn eval_model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With `first_frame`, each held-out clip's first frame is written beside the report and
+    /// given as the image: the generated clip starts from it instead of from noise alone.
+    #[test]
+    fn first_frame_eval_animates_each_held_out_clips_first_frame() {
+        let model = Model::random_tiny(3).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let prompted = |first_frame| Prompted {
+            split: Split::Test,
+            count: 1,
+            seed: 2,
+            first_frame,
+            sampling: Sampling {
+                steps: 2,
+                ..Sampling::default()
+            },
+        };
+        let text_dir = out.path().join("text");
+        eval_model(&model, &prompted(false), &text_dir, false, &mut || {}).unwrap();
+        assert!(!text_dir.join("first_frames").exists());
+        let image_dir = out.path().join("image");
+        let (report, _) =
+            eval_model(&model, &prompted(true), &image_dir, false, &mut || {}).unwrap();
+        assert_eq!(report.clips.len() + report.errors.len(), 1);
+
+        let world = SampleOptions {
+            seed: 2,
+            split: Split::Test,
+            ..SampleOptions::default()
+        };
+        let real = generate_clip(&world, 0).unwrap().video;
+        let png = tessera_media::read_video(image_dir.join("first_frames/0000.png")).unwrap();
+        assert_eq!(
+            png.frames,
+            vec![real.frames[0].clone()],
+            "the frame is stored losslessly"
+        );
+        let settings: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(image_dir.join("settings.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings["first_frame"], true);
+        let mode = |dir: &Path| {
+            let p = tessera_media::read_provenance(dir.join("videos/0000.mp4"))
+                .unwrap()
+                .expect("a generated clip carries its manifest");
+            let m: serde_json::Value = serde_json::from_slice(&p.manifest).unwrap();
+            m["assertions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|a| a["label"] == "tessera.generation")
+                .and_then(|a| a["data"]["mode"].as_str().map(str::to_string))
+        };
+        assert_eq!(mode(&text_dir).as_deref(), Some("text"));
+        assert_eq!(mode(&image_dir).as_deref(), Some("image"));
+    }
 
     /// Each prompt is generated once per seed and scored against the caption it expanded to.
     #[test]
