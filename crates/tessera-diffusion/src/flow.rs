@@ -143,21 +143,32 @@ pub struct TrainingExample {
 
 impl TrainingExample {
     /// Draws one noise level and one conditioning mask per item of `x0` `(B, C, T, H, W)`
-    /// from `rng` and builds the noised input; `noise` has `x0`'s shape.
+    /// from `rng` and builds the noised input; `noise` has `x0`'s shape. Items given a frame
+    /// draw their level again from `conditioned` when there is one: at the levels where the
+    /// noisy frames still show the motion, a model copies it from them instead of reading the
+    /// caption, so image→video needs more of its training where only the caption can tell.
     pub fn draw(
         x0: &Tensor,
         noise: &Tensor,
         timesteps: &TimestepSampler,
+        conditioned: Option<&TimestepSampler>,
         masks: &MaskSampler,
         rng: &mut impl Rng,
     ) -> Result<Self> {
         let (b, _, frames, _, _) = video_dims(x0, "clean latents")?;
-        let sigmas = timesteps.sample(rng, b)?;
+        let mut sigmas = timesteps.sample(rng, b)?;
         let drawn: Vec<ConditionMask> = (0..b).map(|_| masks.sample(rng, frames)).collect();
         let flags = drawn
             .iter()
             .map(|m| m.frames(frames))
             .collect::<Result<Vec<_>>>()?;
+        if let Some(cond) = conditioned {
+            for (sigma, known) in sigmas.iter_mut().zip(&flags) {
+                if known.iter().any(|&k| k) {
+                    *sigma = cond.sample(rng, 1)?[0];
+                }
+            }
+        }
         let levels = frame_levels(&sigmas, &flags, x0.device())?;
         Ok(Self {
             x_t: add_noise(x0, noise, &levels)?,
@@ -301,8 +312,15 @@ mod tests {
         .unwrap();
         let ts = TimestepSampler::default();
         let draw = |seed| {
-            TrainingExample::draw(&x0, &eps, &ts, &masks, &mut ChaCha8Rng::seed_from_u64(seed))
-                .unwrap()
+            TrainingExample::draw(
+                &x0,
+                &eps,
+                &ts,
+                None,
+                &masks,
+                &mut ChaCha8Rng::seed_from_u64(seed),
+            )
+            .unwrap()
         };
         let ex = draw(4);
         assert_eq!(ex.masks, vec![ConditionMask::First; 2]);
@@ -330,6 +348,42 @@ mod tests {
         // Seeded: same draw twice.
         assert_eq!(flat(&draw(4).x_t), flat(&ex.x_t));
         assert_eq!(draw(4).sigmas, ex.sigmas);
+    }
+
+    #[test]
+    fn conditioned_items_draw_their_level_from_their_own_sampler() {
+        let x0 = Tensor::zeros((64, 1, 3, 1, 1), DType::F32, &Device::Cpu).unwrap();
+        let masks: MaskSampler = MaskSampler::new("none=1,first=1".parse().unwrap(), 0.3).unwrap();
+        let low = TimestepSampler::ShiftedUniform { shift: 1e-3 };
+        let high = TimestepSampler::ShiftedUniform { shift: 1e3 };
+        let rng = &mut ChaCha8Rng::seed_from_u64(7);
+        let ex = TrainingExample::draw(&x0, &x0, &low, Some(&high), &masks, rng).unwrap();
+        let first = ex
+            .masks
+            .iter()
+            .filter(|m| **m == ConditionMask::First)
+            .count();
+        assert!(
+            (16..48).contains(&first),
+            "{first} of 64 given a first frame"
+        );
+        for (m, s) in ex.masks.iter().zip(&ex.sigmas) {
+            match m {
+                ConditionMask::None => assert!(*s < 0.01, "text→video item at {s}"),
+                _ => assert!(*s > 0.99, "image→video item at {s}"),
+            }
+        }
+        // The model sees the redrawn level on the noisy frames.
+        let t = ex.timesteps.to_vec2::<f32>().unwrap();
+        for ((row, m), s) in t.iter().zip(&ex.masks).zip(&ex.sigmas) {
+            let first_level = if *m == ConditionMask::First {
+                0.0
+            } else {
+                *s * 1000.0
+            };
+            assert!((row[0] as f64 - first_level).abs() < 1e-2);
+            assert!((row[2] as f64 - s * 1000.0).abs() < 1e-2);
+        }
     }
 
     #[test]

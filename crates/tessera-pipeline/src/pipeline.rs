@@ -296,6 +296,7 @@ fn manifest(
                 "steps": req.steps,
                 "sampler": req.sampler.name(),
                 "eta": req.eta,
+                "image_first": req.image_first,
                 "shift": req.shift,
                 "cfg": req.cfg,
                 "cfg_interval": req.cfg_interval,
@@ -431,6 +432,18 @@ impl Inputs {
 
 /// RGB8 frames of the request's size.
 type Frames = Vec<Vec<u8>>;
+
+/// Known frames for a window of `known.len()` latent frames: `z`'s frames first, zero padded.
+fn known_latents(z: Tensor, known: Vec<bool>) -> Result<KnownFrames> {
+    let (b, c, t, h, w) = z.dims5()?;
+    let z = if t < known.len() {
+        let pad = Tensor::zeros((b, c, known.len() - t, h, w), z.dtype(), z.device())?;
+        Tensor::cat(&[&z, &pad], 2)?
+    } else {
+        z
+    };
+    Ok(KnownFrames::new(z, known)?)
+}
 
 fn last_frames(frames: &[Vec<u8>], n: usize) -> Vec<Vec<u8>> {
     frames[frames.len().saturating_sub(n)..].to_vec()
@@ -650,14 +663,16 @@ impl Run<'_> {
     /// padded after its latents, flagged by `known`.
     fn known(&mut self, clip: &[Vec<u8>], known: Vec<bool>) -> Result<KnownFrames> {
         let z = self.encode(clip)?;
-        let (b, c, t, h, w) = z.dims5()?;
-        let z = if t < known.len() {
-            let pad = Tensor::zeros((b, c, known.len() - t, h, w), z.dtype(), z.device())?;
-            Tensor::cat(&[&z, &pad], 2)?
-        } else {
-            z
-        };
-        Ok(KnownFrames::new(z, known)?)
+        known_latents(z, known)
+    }
+
+    /// Text→image for the first latent frame, then that frame known in a window of `latents`
+    /// ([`tessera_pipeline::Sampling::image_first`]).
+    fn image_first(&mut self, latents: usize) -> Result<KnownFrames> {
+        let z = self.sample(1, None, None)?;
+        let mut flags = vec![false; latents];
+        flags[0] = true;
+        known_latents(z, flags)
     }
 
     /// Phases 4–5: samples `latents` latent frames from seeded noise (or, with `sdedit`, from
@@ -792,6 +807,10 @@ impl Run<'_> {
                 let mut flags = vec![false; latents];
                 flags[0] = true;
                 Some(self.known(&[img], flags)?)
+            }
+            None if self.req.image_first && latents > 1 => {
+                self.planned_windows += 1;
+                Some(self.image_first(latents)?)
             }
             None => None,
         };

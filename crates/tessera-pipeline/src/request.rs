@@ -162,6 +162,10 @@ pub struct Sampling {
     /// Share of each `euler-a` step's noise that is fresh (0 = plain Euler, 1 = all of it);
     /// the other samplers ignore it.
     pub eta: f64,
+    /// Text→video as text→image and then image→video: the first latent frame is sampled
+    /// alone, as a still, and held fixed while the rest is sampled (Emu Video's factorisation;
+    /// a causal VAE's first latent frame is the first frame alone).
+    pub image_first: bool,
 }
 
 impl Default for Sampling {
@@ -174,6 +178,7 @@ impl Default for Sampling {
             shift: DEFAULT_SHIFT,
             guidance: Guidance::Cfg.name().into(),
             eta: DEFAULT_ETA,
+            image_first: false,
         }
     }
 }
@@ -252,6 +257,8 @@ pub struct GenerateRequest {
     pub shift: f64,
     /// Fresh-noise share of an `euler-a` step ([`Sampling::eta`]).
     pub eta: f64,
+    /// Text→video through a still first ([`Sampling::image_first`]).
+    pub image_first: bool,
     /// Noise levels where guidance applies ([`DEFAULT_CFG_INTERVAL`]).
     pub cfg_interval: (f64, f64),
     #[serde(serialize_with = "guidance_name")]
@@ -463,6 +470,7 @@ impl GenerateRequest {
             sampler,
             shift: spec.sampling.shift,
             eta: spec.sampling.eta,
+            image_first: spec.sampling.image_first,
             cfg_interval: spec.sampling.cfg_interval,
             guidance,
             mode: spec.mode,

@@ -207,6 +207,33 @@ fn text_to_image_writes_one_png_frame() {
     assert_eq!(back.frames[0], frames[0]);
 }
 
+/// Image-first text→video samples the still alone (the same noise as a one-frame request of
+/// that seed), then animates it: its first frame is that still, and it is another video than
+/// plain text→video.
+#[test]
+fn image_first_video_starts_with_the_seeds_still() {
+    let dir = tempfile::tempdir().unwrap();
+    let req = |name: &str, frames: usize, image_first: bool| {
+        let mut s = spec(dir.path(), name, Mode::Text);
+        s.frames = Some(frames);
+        s.sampling.image_first = image_first;
+        s.watermark = false;
+        GenerateRequest::new(s).unwrap()
+    };
+    let (_, still) = run(tiny(), &req("still.png", 1, false));
+    let (sum, video) = run(tiny(), &req("first.mp4", 9, true));
+    assert_eq!((sum.frames, sum.mode), (9, "text"));
+    let max = max_level_diff(&still, &video[..1]);
+    assert!(max <= 1, "first frame differs from the still by {max}");
+    let (_, plain) = run(tiny(), &req("plain.mp4", 9, false));
+    assert!(
+        max_level_diff(&plain, &video) > 8,
+        "image-first is its own path"
+    );
+    // A one-frame request has no video to animate: image-first leaves it alone.
+    assert_eq!(run(tiny(), &req("still2.png", 1, true)).1, still);
+}
+
 #[test]
 fn image_to_video_first_frame_is_the_images_vae_round_trip() {
     let dir = tempfile::tempdir().unwrap();

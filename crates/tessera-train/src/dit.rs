@@ -144,6 +144,10 @@ pub struct DitTrainOptions {
     pub max_grad_norm: f64,
     pub ema_decay: f64,
     pub timesteps: TimestepDist,
+    /// Noise levels of the items given a frame (image→video, extend, …); `None` = `timesteps`.
+    /// Higher levels there make the caption, not the noisy frames, tell the motion (session 29).
+    #[serde(default)]
+    pub conditioned_timesteps: Option<TimestepDist>,
     /// Chance a caption is replaced by the empty text (for classifier-free guidance).
     pub caption_dropout: f64,
     /// Chance the alternative (short) caption is used instead of the dense one.
@@ -275,6 +279,7 @@ impl DitTrainOptions {
             // only the caption says what to draw; the logit-normal (even shifted by 3) put 3 %
             // there and 0.02 % above 0.99, so the DiT never learned that regime.
             timesteps: TimestepDist::ShiftedUniform { shift: 3.0 },
+            conditioned_timesteps: None,
             caption_dropout: tessera_diffusion::CAPTION_DROPOUT,
             alt_caption_prob: 0.3,
             text_layers: 2,
@@ -383,6 +388,9 @@ impl DitTrainOptions {
             ));
         }
         self.timesteps.sampler().validate()?;
+        if let Some(c) = self.conditioned_timesteps {
+            c.sampler().validate()?;
+        }
         Ok(cfg)
     }
 }
@@ -1122,6 +1130,7 @@ pub fn train_dit(
         floor: opts.lr_floor,
     };
     let ts = opts.timesteps.sampler();
+    let conditioned_ts = opts.conditioned_timesteps.map(TimestepDist::sampler);
     let masks = MaskSampler::new(opts.masks, 0.3)?;
     let save = |step: usize,
                 opt: &AdamW,
@@ -1226,7 +1235,8 @@ pub fn train_dit(
                 .collect();
             let mut noise_rng = step_rng(opts.seed, step as u64, stream + 1);
             let noise = randn(&mut noise_rng, x0.shape(), &dev)?;
-            let ex = TrainingExample::draw(&x0, &noise, &ts, &masks, &mut rng)?;
+            let ex =
+                TrainingExample::draw(&x0, &noise, &ts, conditioned_ts.as_ref(), &masks, &mut rng)?;
             let (ids, mask) = tok.batch(&captions, &dev)?;
             let mut states = models.text.forward_ids(&ids, &mask)?;
             if opts.freeze_text {

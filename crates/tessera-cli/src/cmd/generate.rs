@@ -46,6 +46,10 @@ pub struct SamplingArgs {
     /// model's, else 1]
     #[arg(long)]
     eta: Option<f64>,
+    /// Text→video through a still: sample the first frame alone as an image, then animate it
+    /// (`--image-first false` turns a model's default off) [default: the model's, else false]
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    image_first: Option<bool>,
 }
 
 impl SamplingArgs {
@@ -71,6 +75,9 @@ impl SamplingArgs {
         }
         if let Some(v) = self.eta {
             s.eta = v;
+        }
+        if let Some(v) = self.image_first {
+            s.image_first = v;
         }
         s
     }

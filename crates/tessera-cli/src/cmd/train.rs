@@ -169,6 +169,12 @@ pub struct DitArgs {
     /// 0,1 spends the steps on the middle levels).
     #[arg(long, value_parser = TimestepDist::parse)]
     timesteps: Option<TimestepDist>,
+    /// Noise levels of the items given a frame (image→video, extend, loop, connect), in
+    /// --timesteps' form [default: --timesteps]. Where the noisy frames still show the motion
+    /// a model copies it from them; `uniform:20` trains image→video where only the caption
+    /// can say which way things move (TRAINING.md, sessions 29–30).
+    #[arg(long, value_parser = TimestepDist::parse)]
+    conditioned_timesteps: Option<TimestepDist>,
     /// Every N steps (a multiple of the checkpoint interval, 250), export the checkpoint's EMA
     /// weights with the VAE, generate from `--select-prompts` held-out captions and score prompt
     /// following above chance (`tessera eval`'s object count, colour, shape and direction,
@@ -220,6 +226,7 @@ impl DitArgs {
         o.realign_text = a.realign_text;
         o.masks = a.masks.unwrap_or(o.masks);
         o.timesteps = a.timesteps.unwrap_or(o.timesteps);
+        o.conditioned_timesteps = a.conditioned_timesteps.or(o.conditioned_timesteps);
         o.batch = a.batch.unwrap_or(o.batch);
         for b in &mut o.buckets {
             if let Some(n) = if b.frames == 1 { a.images } else { a.clips } {
@@ -500,7 +507,8 @@ mod tests {
     }
 
     /// Flags left out keep the preset's values; the ones given reach the trainer, among them
-    /// `--latent-cache` (a folder shared by runs) and `--images 0` (no one-frame bucket).
+    /// `--latent-cache` (a folder shared by runs), `--images 0` (no one-frame bucket) and
+    /// `--conditioned-timesteps` (its own levels for image→video items, `--timesteps` kept).
     #[test]
     fn dit_flags_become_trainer_options() {
         let preset = DitTrainOptions {
@@ -523,6 +531,8 @@ mod tests {
             "--train-text",
             "--text-lr-scale",
             "0.3",
+            "--conditioned-timesteps",
+            "uniform:20",
         ]);
         assert_eq!(o.latent_cache, Some(PathBuf::from("shared/latents")));
         assert_eq!(
@@ -534,6 +544,13 @@ mod tests {
         );
         assert_eq!((o.batch, o.steps), (4, 10));
         assert!(!o.freeze_text && (o.text_lr_scale - 0.3).abs() < 1e-12);
+        assert_eq!(
+            (o.timesteps, o.conditioned_timesteps),
+            (
+                preset.timesteps,
+                Some(TimestepDist::ShiftedUniform { shift: 20.0 })
+            )
+        );
     }
 
     /// Two checkpoints of a micro DiT scored on one prompt (so by the raw score: no chance level
