@@ -667,7 +667,7 @@ impl Run<'_> {
     }
 
     /// Text→image for the first latent frame, then that frame known in a window of `latents`
-    /// ([`tessera_pipeline::Sampling::image_first`]).
+    /// ([`crate::Sampling::image_first`]).
     fn image_first(&mut self, latents: usize) -> Result<KnownFrames> {
         let z = self.sample(1, None, None)?;
         let mut flags = vec![false; latents];
