@@ -12,13 +12,13 @@ from pathlib import Path
 
 import numpy as np
 
-from common import caption, disc
+from common import W, caption, disc
 
 out = Path(sys.argv[1])
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 256
 (out / "videos").mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
-W, FRAMES, FPS = 64, 33, 16
+FRAMES, FPS = 33, 16
 with open(out / "captions.jsonl", "w") as captions:
     for i in range(count):
         side = "left" if i % 2 == 0 else "right"
