@@ -37,7 +37,7 @@ pub fn gemm(cpu: &Cpu, runs: usize) -> Result<Vec<Row>> {
 /// Shapes-world throughput: rendering alone, and the full `world sample` path (render, H.264
 /// encode, write files) for the 1,000-clip target.
 pub fn world(runs: usize) -> Result<Vec<Row>> {
-    use tessera_world::{render_clips, sample_dataset, SampleOptions};
+    use tessera_world::{render_clips, sample_dataset, SampleOptions, Selection};
     let opts = SampleOptions {
         count: 1000,
         ..SampleOptions::default()
@@ -51,11 +51,12 @@ pub fn world(runs: usize) -> Result<Vec<Row>> {
     let dir = tempfile::tempdir()?;
     sample_dataset(
         &SampleOptions { count: 16, ..opts },
+        &Selection::default(),
         dir.path().join("warm"),
         |_| (),
     )?;
     let start = std::time::Instant::now();
-    sample_dataset(&opts, dir.path().join("run"), |_| ())?;
+    sample_dataset(&opts, &Selection::default(), dir.path().join("run"), |_| ())?;
     let sample_ms = start.elapsed().as_secs_f64() * 1e3;
     Ok(vec![
         Row {

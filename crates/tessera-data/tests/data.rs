@@ -4,7 +4,7 @@ use std::fs;
 use std::path::Path;
 
 use tessera_data::{ClipSpec, DataError, Dataset, ShortClip, Window};
-use tessera_world::{generate_clip, sample_dataset, SampleOptions, Split};
+use tessera_world::{generate_clip, sample_dataset, SampleOptions, Selection, Split};
 
 fn world(dir: &Path, count: usize) -> SampleOptions {
     let opts = SampleOptions {
@@ -14,7 +14,7 @@ fn world(dir: &Path, count: usize) -> SampleOptions {
         split: Split::Val,
         ..Default::default()
     };
-    sample_dataset(&opts, dir, |_| {}).expect("sample a world dataset");
+    sample_dataset(&opts, &Selection::default(), dir, |_| {}).expect("sample a world dataset");
     opts
 }
 

@@ -568,7 +568,7 @@ fn trains_on_a_folder_dataset_and_writes_samples() {
         seed: 4,
         split: tessera_world::Split::Train,
     };
-    tessera_world::sample_dataset(&world, &data, |_| {}).expect("dataset");
+    tessera_world::sample_dataset(&world, &Default::default(), &data, |_| {}).expect("dataset");
     let opts = DitTrainOptions {
         data: Some(data),
         buckets: vec![

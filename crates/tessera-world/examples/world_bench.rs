@@ -3,7 +3,7 @@
 //! (plus H.264 encoding and files) for N clips of 33×64×64 at 16 fps.
 use std::time::Instant;
 
-use tessera_world::{render_clips, sample_dataset, SampleOptions};
+use tessera_world::{render_clips, sample_dataset, SampleOptions, Selection};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let count: usize = std::env::args()
@@ -28,7 +28,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let dir = tempfile::tempdir()?;
     let t = Instant::now();
-    let summary = sample_dataset(&opts, dir.path(), |_| {})?;
+    let summary = sample_dataset(&opts, &Selection::default(), dir.path(), |_| {})?;
     let full = t.elapsed().as_secs_f64();
     println!(
         "sample_dataset: {} clips ({} frames, {:.1} MB MP4) in {full:.2} s = {:.0} clips/s ({threads} threads)",

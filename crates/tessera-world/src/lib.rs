@@ -37,9 +37,9 @@ pub use caption::{
 };
 pub use sample::{
     generate_clip, render_clips, sample_dataset, sample_scene, CaptionRecord, Clip, ObjectInfo,
-    Summary, TrackPoint, TrackRecord,
+    Selection, Summary, TrackPoint, TrackRecord,
 };
-pub use scene::{is_held_out, HELD_OUT};
+pub use scene::{is_held_out, HELD_OUT, MAX_OBJECTS};
 
 /// Smallest frame side: below this the shapes are a few pixels and captions stop being true.
 pub const MIN_SIDE: u32 = 16;
@@ -81,6 +81,11 @@ pub enum WorldError {
         frames: u32,
         bytes: u64,
     },
+
+    #[error(
+        "a scene holds 1..={MAX_OBJECTS} objects, so no clip has {objects}; pick one in that range"
+    )]
+    Objects { objects: usize },
 
     #[error("unknown split {input:?}: use train, val or test")]
     Split { input: String },

@@ -18,6 +18,7 @@ use crate::caption::{
 use crate::geometry::Placed;
 use crate::render::{Renderer, Sprite};
 use crate::scene::sample_layout;
+use crate::scene::MAX_OBJECTS;
 use crate::{SampleOptions, Split, WorldError};
 
 /// Share of an object hidden by one nearer object at which it "passes behind" it.
@@ -349,16 +350,48 @@ fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, WorldE
     serde_json::to_string(value).map_err(|source| WorldError::Json { what, source })
 }
 
-/// Generates `opts.count` clips into `out_dir`: `videos/<id>.mp4` (H.264), `captions.jsonl` and
-/// `tracks.jsonl` (one line per clip, in index order). Clips are made in parallel;
-/// `on_progress(n)` is called with the number finished so far. The same options give
+/// Which world clips a dataset holds: indices from `start` on and, with `objects` set, only the
+/// scenes with that many objects — one-object clips, say, where every motion word is about the one
+/// object there is. A kept clip has the id and pixels it has in the whole world.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Selection {
+    pub start: u64,
+    pub objects: Option<usize>,
+}
+
+impl Selection {
+    /// The first `opts.count` indices kept, in order; scenes are drawn, not rendered, to decide.
+    pub fn indices(&self, opts: &SampleOptions) -> Result<Vec<u64>, WorldError> {
+        opts.validate()?;
+        let Some(objects) = self.objects else {
+            return Ok((0..opts.count as u64).map(|i| self.start + i).collect());
+        };
+        if !(1..=MAX_OBJECTS).contains(&objects) {
+            return Err(WorldError::Objects { objects });
+        }
+        let mut kept = Vec::with_capacity(opts.count);
+        let mut index = self.start;
+        while kept.len() < opts.count {
+            if sample_scene(opts, index)?.object_count() == objects {
+                kept.push(index);
+            }
+            index += 1;
+        }
+        Ok(kept)
+    }
+}
+
+/// Generates `opts.count` clips of `selection` into `out_dir`: `videos/<id>.mp4` (H.264),
+/// `captions.jsonl` and `tracks.jsonl` (one line per clip, in index order). Clips are made in
+/// parallel; `on_progress(n)` is called with the number finished so far. The same options give
 /// byte-identical files.
 pub fn sample_dataset(
     opts: &SampleOptions,
+    selection: &Selection,
     out_dir: impl AsRef<Path>,
     on_progress: impl Fn(usize) + Sync,
 ) -> Result<Summary, WorldError> {
-    opts.validate()?;
+    let indices = selection.indices(opts)?;
     if opts.width % 2 == 1 || opts.height % 2 == 1 {
         return Err(WorldError::OddSize {
             width: opts.width,
@@ -371,7 +404,7 @@ pub fn sample_dataset(
     let videos = out_dir.join("videos");
     fs::create_dir_all(&videos).map_err(io_err(&videos, "create the directory"))?;
     let done = AtomicUsize::new(0);
-    let lines: Vec<(String, String, u64, usize)> = (0..opts.count as u64)
+    let lines: Vec<(String, String, u64, usize)> = indices
         .into_par_iter()
         .map(|index| {
             let clip = generate_clip(opts, index)?;

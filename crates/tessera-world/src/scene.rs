@@ -101,9 +101,12 @@ fn background(rng: &mut ChaCha8Rng, force_floor: bool) -> Background {
     Background { kind, top, bottom }
 }
 
+/// Most objects a scene holds.
+pub const MAX_OBJECTS: usize = 4;
+
 fn group_counts(rng: &mut ChaCha8Rng, occlusion: bool) -> Vec<u32> {
     let total: u32 = if occlusion {
-        rng.random_range(2..=4)
+        rng.random_range(2..=MAX_OBJECTS as u32)
     } else {
         weighted(rng, &[(1, 0.3), (2, 0.3), (3, 0.25), (4, 0.15)])
     };

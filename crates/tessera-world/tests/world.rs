@@ -6,8 +6,8 @@ use tessera_world::caption::{
     parse_prompt, BackgroundKind, Camera, EventKind, Motion, MotionKind, ParsedEvent, Wall,
 };
 use tessera_world::{
-    generate_clip, is_held_out, sample_dataset, sample_scene, Clip, SampleOptions, Split,
-    WorldError,
+    generate_clip, is_held_out, sample_dataset, sample_scene, Clip, SampleOptions, Selection,
+    Split, WorldError,
 };
 
 fn opts(split: Split, seed: u64) -> SampleOptions {
@@ -55,6 +55,51 @@ fn same_seed_same_clip_and_splits_differ() {
 }
 
 #[test]
+fn a_selection_keeps_exactly_the_scenes_with_its_object_count() {
+    let o = SampleOptions {
+        count: 5,
+        ..opts(Split::Train, 0)
+    };
+    let one = Selection {
+        start: 40,
+        objects: Some(1),
+    };
+    let kept = one.indices(&o).expect("indices");
+    assert_eq!(kept.len(), 5);
+    // Every index from `start` to the last kept one is in the set exactly when its scene has
+    // one object: nothing skipped, nothing else let in.
+    for index in 40..=kept[4] {
+        let objects = sample_scene(&o, index).expect("scene").object_count();
+        assert_eq!(kept.contains(&index), objects == 1, "index {index}");
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    sample_dataset(&SampleOptions { count: 2, ..o }, &one, dir.path(), |_| {}).expect("sample");
+    let captions = std::fs::read_to_string(dir.path().join("captions.jsonl")).expect("captions");
+    for (line, &index) in captions.lines().zip(&kept) {
+        let v: serde_json::Value = serde_json::from_str(line).expect("json");
+        let clip = generate_clip(&o, index).expect("clip");
+        assert_eq!(v["index"].as_u64(), Some(index));
+        assert_eq!(
+            (v["id"].as_str(), v["caption"].as_str()),
+            (Some(&*clip.id), Some(&*clip.caption))
+        );
+    }
+    assert_eq!(captions.lines().count(), 2);
+    let plain = Selection {
+        start: 7,
+        objects: None,
+    };
+    assert_eq!(plain.indices(&o).expect("indices"), vec![7, 8, 9, 10, 11]);
+    for objects in [0, 5] {
+        let bad = Selection {
+            start: 0,
+            objects: Some(objects),
+        };
+        assert!(matches!(bad.indices(&o), Err(WorldError::Objects { objects: n }) if n == objects));
+    }
+}
+
+#[test]
 fn dataset_files_are_byte_identical_across_runs() {
     let o = SampleOptions {
         count: 6,
@@ -65,11 +110,11 @@ fn dataset_files_are_byte_identical_across_runs() {
         tempfile::tempdir().expect("tmp"),
     );
     let progress = std::sync::atomic::AtomicUsize::new(0);
-    let s1 = sample_dataset(&o, d1.path(), |n| {
+    let s1 = sample_dataset(&o, &Selection::default(), d1.path(), |n| {
         progress.fetch_max(n, std::sync::atomic::Ordering::Relaxed);
     })
     .expect("sample");
-    sample_dataset(&o, d2.path(), |_| {}).expect("sample");
+    sample_dataset(&o, &Selection::default(), d2.path(), |_| {}).expect("sample");
     assert_eq!(progress.into_inner(), 6);
     assert_eq!((s1.clips, s1.frames), (6, 6 * 33));
     let read = |d: &tempfile::TempDir, rel: &str| std::fs::read(d.path().join(rel)).expect(rel);
@@ -483,7 +528,7 @@ fn other_sizes_and_rates() {
     };
     let dir = tempfile::tempdir().expect("tmp");
     assert!(matches!(
-        sample_dataset(&odd, dir.path(), |_| {}),
+        sample_dataset(&odd, &Selection::default(), dir.path(), |_| {}),
         Err(WorldError::OddSize { even_width: 66, .. })
     ));
     assert!(matches!(

@@ -2,7 +2,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand};
-use tessera_world::{parse_size, sample_dataset, SampleOptions, Split};
+use tessera_world::{parse_size, sample_dataset, SampleOptions, Selection, Split, MAX_OBJECTS};
 
 #[derive(Subcommand)]
 pub enum WorldCommand {
@@ -30,12 +30,29 @@ pub struct SampleArgs {
     /// train | val | test (disjoint seed ranges; held-out attribute pairs only in test).
     #[arg(long, default_value = "train")]
     split: Split,
+    /// Only scenes with this many objects (1–4), e.g. 1 for clips where every word is about the
+    /// one object there is; the clips keep their world ids.
+    #[arg(long, value_parser = parse_objects)]
+    objects: Option<usize>,
+    /// First world index: `--start 1024` leaves out the 1,024 clips `train dit` draws from the
+    /// world by default.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
+    start: u64,
     /// Output folder (created if missing).
     #[arg(long, short)]
     out: PathBuf,
     /// Print a JSON summary on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
+}
+
+fn parse_objects(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=MAX_OBJECTS).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "expected a whole number of objects in 1..={MAX_OBJECTS}"
+        )),
+    }
 }
 
 fn parse_size_arg(s: &str) -> Result<(u32, u32), String> {
@@ -56,7 +73,12 @@ pub fn run(cmd: WorldCommand) -> Result<()> {
             };
             let bar = super::progress(a.count, "clips", a.json);
             let start = std::time::Instant::now();
-            let summary = sample_dataset(&opts, &a.out, |n| bar.set_position(n as u64))?;
+            let selection = Selection {
+                start: a.start,
+                objects: a.objects,
+            };
+            let summary =
+                sample_dataset(&opts, &selection, &a.out, |n| bar.set_position(n as u64))?;
             bar.finish_and_clear();
             let secs = start.elapsed().as_secs_f64();
             if a.json {
