@@ -7,7 +7,7 @@ use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report
 use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
-use tessera_world::{generate_clip, SampleOptions, Split};
+use tessera_world::{generate_clip, SampleOptions, Selection, Split};
 
 /// `tessera eval --model DIR …` generates from held-out captions and scores them;
 /// `tessera eval videos DIR --captions F …` scores any folder of videos.
@@ -65,12 +65,16 @@ pub struct ModelArgs {
     /// the frame already fixes colour, shape and place).
     #[arg(long)]
     first_frame: bool,
+    /// Only held-out scenes with this many objects (1–4): `--objects 1` scores the one-object
+    /// prompts people mostly write, without the binding of words to several objects.
+    #[arg(long, value_parser = super::world::parse_objects)]
+    objects: Option<usize>,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
     /// Score your own prompts instead of held-out captions: a text file, one prompt per line
     /// (blank lines and `#` comments skipped). Each is expanded as `generate` expands it, and
     /// clips are scored against the caption it expanded to.
-    #[arg(long, conflicts_with_all = ["split", "count", "first_frame"])]
+    #[arg(long, conflicts_with_all = ["split", "count", "first_frame", "objects"])]
     prompts: Option<PathBuf>,
     /// With --prompts: seeds per prompt (0..N), so a score says how often a prompt works.
     #[arg(long, default_value_t = 4, requires = "prompts")]
@@ -133,6 +137,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         count: a.count,
         seed: a.seed,
         first_frame: a.first_frame,
+        objects: a.objects,
         sampling: a.sampling.over(model.sampling.clone()),
     };
     let bar = super::progress(a.count as u64, "prompts", a.json);
@@ -217,13 +222,14 @@ pub fn eval_prompts(
     Ok(eval_clips(&clips, out)?)
 }
 
-/// How a model is prompted for evaluation: `count` held-out captions of `split`, with each
-/// clip's first frame as the image when `first_frame`.
+/// How a model is prompted for evaluation: `count` held-out captions of `split` (of scenes with
+/// `objects` objects when set), with each clip's first frame as the image when `first_frame`.
 pub struct Prompted {
     pub split: Split,
     pub count: usize,
     pub seed: u64,
     pub first_frame: bool,
+    pub objects: Option<usize>,
     pub sampling: Sampling,
 }
 
@@ -236,6 +242,7 @@ impl Prompted {
             count,
             seed: 0,
             first_frame: false,
+            objects: None,
             sampling: model.sampling.clone(),
         }
     }
@@ -258,6 +265,7 @@ pub fn eval_model(
         "count": a.count,
         "seed": a.seed,
         "first_frame": a.first_frame,
+        "objects": a.objects,
         "sampling": a.sampling,
     });
     write_settings(out, &settings)?;
@@ -265,16 +273,22 @@ pub fn eval_model(
         std::fs::create_dir_all(out.join("first_frames"))?;
     }
     let world = SampleOptions {
+        count: a.count,
         seed: a.seed,
         split: a.split,
         ..SampleOptions::default()
     };
+    let indices = Selection {
+        start: 0,
+        objects: a.objects,
+    }
+    .indices(&world)?;
     let mut clips = Vec::with_capacity(a.count);
     let mut reference = Vec::with_capacity(a.count);
     let mut recon = Vec::with_capacity(a.count);
     let mut through_vae = Vec::with_capacity(a.count);
-    for i in 0..a.count {
-        let clip = generate_clip(&world, i as u64)?;
+    for (i, &index) in indices.iter().enumerate() {
+        let clip = generate_clip(&world, index)?;
         let output = out.join("videos").join(format!("{i:04}.mp4"));
         let seed = a.seed + i as u64;
         let mode = if a.first_frame {
@@ -334,6 +348,7 @@ mod tests {
             count: 1,
             seed: 2,
             first_frame,
+            objects: None,
             sampling: Sampling {
                 steps: 2,
                 ..Sampling::default()
@@ -378,6 +393,45 @@ mod tests {
         };
         assert_eq!(mode(&text_dir).as_deref(), Some("text"));
         assert_eq!(mode(&image_dir).as_deref(), Some("image"));
+    }
+
+    /// `objects` picks the held-out scenes with that many objects, in the world's order.
+    #[test]
+    fn an_object_count_prompts_with_those_scenes_alone() {
+        let model = Model::random_tiny(3).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let prompted = Prompted {
+            split: Split::Test,
+            count: 2,
+            seed: 0,
+            first_frame: false,
+            objects: Some(1),
+            sampling: Sampling {
+                steps: 1,
+                ..Sampling::default()
+            },
+        };
+        let (report, _) = eval_model(&model, &prompted, out.path(), false, &mut || {}).unwrap();
+        let world = SampleOptions {
+            split: Split::Test,
+            ..SampleOptions::default()
+        };
+        let one_object: Vec<String> = (0..)
+            .map(|i| generate_clip(&world, i).unwrap())
+            .filter(|c| c.scene.object_count() == 1)
+            .take(2)
+            .map(|c| c.caption)
+            .collect();
+        assert_eq!(report.clips.len() + report.errors.len(), 2);
+        for clip in &report.clips {
+            let i: usize = clip.name["clip_".len()..].parse().unwrap();
+            assert_eq!(clip.caption, one_object[i], "{}", clip.name);
+        }
+        let settings: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("settings.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings["objects"], 1);
     }
 
     /// Each prompt is generated once per seed and scored against the caption it expanded to.

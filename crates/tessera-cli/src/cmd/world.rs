@@ -46,7 +46,7 @@ pub struct SampleArgs {
     json: bool,
 }
 
-fn parse_objects(s: &str) -> Result<usize, String> {
+pub(crate) fn parse_objects(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=MAX_OBJECTS).contains(&n) => Ok(n),
         _ => Err(format!(
