@@ -67,8 +67,8 @@ pub struct ModelArgs {
     first_frame: bool,
     /// Only held-out scenes with this many objects (1–4): `--objects 1` scores the one-object
     /// prompts people mostly write, without the binding of words to several objects.
-    #[arg(long, value_parser = super::world::parse_objects)]
-    objects: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=tessera_world::MAX_OBJECTS as u64))]
+    objects: Option<u64>,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
     /// Score your own prompts instead of held-out captions: a text file, one prompt per line
@@ -137,7 +137,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         count: a.count,
         seed: a.seed,
         first_frame: a.first_frame,
-        objects: a.objects,
+        objects: a.objects.map(|n| n as usize),
         sampling: a.sampling.over(model.sampling.clone()),
     };
     let bar = super::progress(a.count as u64, "prompts", a.json);

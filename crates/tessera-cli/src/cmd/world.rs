@@ -32,8 +32,8 @@ pub struct SampleArgs {
     split: Split,
     /// Only scenes with this many objects (1–4), e.g. 1 for clips where every word is about the
     /// one object there is; the clips keep their world ids.
-    #[arg(long, value_parser = parse_objects)]
-    objects: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_OBJECTS as u64))]
+    objects: Option<u64>,
     /// First world index: `--start 1024` leaves out the 1,024 clips `train dit` draws from the
     /// world by default.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
@@ -44,15 +44,6 @@ pub struct SampleArgs {
     /// Print a JSON summary on stdout instead of a progress bar.
     #[arg(long)]
     json: bool,
-}
-
-pub(crate) fn parse_objects(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>() {
-        Ok(n) if (1..=MAX_OBJECTS).contains(&n) => Ok(n),
-        _ => Err(format!(
-            "expected a whole number of objects in 1..={MAX_OBJECTS}"
-        )),
-    }
 }
 
 fn parse_size_arg(s: &str) -> Result<(u32, u32), String> {
@@ -75,7 +66,7 @@ pub fn run(cmd: WorldCommand) -> Result<()> {
             let start = std::time::Instant::now();
             let selection = Selection {
                 start: a.start,
-                objects: a.objects,
+                objects: a.objects.map(|n| n as usize),
             };
             let summary =
                 sample_dataset(&opts, &selection, &a.out, |n| bar.set_position(n as u64))?;
