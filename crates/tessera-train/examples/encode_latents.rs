@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             count: count.parse()?,
         }],
         mirror: false,
+        objects: None,
     };
     let (set, path) = load_or_encode(&spec, &vae, vae_id, Path::new(out), |_, _| {})?;
     println!("{} items → {}", set.items.len(), path.display());

@@ -179,6 +179,10 @@ pub struct DitTrainOptions {
     /// session 16). World data only.
     #[serde(default)]
     pub mirror: bool,
+    /// Only world scenes with this many objects (1–4; `None` = all): with one, every word of a
+    /// caption is about the one object there is (TRAINING.md, session 31). World data only.
+    #[serde(default)]
+    pub objects: Option<usize>,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -292,6 +296,7 @@ impl DitTrainOptions {
             lr_scales: Vec::new(),
             object_weight: 0.0,
             mirror: false,
+            objects: None,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
@@ -368,6 +373,20 @@ impl DitTrainOptions {
                  (drop --data or --mirror)"
                     .to_string(),
             );
+        }
+        if let Some(n) = self.objects {
+            if self.data.is_some() {
+                return bad(format!(
+                    "--objects {n} picks shapes-world scenes: a folder is trained as it is \
+                     (drop --data, or make the folder with `tessera world sample --objects {n}`)"
+                ));
+            }
+            if !(1..=tessera_world::MAX_OBJECTS).contains(&n) {
+                return bad(format!(
+                    "objects {n}: a world scene holds 1..={} objects",
+                    tessera_world::MAX_OBJECTS
+                ));
+            }
         }
         for (name, p) in [
             ("caption_dropout", self.caption_dropout),
@@ -873,6 +892,7 @@ pub fn train_dit(
             fps: opts.fps,
             buckets: opts.buckets.clone(),
             mirror: false,
+            objects: opts.objects,
         },
         Some(dir) => DataSpec::Folder {
             dir: dir.clone(),
@@ -1538,6 +1558,17 @@ mod tests {
             ..ok.clone()
         });
         assert!(msg.contains("unknown DiT config"), "{msg}");
+        let msg = err(DitTrainOptions {
+            objects: Some(1),
+            data: Some("clips".into()),
+            ..ok.clone()
+        });
+        assert!(msg.contains("drop --data"), "{msg}");
+        let msg = err(DitTrainOptions {
+            objects: Some(0),
+            ..ok.clone()
+        });
+        assert!(msg.contains("1..=4"), "{msg}");
         let msg = err(DitTrainOptions {
             config: "no/such/config.json".into(),
             ..ok

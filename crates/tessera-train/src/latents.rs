@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tessera_media::Video;
 use tessera_models::vae::{video_to_tensor, AutoencoderKLWan};
-use tessera_world::{generate_clip, SampleOptions, Split};
+use tessera_world::{generate_clip, SampleOptions, Selection, Split};
 
 use crate::{io_err, Result, TrainError};
 
@@ -85,6 +85,10 @@ pub enum DataSpec {
         /// a separate cache from the plain clips'.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         mirror: bool,
+        /// Only the scenes with this many objects ([`Selection`]), each bucket's first `count`
+        /// of them from its start index on.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        objects: Option<usize>,
     },
     /// A folder of videos with `captions.jsonl` (`{"video": "...", "caption": "..."}`), each
     /// video fitted to `size`×`size` at `fps` and put in the longest bucket it is long enough
@@ -118,6 +122,7 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
             fps,
             buckets,
             mirror,
+            objects,
         } => {
             let mut out = Vec::new();
             for (b, bucket) in buckets.iter().enumerate() {
@@ -130,8 +135,12 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
                     seed: *seed,
                     split: *split,
                 };
-                for i in 0..bucket.count as u64 {
-                    let mut clip = generate_clip(&opts, b as u64 * 1_000_000 + i)?;
+                let selection = Selection {
+                    start: b as u64 * 1_000_000,
+                    objects: *objects,
+                };
+                for i in selection.indices(&opts)? {
+                    let mut clip = generate_clip(&opts, i)?;
                     if *mirror {
                         clip = clip.mirrored()?;
                     }
@@ -305,6 +314,72 @@ mod tests {
             ]
         );
         assert!(matches!(LatentSet::new(vec![]), Err(TrainError::Data(_))));
+        Ok(())
+    }
+
+    /// `objects` keeps each bucket's first scenes with that many objects, from the bucket's
+    /// start index on, rendered as the world renders them (mirrored too); a count no scene
+    /// has is the world's error.
+    #[test]
+    fn world_objects_are_the_selections_scenes() -> Result<()> {
+        let buckets = vec![
+            BucketSpec {
+                frames: 5,
+                count: 3,
+            },
+            BucketSpec {
+                frames: 1,
+                count: 2,
+            },
+        ];
+        let spec = |objects, mirror| DataSpec::World {
+            seed: 3,
+            split: Split::Train,
+            size: 32,
+            fps: 8.0,
+            buckets: buckets.clone(),
+            mirror,
+            objects,
+        };
+        let opts = |b: &BucketSpec| SampleOptions {
+            count: b.count,
+            width: 32,
+            height: 32,
+            frames: b.frames as u32,
+            fps: 8.0,
+            seed: 3,
+            split: Split::Train,
+        };
+        for mirror in [false, true] {
+            let got = clips(&spec(Some(1), mirror))?;
+            let mut want = Vec::new();
+            for (b, bucket) in buckets.iter().enumerate() {
+                let selection = Selection {
+                    start: b as u64 * 1_000_000,
+                    objects: Some(1),
+                };
+                let indices = selection.indices(&opts(bucket))?;
+                assert_eq!(indices.len(), bucket.count);
+                for i in indices {
+                    let clip = generate_clip(&opts(bucket), i)?;
+                    assert_eq!(clip.objects.len(), 1);
+                    want.push(if mirror { clip.mirrored()? } else { clip });
+                }
+            }
+            assert_eq!(got.len(), want.len());
+            for ((video, caption, _), clip) in got.iter().zip(&want) {
+                assert_eq!((video, caption), (&clip.video, &clip.caption));
+            }
+        }
+        // Without `objects` the indices run on from each bucket's start, whatever the scene.
+        let all = clips(&spec(None, false))?;
+        assert_eq!(all[1].1, generate_clip(&opts(&buckets[0]), 1)?.caption);
+        assert!(matches!(
+            clips(&spec(Some(9), false)),
+            Err(TrainError::World(tessera_world::WorldError::Objects {
+                objects: 9
+            }))
+        ));
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ use tessera_train::dit::{
 };
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
+use tessera_world::MAX_OBJECTS;
 
 use super::eval::{eval_model, Prompted};
 
@@ -144,6 +145,11 @@ pub struct DitArgs {
     /// them. Encodes a second latent cache; world data only (TRAINING.md, session 16).
     #[arg(long)]
     mirror: bool,
+    /// Only world scenes with this many objects (1–4), rendered in memory: `--objects 1
+    /// --mirror` trains one-object scenes with their mirrors, no folder and no MP4 round trip
+    /// (TRAINING.md, session 32). World data only.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_OBJECTS as u64))]
+    objects: Option<u64>,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -220,6 +226,7 @@ impl DitArgs {
         o.lr_scales = a.lr_scale.clone();
         o.object_weight = a.object_weight;
         o.mirror = a.mirror;
+        o.objects = a.objects.map(|n| n as usize);
         o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
         o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
         o.init_from = a.init_from.clone();
@@ -508,7 +515,8 @@ mod tests {
 
     /// Flags left out keep the preset's values; the ones given reach the trainer, among them
     /// `--latent-cache` (a folder shared by runs), `--images 0` (no one-frame bucket) and
-    /// `--conditioned-timesteps` (its own levels for image→video items, `--timesteps` kept).
+    /// `--conditioned-timesteps` (its own levels for image→video items, `--timesteps` kept) and
+    /// `--objects` (one-object world scenes, with `--mirror` their mirrors too).
     #[test]
     fn dit_flags_become_trainer_options() {
         let preset = DitTrainOptions {
@@ -533,6 +541,9 @@ mod tests {
             "0.3",
             "--conditioned-timesteps",
             "uniform:20",
+            "--objects",
+            "1",
+            "--mirror",
         ]);
         assert_eq!(o.latent_cache, Some(PathBuf::from("shared/latents")));
         assert_eq!(
@@ -543,6 +554,7 @@ mod tests {
             }]
         );
         assert_eq!((o.batch, o.steps), (4, 10));
+        assert_eq!((o.objects, o.mirror, preset.objects), (Some(1), true, None));
         assert!(!o.freeze_text && (o.text_lr_scale - 0.3).abs() < 1e-12);
         assert_eq!(
             (o.timesteps, o.conditioned_timesteps),
