@@ -382,10 +382,7 @@ impl DitTrainOptions {
                 ));
             }
             if !(1..=tessera_world::MAX_OBJECTS).contains(&n) {
-                return bad(format!(
-                    "objects {n}: a world scene holds 1..={} objects",
-                    tessera_world::MAX_OBJECTS
-                ));
+                return Err(tessera_world::WorldError::Objects { objects: n }.into());
             }
         }
         for (name, p) in [
