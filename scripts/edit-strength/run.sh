@@ -5,6 +5,7 @@
 # what the noise hid instead of keeping it (TRAINING.md, session 32).
 #
 #   scripts/edit-strength/run.sh TESSERA MODEL OUT [COUNT] [STRENGTHS...]
+#   EDIT_FLAGS="--sampler euler" scripts/edit-strength/run.sh …   # sampler flags for every edit
 set -euo pipefail
 tessera=$1 model=$2 out=$3 count=${4:-24}
 shift $(( $# < 4 ? $# : 4 ))
@@ -24,7 +25,7 @@ for s in "${strengths[@]}"; do
   while read -r line; do
     video=$(jq -r .video <<< "$line") caption=$(jq -r .caption <<< "$line")
     "$tessera" edit "$out/clips/$video" --prompt "$caption" --strength "$s" --no-extend \
-      --seed 0 --model "$model" -o "$dir/$video" > /dev/null
+      --seed 0 --model "$model" ${EDIT_FLAGS:-} -o "$dir/$video" > /dev/null
     jq -c '{video, caption}' <<< "$line" >> "$dir/captions.jsonl"
   done < "$out/clips/captions.jsonl"
   echo "strength $s: $(score "$dir")"
