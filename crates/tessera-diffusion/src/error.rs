@@ -17,6 +17,8 @@ pub enum DiffusionError {
     UnknownSampler { name: String },
     #[error("ancestral sampling's η must be in [0, 1] (0 = plain Euler, 1 = all noise fresh), got {eta}")]
     InvalidEta { eta: f64 },
+    #[error("ancestral sampling's last noise level with fresh noise must be in [0, 1] (0 = to the end), got {until}")]
+    InvalidEtaUntil { until: f64 },
     #[error("classifier-free guidance scale must be finite and ≥ 0, got {scale}")]
     InvalidCfgScale { scale: f64 },
     #[error("unknown guidance {name:?}; valid: cfg (classifier-free), apg (adaptive projected)")]

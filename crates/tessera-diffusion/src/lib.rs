@@ -59,5 +59,7 @@ pub use mask::{
     MaskSampler,
 };
 pub use noise::randn;
-pub use sampler::{Euler, EulerAncestral, Heun, Sampler, SamplerKind, UniPc, DEFAULT_ETA};
+pub use sampler::{
+    Euler, EulerAncestral, Heun, Sampler, SamplerKind, UniPc, DEFAULT_ETA, DEFAULT_ETA_UNTIL,
+};
 pub use schedule::{shift_sigma, Schedule, NUM_TRAIN_TIMESTEPS};

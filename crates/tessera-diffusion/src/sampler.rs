@@ -57,32 +57,44 @@ impl Sampler for Euler {
 /// η of [`SamplerKind::EulerAncestral`] unless a caller picks another: every step's noise fresh.
 pub const DEFAULT_ETA: f64 = 1.0;
 
+/// Noise level below which [`SamplerKind::EulerAncestral`] stops drawing fresh noise unless a
+/// caller picks another: 0, fresh noise down to the last step.
+pub const DEFAULT_ETA_UNTIL: f64 = 0.0;
+
 /// Euler with fresh noise (ancestral sampling): each step predicts the clean sample
 /// `x0 = x − σ·v` and the noise `ε = x + (1 − σ)·v`, then lands at `σ_next` on
 /// `(1 − σ_next)·x0 + σ_next·(√(1 − η²)·ε + η·z)` with new noise `z`. Every choice of η keeps
 /// the noise level of the path; η = 0 is [`Euler`], η = 1 (the default) is diffusers'
 /// `stochastic_sampling`. The fresh noise lets later steps undo an imperfect model's mistakes
 /// instead of carrying them along: a small model's ragged fragments come out as compact objects.
+///
+/// Steps that land below the noise level `until` take no fresh noise (plain Euler): the layout
+/// is settled by then, and fresh noise there rounds off the outlines the model has drawn.
 #[derive(Debug, Clone)]
 pub struct EulerAncestral {
     eta: f64,
+    until: f64,
     seed: u64,
     rng: ChaCha8Rng,
 }
 
 impl EulerAncestral {
-    /// η in `[0, 1]`; the fresh noise is drawn from a generator seeded with `seed`, restarted
-    /// by [`Sampler::reset`] so a reused sampler repeats its trajectory.
-    pub fn new(eta: f64, seed: u64) -> Result<Self> {
+    /// η and `until` in `[0, 1]`; the fresh noise is drawn from a generator seeded with
+    /// `seed`, restarted by [`Sampler::reset`] so a reused sampler repeats its trajectory.
+    pub fn new(eta: f64, until: f64, seed: u64) -> Result<Self> {
         if !(0.0..=1.0).contains(&eta) {
             return Err(DiffusionError::InvalidEta { eta });
         }
-        Ok(Self::with_eta(eta, seed))
+        if !(0.0..=1.0).contains(&until) {
+            return Err(DiffusionError::InvalidEtaUntil { until });
+        }
+        Ok(Self::with_eta(eta, until, seed))
     }
 
-    fn with_eta(eta: f64, seed: u64) -> Self {
+    fn with_eta(eta: f64, until: f64, seed: u64) -> Self {
         Self {
             eta,
+            until,
             seed,
             rng: ChaCha8Rng::seed_from_u64(seed),
         }
@@ -94,6 +106,9 @@ impl Sampler for EulerAncestral {
         let x0 = lin2(x, 1.0, v, -sigma)?;
         if sigma_next == 0.0 {
             return Ok(x0);
+        }
+        if sigma_next < self.until {
+            return Euler.step(x, v, sigma, sigma_next);
         }
         let eps = lin2(x, 1.0, v, 1.0 - sigma)?;
         let z = randn(&mut self.rng, x.shape(), x.device())?.to_dtype(x.dtype())?;
@@ -331,20 +346,30 @@ impl SamplerKind {
 
     /// A fresh sampler of this kind; `seed` seeds the fresh noise of a stochastic one (the
     /// others ignore it), so the same seed gives the same trajectory. The ancestral sampler
-    /// runs with η = [`DEFAULT_ETA`].
+    /// runs with η = [`DEFAULT_ETA`] down to [`DEFAULT_ETA_UNTIL`].
     pub fn build(self, seed: u64) -> Box<dyn Sampler + Send> {
         match self {
             SamplerKind::Euler => Box::new(Euler),
-            SamplerKind::EulerAncestral => Box::new(EulerAncestral::with_eta(DEFAULT_ETA, seed)),
+            SamplerKind::EulerAncestral => Box::new(EulerAncestral::with_eta(
+                DEFAULT_ETA,
+                DEFAULT_ETA_UNTIL,
+                seed,
+            )),
             SamplerKind::Heun => Box::new(Heun::default()),
             SamplerKind::UniPc => Box::new(UniPc::default()),
         }
     }
 
-    /// As [`SamplerKind::build`], with the ancestral sampler's η (the others ignore it).
-    pub fn build_with_eta(self, seed: u64, eta: f64) -> Result<Box<dyn Sampler + Send>> {
+    /// As [`SamplerKind::build`], with the ancestral sampler's η and the noise level it stops
+    /// drawing fresh noise below (the others ignore both).
+    pub fn build_with_eta(
+        self,
+        seed: u64,
+        eta: f64,
+        until: f64,
+    ) -> Result<Box<dyn Sampler + Send>> {
         match self {
-            SamplerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(eta, seed)?)),
+            SamplerKind::EulerAncestral => Ok(Box::new(EulerAncestral::new(eta, until, seed)?)),
             kind => Ok(kind.build(seed)),
         }
     }

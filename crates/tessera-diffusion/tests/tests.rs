@@ -391,12 +391,48 @@ fn ancestral_sampling_is_seeded_and_eta_zero_is_euler() {
         "another seed, another trajectory"
     );
     let euler = run(&mut Euler);
-    let eta0 = run(&mut EulerAncestral::new(0.0, 1).unwrap());
+    let eta0 = run(&mut EulerAncestral::new(0.0, 0.0, 1).unwrap());
     assert!(max_abs_diff(&euler, &eta0) < 1e-5);
     for eta in [-0.1, 1.5, f64::NAN] {
         assert!(matches!(
-            EulerAncestral::new(eta, 0),
+            EulerAncestral::new(eta, 0.0, 0),
             Err(DiffusionError::InvalidEta { .. })
         ));
+        assert!(matches!(
+            EulerAncestral::new(1.0, eta, 0),
+            Err(DiffusionError::InvalidEtaUntil { .. })
+        ));
     }
+}
+
+#[test]
+fn ancestral_sampling_stops_fresh_noise_below_until() {
+    let mu = seeded((1, 2, 3, 4, 4), 14);
+    let z = seeded((1, 2, 3, 4, 4), 15);
+    let vel = |x: &Tensor, sigma: f64| (x - &mu).unwrap().affine(0.8 / sigma, 0.0).unwrap();
+    let v = |x: &Tensor, e: &Eval| -> Result<Tensor, DiffusionError> { Ok(vel(x, e.sigma)) };
+    let schedule = SamplerKind::EulerAncestral.schedule(6, 1.0).unwrap();
+    let run = |s: &mut dyn Sampler| sample(s, z.clone(), &schedule, None, v).unwrap();
+    let cut = schedule.sigmas()[3];
+    // By hand: ancestral steps while landing at or above `cut`, Euler steps after.
+    let mut ancestral = EulerAncestral::new(1.0, 0.0, 7).unwrap();
+    let mut x = z.clone();
+    for w in schedule.sigmas().windows(2) {
+        let s: &mut dyn Sampler = if w[1] >= cut {
+            &mut ancestral
+        } else {
+            &mut Euler
+        };
+        x = s.step(&x, &vel(&x, w[0]), w[0], w[1]).unwrap();
+    }
+    let got = run(&mut EulerAncestral::new(1.0, cut, 7).unwrap());
+    assert!(max_abs_diff(&got, &x) < 1e-6);
+    let all = run(&mut EulerAncestral::new(1.0, 0.0, 7).unwrap());
+    assert!(
+        max_abs_diff(&got, &all) > 1e-3,
+        "late steps took no fresh noise"
+    );
+    // Above every level: no fresh noise at all, plain Euler.
+    let none = run(&mut EulerAncestral::new(1.0, 1.0, 7).unwrap());
+    assert!(max_abs_diff(&none, &run(&mut Euler)) < 1e-5);
 }

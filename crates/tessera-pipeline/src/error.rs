@@ -15,7 +15,7 @@ pub enum PipelineError {
     ModelFile { path: PathBuf, what: &'static str },
     #[error("parsing {path}: {detail}; the file must be the JSON the trainer exported")]
     ModelJson { path: PathBuf, detail: String },
-    #[error("model sampling defaults {path}: {detail}; fix or delete the file (fields: sampler, steps, cfg, cfg_interval, shift, guidance, eta, image_first)")]
+    #[error("model sampling defaults {path}: {detail}; fix or delete the file (fields: sampler, steps, cfg, cfg_interval, shift, guidance, eta, eta_until, image_first)")]
     Sampling { path: PathBuf, detail: String },
     #[error(
         "text encoder {path}: {detail}; the weights do not belong to this config, re-export text/"

@@ -656,6 +656,7 @@ mod tests {
             (r#"{"sampler": "ddim"}"#, "ddim"),
             (r#"{"guidance": "pag"}"#, "pag"),
             (r#"{"eta": 2}"#, "eta must be in [0, 1]"),
+            (r#"{"eta_until": -0.5}"#, "eta_until must be a noise level"),
             (r#"{"scale": 3}"#, "unknown field `scale`"),
             ("{cfg: 3", "key must be a string"),
         ] {

@@ -296,6 +296,7 @@ fn manifest(
                 "steps": req.steps,
                 "sampler": req.sampler.name(),
                 "eta": req.eta,
+                "eta_until": req.eta_until,
                 "image_first": req.image_first,
                 "shift": req.shift,
                 "cfg": req.cfg,
@@ -700,10 +701,10 @@ impl Run<'_> {
             None => (full, eps),
         };
         let sampler_seed = noise::rng(self.req.seed, SAMPLER_STREAM + window as u64).random();
-        let mut sampler = self
-            .req
-            .sampler
-            .build_with_eta(sampler_seed, self.req.eta)?;
+        let mut sampler =
+            self.req
+                .sampler
+                .build_with_eta(sampler_seed, self.req.eta, self.req.eta_until)?;
         let (model, guided, cfg_scale) = (self.model, self.guided, self.req.cfg);
         let rule = self.req.guidance;
         let (lo, hi) = self.req.cfg_interval;

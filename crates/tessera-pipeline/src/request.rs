@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use tessera_diffusion::{Guidance, SamplerKind, DEFAULT_ETA};
+use tessera_diffusion::{Guidance, SamplerKind, DEFAULT_ETA, DEFAULT_ETA_UNTIL};
 use tessera_media::OutputKind;
 
 /// Why a request was rejected; each message names the fix.
@@ -31,6 +31,10 @@ pub enum RequestError {
     Shift(f64),
     #[error("eta must be in [0, 1] (0 = plain Euler, 1 = every step's noise fresh), got {0}")]
     Eta(f64),
+    #[error(
+        "eta_until must be a noise level in [0, 1] (0 = fresh noise to the last step), got {0}"
+    )]
+    EtaUntil(f64),
     #[error(
         "guidance interval [{0}, {1}] must be noise levels with 0 <= LO < HI <= 1, e.g. [0.3, 0.9]"
     )]
@@ -162,6 +166,9 @@ pub struct Sampling {
     /// Share of each `euler-a` step's noise that is fresh (0 = plain Euler, 1 = all of it);
     /// the other samplers ignore it.
     pub eta: f64,
+    /// Noise level below which `euler-a` steps take no fresh noise (0 = none): fresh noise late
+    /// rounds off the outlines drawn early.
+    pub eta_until: f64,
     /// Text→video as text→image and then image→video: the first latent frame is sampled
     /// alone, as a still, and held fixed while the rest is sampled (Emu Video's factorisation;
     /// a causal VAE's first latent frame is the first frame alone).
@@ -178,6 +185,7 @@ impl Default for Sampling {
             shift: DEFAULT_SHIFT,
             guidance: Guidance::Cfg.name().into(),
             eta: DEFAULT_ETA,
+            eta_until: DEFAULT_ETA_UNTIL,
             image_first: false,
         }
     }
@@ -205,6 +213,9 @@ impl Sampling {
         }
         if !(0.0..=1.0).contains(&self.eta) {
             return Err(RequestError::Eta(self.eta));
+        }
+        if !(0.0..=1.0).contains(&self.eta_until) {
+            return Err(RequestError::EtaUntil(self.eta_until));
         }
         let (lo, hi) = self.cfg_interval;
         if !valid_interval(lo, hi) {
@@ -257,6 +268,8 @@ pub struct GenerateRequest {
     pub shift: f64,
     /// Fresh-noise share of an `euler-a` step ([`Sampling::eta`]).
     pub eta: f64,
+    /// Where `euler-a` stops drawing fresh noise ([`Sampling::eta_until`]).
+    pub eta_until: f64,
     /// Text→video through a still first ([`Sampling::image_first`]).
     pub image_first: bool,
     /// Noise levels where guidance applies ([`DEFAULT_CFG_INTERVAL`]).
@@ -470,6 +483,7 @@ impl GenerateRequest {
             sampler,
             shift: spec.sampling.shift,
             eta: spec.sampling.eta,
+            eta_until: spec.sampling.eta_until,
             image_first: spec.sampling.image_first,
             cfg_interval: spec.sampling.cfg_interval,
             guidance,
@@ -612,6 +626,12 @@ mod tests {
             assert!(matches!(
                 GenerateRequest::new(s).unwrap_err(),
                 RequestError::Eta(e) if e.to_bits() == eta.to_bits()
+            ));
+            let mut s = spec();
+            s.sampling.eta_until = eta;
+            assert!(matches!(
+                GenerateRequest::new(s).unwrap_err(),
+                RequestError::EtaUntil(e) if e.to_bits() == eta.to_bits()
             ));
         }
         let mut s = spec();

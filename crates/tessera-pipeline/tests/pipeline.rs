@@ -137,19 +137,26 @@ fn text_to_video_is_deterministic_and_seed_dependent() {
     }
 }
 
-/// `eta` reaches the ancestral sampler: at 0 it is Euler (up to rounding), at 1 another video.
+/// `eta` and `eta_until` reach the ancestral sampler: η = 0, or fresh noise stopped above
+/// every level, is Euler (up to rounding); η = 1 to the end is another video.
 #[test]
 fn ancestral_eta_zero_is_euler() {
     let dir = tempfile::tempdir().unwrap();
-    let run_with = |sampler: &str, eta: f64| {
-        let mut s = spec(dir.path(), &format!("{sampler}-{eta}.mp4"), Mode::Text);
+    let run_with = |sampler: &str, eta: f64, until: f64| {
+        let mut s = spec(
+            dir.path(),
+            &format!("{sampler}-{eta}-{until}.mp4"),
+            Mode::Text,
+        );
         s.frames = Some(5);
-        (s.sampling.sampler, s.sampling.steps, s.sampling.eta) = (sampler.into(), 4, eta);
+        (s.sampling.sampler, s.sampling.steps) = (sampler.into(), 4);
+        (s.sampling.eta, s.sampling.eta_until) = (eta, until);
         run(tiny(), &GenerateRequest::new(s).unwrap()).1
     };
-    let euler = run_with("euler", 1.0);
-    assert!(max_level_diff(&euler, &run_with("euler-a", 0.0)) <= 1);
-    assert!(max_level_diff(&euler, &run_with("euler-a", 1.0)) > 8);
+    let euler = run_with("euler", 1.0, 0.0);
+    assert!(max_level_diff(&euler, &run_with("euler-a", 0.0, 0.0)) <= 1);
+    assert!(max_level_diff(&euler, &run_with("euler-a", 1.0, 1.0)) <= 1);
+    assert!(max_level_diff(&euler, &run_with("euler-a", 1.0, 0.0)) > 8);
 }
 
 /// Outside the guidance interval a step is the conditional prediction alone: an interval no
@@ -490,8 +497,12 @@ fn outputs_carry_the_watermark_and_a_provenance_manifest() {
         );
         assert_eq!(g["cfg_interval"], serde_json::json!([0.3, 0.9]));
         assert_eq!(
-            (g["eta"].as_f64(), g["shift"].as_f64()),
-            (Some(1.0), Some(1.0))
+            (
+                g["eta"].as_f64(),
+                g["eta_until"].as_f64(),
+                g["shift"].as_f64()
+            ),
+            (Some(1.0), Some(0.0), Some(1.0))
         );
         assert_eq!(m["assertions"][2]["data"]["embedded"], embedded);
     }

@@ -46,6 +46,11 @@ pub struct SamplingArgs {
     /// model's, else 1]
     #[arg(long)]
     eta: Option<f64>,
+    /// With --sampler euler-a: the noise level (0..1) below which steps take no fresh noise,
+    /// so the outlines drawn by then are kept (0 = fresh noise to the last step) [default: the
+    /// model's, else 0]
+    #[arg(long, value_name = "SIGMA")]
+    eta_until: Option<f64>,
     /// Text→video through a still: sample the first frame alone as an image, then animate it
     /// (`--image-first false` turns a model's default off) [default: the model's, else false]
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
@@ -75,6 +80,9 @@ impl SamplingArgs {
         }
         if let Some(v) = self.eta {
             s.eta = v;
+        }
+        if let Some(v) = self.eta_until {
+            s.eta_until = v;
         }
         if let Some(v) = self.image_first {
             s.image_first = v;
