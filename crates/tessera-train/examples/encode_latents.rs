@@ -33,6 +33,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }],
         mirror: false,
         objects: None,
+        heading: false,
     };
     let (set, path) = load_or_encode(&spec, &vae, vae_id, Path::new(out), |_, _| {})?;
     println!("{} items → {}", set.items.len(), path.display());

@@ -183,6 +183,10 @@ pub struct DitTrainOptions {
     /// caption is about the one object there is (TRAINING.md, session 31). World data only.
     #[serde(default)]
     pub objects: Option<usize>,
+    /// Only world scenes whose every object moves with a heading (lines and bounces): every
+    /// caption says which way (TRAINING.md, session 33). World data only.
+    #[serde(default)]
+    pub heading: bool,
     /// Steps of [`crate::text_align`] before the DiT trains (0 = none): the encoder learns to
     /// say what each caption's latent looks like, so the DiT has something to listen to.
     #[serde(default)]
@@ -297,6 +301,7 @@ impl DitTrainOptions {
             object_weight: 0.0,
             mirror: false,
             objects: None,
+            heading: false,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
             text_align_steps: 600,
             text_align_grid: 2,
@@ -371,6 +376,13 @@ impl DitTrainOptions {
             return bad(
                 "--mirror needs shapes-world data: a folder's captions cannot be mirrored \
                  (drop --data or --mirror)"
+                    .to_string(),
+            );
+        }
+        if self.heading && self.data.is_some() {
+            return bad(
+                "--heading picks shapes-world scenes: a folder is trained as it is (drop \
+                 --data, or make the folder with `tessera world sample --heading`)"
                     .to_string(),
             );
         }
@@ -890,6 +902,7 @@ pub fn train_dit(
             buckets: opts.buckets.clone(),
             mirror: false,
             objects: opts.objects,
+            heading: opts.heading,
         },
         Some(dir) => DataSpec::Folder {
             dir: dir.clone(),
@@ -1561,6 +1574,12 @@ mod tests {
             ..ok.clone()
         });
         assert!(msg.contains("drop --data"), "{msg}");
+        let msg = err(DitTrainOptions {
+            heading: true,
+            data: Some("clips".into()),
+            ..ok.clone()
+        });
+        assert!(msg.contains("--heading") && msg.contains("drop --data"), "{msg}");
         let msg = err(DitTrainOptions {
             objects: Some(0),
             ..ok.clone()

@@ -89,6 +89,9 @@ pub enum DataSpec {
         /// of them from its start index on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         objects: Option<usize>,
+        /// Only the scenes whose every object moves with a heading ([`Selection`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        heading: bool,
     },
     /// A folder of videos with `captions.jsonl` (`{"video": "...", "caption": "..."}`), each
     /// video fitted to `size`×`size` at `fps` and put in the longest bucket it is long enough
@@ -123,6 +126,7 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
             buckets,
             mirror,
             objects,
+            heading,
         } => {
             let mut out = Vec::new();
             for (b, bucket) in buckets.iter().enumerate() {
@@ -138,6 +142,7 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
                 let selection = Selection {
                     start: b as u64 * 1_000_000,
                     objects: *objects,
+                    heading: *heading,
                 };
                 for i in selection.indices(&opts)? {
                     let mut clip = generate_clip(&opts, i)?;
@@ -317,9 +322,9 @@ mod tests {
         Ok(())
     }
 
-    /// `objects` keeps each bucket's first scenes with that many objects, from the bucket's
-    /// start index on, rendered as the world renders them (mirrored too); a count no scene
-    /// has is the world's error.
+    /// `objects` (and `heading`) keep each bucket's first scenes the world's [`Selection`]
+    /// keeps, from the bucket's start index on, rendered as the world renders them (mirrored
+    /// too); a count no scene has is the world's error.
     #[test]
     fn world_objects_are_the_selections_scenes() -> Result<()> {
         let buckets = vec![
@@ -332,7 +337,7 @@ mod tests {
                 count: 2,
             },
         ];
-        let spec = |objects, mirror| DataSpec::World {
+        let spec = |objects, mirror, heading| DataSpec::World {
             seed: 3,
             split: Split::Train,
             size: 32,
@@ -340,6 +345,7 @@ mod tests {
             buckets: buckets.clone(),
             mirror,
             objects,
+            heading,
         };
         let opts = |b: &BucketSpec| SampleOptions {
             count: b.count,
@@ -350,13 +356,14 @@ mod tests {
             seed: 3,
             split: Split::Train,
         };
-        for mirror in [false, true] {
-            let got = clips(&spec(Some(1), mirror))?;
+        for (mirror, heading) in [(false, false), (true, false), (true, true)] {
+            let got = clips(&spec(Some(1), mirror, heading))?;
             let mut want = Vec::new();
             for (b, bucket) in buckets.iter().enumerate() {
                 let selection = Selection {
                     start: b as u64 * 1_000_000,
                     objects: Some(1),
+                    heading,
                 };
                 let indices = selection.indices(&opts(bucket))?;
                 assert_eq!(indices.len(), bucket.count);
@@ -372,10 +379,10 @@ mod tests {
             }
         }
         // Without `objects` the indices run on from each bucket's start, whatever the scene.
-        let all = clips(&spec(None, false))?;
+        let all = clips(&spec(None, false, false))?;
         assert_eq!(all[1].1, generate_clip(&opts(&buckets[0]), 1)?.caption);
         assert!(matches!(
-            clips(&spec(Some(9), false)),
+            clips(&spec(Some(9), false, false)),
             Err(TrainError::World(tessera_world::WorldError::Objects {
                 objects: 9
             }))

@@ -352,27 +352,36 @@ fn to_json<T: Serialize>(value: &T, what: &'static str) -> Result<String, WorldE
 
 /// Which world clips a dataset holds: indices from `start` on and, with `objects` set, only the
 /// scenes with that many objects — one-object clips, say, where every motion word is about the one
-/// object there is. A kept clip has the id and pixels it has in the whole world.
+/// object there is; with `heading`, only scenes where every object moves with a heading (lines
+/// and bounces), so every clip's caption says which way. A kept clip has the id and pixels it
+/// has in the whole world.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Selection {
     pub start: u64,
     pub objects: Option<usize>,
+    pub heading: bool,
 }
 
 impl Selection {
     /// The first `opts.count` indices kept, in order; scenes are drawn, not rendered, to decide.
     pub fn indices(&self, opts: &SampleOptions) -> Result<Vec<u64>, WorldError> {
         opts.validate()?;
-        let Some(objects) = self.objects else {
+        if let Some(objects) = self.objects {
+            if !(1..=MAX_OBJECTS).contains(&objects) {
+                return Err(WorldError::Objects { objects });
+            }
+        }
+        if self.objects.is_none() && !self.heading {
             return Ok((0..opts.count as u64).map(|i| self.start + i).collect());
-        };
-        if !(1..=MAX_OBJECTS).contains(&objects) {
-            return Err(WorldError::Objects { objects });
         }
         let mut kept = Vec::with_capacity(opts.count);
         let mut index = self.start;
         while kept.len() < opts.count {
-            if sample_scene(opts, index)?.object_count() == objects {
+            let scene = sample_scene(opts, index)?;
+            let count_ok = self.objects.is_none_or(|n| scene.object_count() == n);
+            let heading_ok =
+                !self.heading || scene.objects.iter().all(|o| o.motion.direction().is_some());
+            if count_ok && heading_ok {
                 kept.push(index);
             }
             index += 1;

@@ -55,7 +55,7 @@ fn same_seed_same_clip_and_splits_differ() {
 }
 
 #[test]
-fn a_selection_keeps_exactly_the_scenes_with_its_object_count() {
+fn a_selection_keeps_exactly_the_scenes_it_names() {
     let o = SampleOptions {
         count: 5,
         ..opts(Split::Train, 0)
@@ -63,6 +63,7 @@ fn a_selection_keeps_exactly_the_scenes_with_its_object_count() {
     let one = Selection {
         start: 40,
         objects: Some(1),
+        ..Selection::default()
     };
     let kept = one.indices(&o).expect("indices");
     assert_eq!(kept.len(), 5);
@@ -87,13 +88,31 @@ fn a_selection_keeps_exactly_the_scenes_with_its_object_count() {
     assert_eq!(captions.lines().count(), 2);
     let plain = Selection {
         start: 7,
-        objects: None,
+        ..Selection::default()
     };
     assert_eq!(plain.indices(&o).expect("indices"), vec![7, 8, 9, 10, 11]);
+    // `heading`: exactly the scenes whose every object moves in a line or bounces.
+    let headed = Selection {
+        start: 3,
+        objects: Some(2),
+        heading: true,
+    };
+    let kept = headed.indices(&o).expect("indices");
+    assert_eq!(kept.len(), 5);
+    for index in 3..=kept[4] {
+        let scene = sample_scene(&o, index).expect("scene");
+        let moving = scene.objects.iter().all(|g| g.motion.direction().is_some());
+        assert_eq!(
+            kept.contains(&index),
+            scene.object_count() == 2 && moving,
+            "index {index}"
+        );
+    }
     for objects in [0, 5] {
         let bad = Selection {
             start: 0,
             objects: Some(objects),
+            heading: true,
         };
         assert!(matches!(bad.indices(&o), Err(WorldError::Objects { objects: n }) if n == objects));
     }

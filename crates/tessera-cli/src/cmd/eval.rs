@@ -7,7 +7,9 @@ use tessera_eval::{eval_clips, eval_clips_with, eval_videos, EvalOptions, Report
 use tessera_models::device::DeviceSpec;
 use tessera_models::vae::{tensor_to_video, video_to_tensor};
 use tessera_pipeline::{generate, GenerateRequest, Mode, Model, NoHook, RequestSpec, Sampling};
-use tessera_world::{generate_clip, SampleOptions, Selection, Split};
+use tessera_world::{generate_clip, SampleOptions, Split};
+
+use super::world::SceneArgs;
 
 /// `tessera eval --model DIR …` generates from held-out captions and scores them;
 /// `tessera eval videos DIR --captions F …` scores any folder of videos.
@@ -65,16 +67,17 @@ pub struct ModelArgs {
     /// the frame already fixes colour, shape and place).
     #[arg(long)]
     first_frame: bool,
-    /// Only held-out scenes with this many objects (1–4): `--objects 1` scores the one-object
-    /// prompts people mostly write, without the binding of words to several objects.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=tessera_world::MAX_OBJECTS as u64))]
-    objects: Option<u64>,
+    /// Held-out scenes only of a kind: `--objects 1` scores the one-object prompts people
+    /// mostly write, without the binding of words to several objects; `--heading` scores
+    /// direction on every clip.
+    #[command(flatten)]
+    scenes: SceneArgs,
     #[command(flatten)]
     sampling: super::generate::SamplingArgs,
     /// Score your own prompts instead of held-out captions: a text file, one prompt per line
     /// (blank lines and `#` comments skipped). Each is expanded as `generate` expands it, and
     /// clips are scored against the caption it expanded to.
-    #[arg(long, conflicts_with_all = ["split", "count", "first_frame", "objects"])]
+    #[arg(long, conflicts_with_all = ["split", "count", "first_frame", "objects", "heading"])]
     prompts: Option<PathBuf>,
     /// With --prompts: seeds per prompt (0..N), so a score says how often a prompt works.
     #[arg(long, default_value_t = 4, requires = "prompts")]
@@ -137,7 +140,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         count: a.count,
         seed: a.seed,
         first_frame: a.first_frame,
-        objects: a.objects.map(|n| n as usize),
+        scenes: a.scenes.clone(),
         sampling: a.sampling.over(model.sampling.clone()),
     };
     let bar = super::progress(a.count as u64, "prompts", a.json);
@@ -222,14 +225,14 @@ pub fn eval_prompts(
     Ok(eval_clips(&clips, out)?)
 }
 
-/// How a model is prompted for evaluation: `count` held-out captions of `split` (of scenes with
-/// `objects` objects when set), with each clip's first frame as the image when `first_frame`.
+/// How a model is prompted for evaluation: `count` held-out captions of `split` (of the scenes
+/// `scenes` names), with each clip's first frame as the image when `first_frame`.
 pub struct Prompted {
     pub split: Split,
     pub count: usize,
     pub seed: u64,
     pub first_frame: bool,
-    pub objects: Option<usize>,
+    pub scenes: SceneArgs,
     pub sampling: Sampling,
 }
 
@@ -242,7 +245,7 @@ impl Prompted {
             count,
             seed: 0,
             first_frame: false,
-            objects: None,
+            scenes: SceneArgs::default(),
             sampling: model.sampling.clone(),
         }
     }
@@ -265,7 +268,8 @@ pub fn eval_model(
         "count": a.count,
         "seed": a.seed,
         "first_frame": a.first_frame,
-        "objects": a.objects,
+        "objects": a.scenes.objects,
+        "heading": a.scenes.heading,
         "sampling": a.sampling,
     });
     write_settings(out, &settings)?;
@@ -278,11 +282,7 @@ pub fn eval_model(
         split: a.split,
         ..SampleOptions::default()
     };
-    let indices = Selection {
-        start: 0,
-        objects: a.objects,
-    }
-    .indices(&world)?;
+    let indices = a.scenes.selection(0).indices(&world)?;
     let mut clips = Vec::with_capacity(a.count);
     let mut reference = Vec::with_capacity(a.count);
     let mut recon = Vec::with_capacity(a.count);
@@ -348,7 +348,7 @@ mod tests {
             count: 1,
             seed: 2,
             first_frame,
-            objects: None,
+            scenes: SceneArgs::default(),
             sampling: Sampling {
                 steps: 2,
                 ..Sampling::default()
@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(mode(&image_dir).as_deref(), Some("image"));
     }
 
-    /// `objects` picks the held-out scenes with that many objects, in the world's order.
+    /// `objects` and `heading` pick the held-out scenes of that kind, in the world's order.
     #[test]
     fn an_object_count_prompts_with_those_scenes_alone() {
         let model = Model::random_tiny(3).unwrap();
@@ -405,7 +405,10 @@ mod tests {
             count: 2,
             seed: 0,
             first_frame: false,
-            objects: Some(1),
+            scenes: SceneArgs {
+                objects: Some(1),
+                heading: true,
+            },
             sampling: Sampling {
                 steps: 1,
                 ..Sampling::default()
@@ -419,6 +422,7 @@ mod tests {
         let one_object: Vec<String> = (0..)
             .map(|i| generate_clip(&world, i).unwrap())
             .filter(|c| c.scene.object_count() == 1)
+            .filter(|c| c.scene.objects[0].motion.direction().is_some())
             .take(2)
             .map(|c| c.caption)
             .collect();
@@ -431,7 +435,10 @@ mod tests {
             &std::fs::read_to_string(out.path().join("settings.json")).unwrap(),
         )
         .unwrap();
-        assert_eq!(settings["objects"], 1);
+        assert_eq!(
+            (&settings["objects"], &settings["heading"]),
+            (&1.into(), &true.into())
+        );
     }
 
     /// Each prompt is generated once per seed and scored against the caption it expanded to.

@@ -14,9 +14,9 @@ use tessera_train::dit::{
 };
 use tessera_train::vae::{export_vae_run, train_vae, VaeTrainOptions};
 use tessera_train::Flow;
-use tessera_world::MAX_OBJECTS;
 
 use super::eval::{eval_model, Prompted};
+use super::world::SceneArgs;
 
 #[derive(Subcommand)]
 pub enum TrainCommand {
@@ -145,11 +145,11 @@ pub struct DitArgs {
     /// them. Encodes a second latent cache; world data only (TRAINING.md, session 16).
     #[arg(long)]
     mirror: bool,
-    /// Only world scenes with this many objects (1–4), rendered in memory: `--objects 1
-    /// --mirror` trains one-object scenes with their mirrors, no folder and no MP4 round trip
-    /// (TRAINING.md, session 32). World data only.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_OBJECTS as u64))]
-    objects: Option<u64>,
+    /// World scenes only of a kind, rendered in memory: `--objects 1 --mirror` trains
+    /// one-object scenes with their mirrors, no folder and no MP4 round trip (TRAINING.md,
+    /// sessions 32–33). World data only.
+    #[command(flatten)]
+    scenes: SceneArgs,
     /// Steps that first align the text encoder to the latents (0 = keep its random init).
     #[arg(long)]
     align_steps: Option<usize>,
@@ -226,7 +226,8 @@ impl DitArgs {
         o.lr_scales = a.lr_scale.clone();
         o.object_weight = a.object_weight;
         o.mirror = a.mirror;
-        o.objects = a.objects.map(|n| n as usize);
+        o.objects = a.scenes.objects();
+        o.heading = a.scenes.heading;
         o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
         o.text_align_grid = a.align_grid.unwrap_or(o.text_align_grid);
         o.init_from = a.init_from.clone();
@@ -516,7 +517,8 @@ mod tests {
     /// Flags left out keep the preset's values; the ones given reach the trainer, among them
     /// `--latent-cache` (a folder shared by runs), `--images 0` (no one-frame bucket) and
     /// `--conditioned-timesteps` (its own levels for image→video items, `--timesteps` kept) and
-    /// `--objects` (one-object world scenes, with `--mirror` their mirrors too).
+    /// `--objects` and `--heading` (one-object world scenes that move, with `--mirror` their
+    /// mirrors too).
     #[test]
     fn dit_flags_become_trainer_options() {
         let preset = DitTrainOptions {
@@ -543,6 +545,7 @@ mod tests {
             "uniform:20",
             "--objects",
             "1",
+            "--heading",
             "--mirror",
         ]);
         assert_eq!(o.latent_cache, Some(PathBuf::from("shared/latents")));
@@ -555,6 +558,7 @@ mod tests {
         );
         assert_eq!((o.batch, o.steps), (4, 10));
         assert_eq!((o.objects, o.mirror, preset.objects), (Some(1), true, None));
+        assert!(o.heading && !preset.heading);
         assert!(!o.freeze_text && (o.text_lr_scale - 0.3).abs() < 1e-12);
         assert_eq!(
             (o.timesteps, o.conditioned_timesteps),

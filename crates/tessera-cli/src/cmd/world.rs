@@ -10,6 +10,35 @@ pub enum WorldCommand {
     Sample(SampleArgs),
 }
 
+/// Which world scenes a command takes (the world's [`Selection`]); shared by `world sample`,
+/// `eval` and `train dit`.
+#[derive(Args, Debug, Clone, Default)]
+pub struct SceneArgs {
+    /// Only scenes with this many objects (1–4), e.g. 1 for clips where every word is about the
+    /// one object there is; clips keep their world ids.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_OBJECTS as u64))]
+    pub objects: Option<u64>,
+    /// Only scenes whose every object moves with a heading (in a line or bouncing), so every
+    /// caption says which way.
+    #[arg(long)]
+    pub heading: bool,
+}
+
+impl SceneArgs {
+    pub fn objects(&self) -> Option<usize> {
+        self.objects.map(|n| n as usize)
+    }
+
+    /// The scenes from world index `start` on.
+    pub fn selection(&self, start: u64) -> Selection {
+        Selection {
+            start,
+            objects: self.objects(),
+            heading: self.heading,
+        }
+    }
+}
+
 #[derive(Args)]
 pub struct SampleArgs {
     /// Number of clips.
@@ -30,10 +59,8 @@ pub struct SampleArgs {
     /// train | val | test (disjoint seed ranges; held-out attribute pairs only in test).
     #[arg(long, default_value = "train")]
     split: Split,
-    /// Only scenes with this many objects (1–4), e.g. 1 for clips where every word is about the
-    /// one object there is; the clips keep their world ids.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_OBJECTS as u64))]
-    objects: Option<u64>,
+    #[command(flatten)]
+    scenes: SceneArgs,
     /// First world index: `--start 1024` leaves out the 1,024 clips `train dit` draws from the
     /// world by default.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1 << 40))]
@@ -64,10 +91,7 @@ pub fn run(cmd: WorldCommand) -> Result<()> {
             };
             let bar = super::progress(a.count, "clips", a.json);
             let start = std::time::Instant::now();
-            let selection = Selection {
-                start: a.start,
-                objects: a.objects.map(|n| n as usize),
-            };
+            let selection = a.scenes.selection(a.start);
             let summary =
                 sample_dataset(&opts, &selection, &a.out, |n| bar.set_position(n as u64))?;
             bar.finish_and_clear();
