@@ -371,9 +371,6 @@ impl Selection {
                 return Err(WorldError::Objects { objects });
             }
         }
-        if self.objects.is_none() && !self.heading {
-            return Ok((0..opts.count as u64).map(|i| self.start + i).collect());
-        }
         let mut kept = Vec::with_capacity(opts.count);
         let mut index = self.start;
         while kept.len() < opts.count {
