@@ -4,20 +4,23 @@ import numpy as np
 W = 64
 SLATE = (80, 90, 105)
 CIRCLE = (210, 30, 40)
+# More circle colours for make_clips.py's COLOURS (the world's RGB for each word); red first.
+COLOURS = [("red", CIRCLE), ("blue", (45, 75, 215)), ("green", (45, 170, 65)),
+           ("yellow", (240, 225, 50))]
 RADIUS = 9
 YY, XX = np.mgrid[0:W, 0:W]
 
 
-def caption(side):
-    return ("The background is plain slate. A large red circle in the center moves steadily "
-            f"to the {side}.")
+def caption(side, colour="red"):
+    return (f"The background is plain slate. A large {colour} circle in the center moves "
+            f"steadily to the {side}.")
 
 
-def disc(x, y):
-    """One frame: the red circle centred at (x, y) px on slate."""
+def disc(x, y, rgb=CIRCLE):
+    """One frame: a circle (red unless `rgb` says) centred at (x, y) px on slate."""
     frame = np.empty((W, W, 3), np.uint8)
     frame[:] = SLATE
-    frame[(XX + 0.5 - x) ** 2 + (YY + 0.5 - y) ** 2 <= RADIUS ** 2] = CIRCLE
+    frame[(XX + 0.5 - x) ** 2 + (YY + 0.5 - y) ** 2 <= RADIUS ** 2] = rgb
     return frame
 
 

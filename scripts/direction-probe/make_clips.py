@@ -1,9 +1,11 @@
 """The simplest direction-following data: one red circle on slate, starting near the centre and
 moving left or right at the shapes world's "steadily" (0.4 frame widths a second), captioned in
 the world's grammar so that the two captions differ in one word. A `tessera train dit --data`
-folder (videos/ + captions.jsonl).
+folder (videos/ + captions.jsonl). With COLOURS > 1 the circle takes that many colours in turn
+(red, blue, green, yellow; each with both sides), so a word must move circles it was not
+learnt on alone: how the steps needed grow as the scenes vary (TRAINING.md, session 33).
 
-    python make_clips.py OUT_DIR [COUNT]      # needs numpy and ffmpeg
+    python make_clips.py OUT_DIR [COUNT] [COLOURS]      # needs numpy and ffmpeg
 """
 import json
 import subprocess
@@ -12,23 +14,27 @@ from pathlib import Path
 
 import numpy as np
 
-from common import W, caption, disc
+from common import COLOURS, W, caption, disc
 
 out = Path(sys.argv[1])
 count = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+colours = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+if not 1 <= colours <= len(COLOURS):
+    sys.exit(f"COLOURS must be 1..{len(COLOURS)}, got {colours}")
 (out / "videos").mkdir(parents=True, exist_ok=True)
 rng = np.random.default_rng(0)
 FRAMES, FPS = 33, 16
 with open(out / "captions.jsonl", "w") as captions:
     for i in range(count):
         side = "left" if i % 2 == 0 else "right"
+        name, rgb = COLOURS[i // 2 % colours]
         x0, y0 = 32 + rng.uniform(-6, 6), rng.uniform(20, 44)
         step = (-1 if side == "left" else 1) * 0.4 * W / FPS
-        frames = np.stack([disc(x0 + step * f, y0) for f in range(FRAMES)])
+        frames = np.stack([disc(x0 + step * f, y0, rgb) for f in range(FRAMES)])
         video = f"videos/{i:04d}.mp4"
         subprocess.run(
             ["ffmpeg", "-loglevel", "error", "-y", "-f", "rawvideo", "-pix_fmt", "rgb24",
              "-s", f"{W}x{W}", "-r", str(FPS), "-i", "-", "-pix_fmt", "yuv420p",
              "-c:v", "libx264", "-profile:v", "baseline", "-crf", "8", str(out / video)],
             input=frames.tobytes(), check=True)
-        captions.write(json.dumps({"video": video, "caption": caption(side)}) + "\n")
+        captions.write(json.dumps({"video": video, "caption": caption(side, name)}) + "\n")
