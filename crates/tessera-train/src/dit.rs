@@ -1579,7 +1579,10 @@ mod tests {
             data: Some("clips".into()),
             ..ok.clone()
         });
-        assert!(msg.contains("--heading") && msg.contains("drop --data"), "{msg}");
+        assert!(
+            msg.contains("--heading") && msg.contains("drop --data"),
+            "{msg}"
+        );
         let msg = err(DitTrainOptions {
             objects: Some(0),
             ..ok.clone()
