@@ -4,9 +4,9 @@ import numpy as np
 W = 64
 SLATE = (80, 90, 105)
 CIRCLE = (210, 30, 40)
-# More circle colours for make_clips.py's COLOURS (the world's RGB for each word); red first.
-COLOURS = [("red", CIRCLE), ("blue", (45, 75, 215)), ("green", (45, 170, 65)),
-           ("yellow", (240, 225, 50))]
+# Circle colours make_clips.py offers (the world's RGB for each word).
+COLOURS = {"red": CIRCLE, "blue": (45, 75, 215), "green": (45, 170, 65),
+           "yellow": (240, 225, 50)}
 RADIUS = 9
 YY, XX = np.mgrid[0:W, 0:W]
 
