@@ -68,8 +68,9 @@ pub const DEFAULT_ETA_UNTIL: f64 = 0.0;
 /// `stochastic_sampling`. The fresh noise lets later steps undo an imperfect model's mistakes
 /// instead of carrying them along: a small model's ragged fragments come out as compact objects.
 ///
-/// Steps that land below the noise level `until` take no fresh noise (plain Euler): the layout
-/// is settled by then, and fresh noise there rounds off the outlines the model has drawn.
+/// Steps that land below the noise level `until` take no fresh noise (plain Euler), so an
+/// outline the latent already shows is kept instead of rounded off — it matters for edits;
+/// from pure noise the default model has drawn a blob long before (TRAINING.md, session 33).
 #[derive(Debug, Clone)]
 pub struct EulerAncestral {
     eta: f64,
