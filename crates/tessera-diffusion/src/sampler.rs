@@ -68,9 +68,10 @@ pub const DEFAULT_ETA_UNTIL: f64 = 0.0;
 /// `stochastic_sampling`. The fresh noise lets later steps undo an imperfect model's mistakes
 /// instead of carrying them along: a small model's ragged fragments come out as compact objects.
 ///
-/// Steps that land below the noise level `until` take no fresh noise (plain Euler), so an
-/// outline the latent already shows is kept instead of rounded off — it matters for edits;
-/// from pure noise the default model has drawn a blob long before (TRAINING.md, session 33).
+/// Steps that land below the noise level `until` take no fresh noise (plain Euler). Measured
+/// on the default model it keeps no more shape: from pure noise the object is a blob before
+/// level 0.6, and an edit's given outline is rounded off by the first two noisy steps
+/// (TRAINING.md, session 33).
 #[derive(Debug, Clone)]
 pub struct EulerAncestral {
     eta: f64,

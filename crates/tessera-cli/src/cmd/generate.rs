@@ -47,8 +47,8 @@ pub struct SamplingArgs {
     #[arg(long)]
     eta: Option<f64>,
     /// With --sampler euler-a: the noise level (0..1) below which steps take no fresh noise,
-    /// so an outline the latent already shows is kept, e.g. in `edit` (0 = fresh noise to the
-    /// last step) [default: the model's, else 0]
+    /// plain Euler steps instead (0 = fresh noise to the last step) [default: the model's,
+    /// else 0]
     #[arg(long, value_name = "SIGMA")]
     eta_until: Option<f64>,
     /// Text→video through a still: sample the first frame alone as an image, then animate it
