@@ -379,20 +379,21 @@ impl DitTrainOptions {
                     .to_string(),
             );
         }
-        if self.heading && self.data.is_some() {
-            return bad(
-                "--heading picks shapes-world scenes: a folder is trained as it is (drop \
-                 --data, or make the folder with `tessera world sample --heading`)"
-                    .to_string(),
-            );
+        let scenes = [
+            self.objects.map(|n| format!("--objects {n}")),
+            self.heading.then(|| "--heading".to_string()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(" ");
+        if !scenes.is_empty() && self.data.is_some() {
+            return bad(format!(
+                "{scenes} picks shapes-world scenes: a folder is trained as it is (drop --data, \
+                 or make the folder with `tessera world sample {scenes}`)"
+            ));
         }
         if let Some(n) = self.objects {
-            if self.data.is_some() {
-                return bad(format!(
-                    "--objects {n} picks shapes-world scenes: a folder is trained as it is \
-                     (drop --data, or make the folder with `tessera world sample --objects {n}`)"
-                ));
-            }
             if !(1..=tessera_world::MAX_OBJECTS).contains(&n) {
                 return Err(tessera_world::WorldError::Objects { objects: n }.into());
             }
