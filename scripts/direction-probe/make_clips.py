@@ -1,5 +1,6 @@
-"""The simplest direction-following data: one red circle on slate, starting near the centre and
-moving left or right at the shapes world's "steadily" (0.4 frame widths a second), captioned in
+"""The simplest direction-following data: one circle (red unless COLOURS says) on slate,
+starting near the centre and moving left or right at the shapes world's "steadily" (0.4 frame
+widths a second), captioned in
 the world's grammar so that the two captions differ in one word. A `tessera train dit --data`
 folder (videos/ + captions.jsonl). COLOURS, a comma list of red, blue, green and yellow
 (default red), gives the circles those colours in turn, each with both sides: with several, a
