@@ -1,10 +1,10 @@
-"""The simplest direction-following data: one circle (red unless COLOURS says) on slate,
-starting near the centre and moving left or right at the shapes world's "steadily" (0.4 frame
-widths a second), captioned in the world's grammar so that the two captions differ in one word.
-A `tessera train dit --data` folder (videos/ + captions.jsonl). COLOURS, a comma list of red, blue, green and yellow
-(default red), gives the circles those colours in turn, each with both sides: with several, a
-word must move circles it was not learnt on alone; without red, `probe.py` asks for a colour
-never trained on (TRAINING.md, session 33).
+"""The simplest direction-following data: one circle (red unless COLOURS says) on slate, starting
+near the centre and moving left or right at the shapes world's "steadily" (0.4 frame widths a
+second), captioned in the world's grammar so that the two captions differ in one word. A
+`tessera train dit --data` folder (videos/ + captions.jsonl). COLOURS, a comma list of red,
+blue, green and yellow (default red), gives the circles those colours in turn, each with both
+sides: with several, a word must move circles it was not learnt on alone; without red,
+`probe.py` asks for a colour never trained on (TRAINING.md, session 33).
 
     python make_clips.py OUT_DIR [COUNT] [COLOURS]      # needs numpy and ffmpeg
 """
