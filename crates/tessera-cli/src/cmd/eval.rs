@@ -67,6 +67,10 @@ pub struct ModelArgs {
     /// the frame already fixes colour, shape and place).
     #[arg(long)]
     first_frame: bool,
+    /// Frames of each generated clip (4k+1); 1 scores text→image: a still shows colour, shape
+    /// and place in a tenth of a clip's time, and nothing of motion.
+    #[arg(long, default_value_t = 33, conflicts_with = "prompts")]
+    frames: u32,
     /// Held-out scenes only of a kind: `--objects 1` scores the one-object prompts people
     /// mostly write, without the binding of words to several objects; `--heading` scores
     /// direction on every clip.
@@ -140,6 +144,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         count: a.count,
         seed: a.seed,
         first_frame: a.first_frame,
+        frames: a.frames,
         scenes: a.scenes.clone(),
         sampling: a.sampling.over(model.sampling.clone()),
     };
@@ -226,12 +231,13 @@ pub fn eval_prompts(
 }
 
 /// How a model is prompted for evaluation: `count` held-out captions of `split` (of the scenes
-/// `scenes` names), with each clip's first frame as the image when `first_frame`.
+/// `scenes` names), `frames` long, with each clip's first frame as the image when `first_frame`.
 pub struct Prompted {
     pub split: Split,
     pub count: usize,
     pub seed: u64,
     pub first_frame: bool,
+    pub frames: u32,
     pub scenes: SceneArgs,
     pub sampling: Sampling,
 }
@@ -245,6 +251,7 @@ impl Prompted {
             count,
             seed: 0,
             first_frame: false,
+            frames: SampleOptions::default().frames,
             scenes: SceneArgs::default(),
             sampling: model.sampling.clone(),
         }
@@ -261,6 +268,9 @@ pub fn eval_model(
     ceiling: bool,
     done_one: &mut dyn FnMut(),
 ) -> Result<(Report, Option<Report>)> {
+    if a.first_frame && a.frames == 1 {
+        bail!("--first-frame animates a given frame, so it needs --frames above 1 (e.g. 33)");
+    }
     std::fs::create_dir_all(out.join("videos"))?;
     let settings = serde_json::json!({
         "model": model.name,
@@ -268,6 +278,7 @@ pub fn eval_model(
         "count": a.count,
         "seed": a.seed,
         "first_frame": a.first_frame,
+        "frames": a.frames,
         "objects": a.scenes.objects,
         "heading": a.scenes.heading,
         "sampling": a.sampling,
@@ -280,6 +291,7 @@ pub fn eval_model(
         count: a.count,
         seed: a.seed,
         split: a.split,
+        frames: a.frames,
         ..SampleOptions::default()
     };
     let indices = a.scenes.selection(0).indices(&world)?;
@@ -348,6 +360,7 @@ mod tests {
             count: 1,
             seed: 2,
             first_frame,
+            frames: 33,
             scenes: SceneArgs::default(),
             sampling: Sampling {
                 steps: 2,
@@ -405,6 +418,7 @@ mod tests {
             count: 2,
             seed: 0,
             first_frame: false,
+            frames: 33,
             scenes: SceneArgs {
                 objects: Some(1),
                 heading: true,
@@ -439,6 +453,55 @@ mod tests {
             (&settings["objects"], &settings["heading"]),
             (&1.into(), &true.into())
         );
+    }
+
+    /// `frames: 1` scores stills of the world's one-frame held-out scenes, with nothing of
+    /// motion; a given first frame with nothing after it is refused.
+    #[test]
+    fn a_one_frame_eval_scores_stills_of_held_out_scenes() {
+        let model = Model::random_tiny(3).unwrap();
+        let out = tempfile::tempdir().unwrap();
+        let prompted = |first_frame| Prompted {
+            split: Split::Test,
+            count: 2,
+            seed: 1,
+            first_frame,
+            frames: 1,
+            scenes: SceneArgs::default(),
+            sampling: Sampling {
+                steps: 1,
+                ..Sampling::default()
+            },
+        };
+        let (report, _) =
+            eval_model(&model, &prompted(false), out.path(), false, &mut || {}).unwrap();
+        assert_eq!(report.clips.len(), 2, "{:?}", report.errors);
+        let world = SampleOptions {
+            seed: 1,
+            split: Split::Test,
+            frames: 1,
+            ..SampleOptions::default()
+        };
+        for clip in &report.clips {
+            let i: usize = clip.name["clip_".len()..].parse().unwrap();
+            assert_eq!(
+                clip.caption,
+                generate_clip(&world, i as u64).unwrap().caption
+            );
+            assert_eq!(
+                clip.scores.direction, None,
+                "a still has no motion to score"
+            );
+            let video = tessera_media::read_video(out.path().join(format!("videos/{i:04}.mp4")));
+            assert_eq!(video.unwrap().frames.len(), 1);
+        }
+        let settings: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.path().join("settings.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(settings["frames"], 1);
+        let err = eval_model(&model, &prompted(true), out.path(), false, &mut || {}).unwrap_err();
+        assert!(err.to_string().contains("--frames"), "{err}");
     }
 
     /// Each prompt is generated once per seed and scored against the caption it expanded to.
