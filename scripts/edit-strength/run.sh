@@ -6,15 +6,17 @@
 #
 #   scripts/edit-strength/run.sh TESSERA MODEL OUT [COUNT] [STRENGTHS...]
 #   EDIT_FLAGS="--sampler euler" scripts/edit-strength/run.sh …   # sampler flags for every edit
+#   SPLIT=train FRAMES=1 scripts/edit-strength/run.sh …   # stills of the scenes `train dit --objects 1` trains on
 set -euo pipefail
 tessera=$1 model=$2 out=$3 count=${4:-24}
 shift $(( $# < 4 ? $# : 4 ))
 strengths=("$@")
 [ $# -gt 0 ] || strengths=(0.1 0.2 0.3 0.4 0.5 0.7 1.0)
-"$tessera" world sample --split test --objects 1 --count "$count" --seed 0 --out "$out/clips" --json > /dev/null
+"$tessera" world sample --split "${SPLIT:-test}" --frames "${FRAMES:-33}" --objects 1 --count "$count" \
+  --seed 0 --out "$out/clips" --json > /dev/null
 score() { # folder → "shape colour direction" means
   "$tessera" eval videos "$1" --captions "$1/captions.jsonl" --out "$1/report" --json > /dev/null
-  jq -r '[.summary[] | select(.metric == "shape" or .metric == "colour" or .metric == "direction")
+  jq -r '[.summary[] | select(.mean != null and (.metric == "shape" or .metric == "colour" or .metric == "direction"))
           | "\(.metric) \(.mean * 1000 | round / 1000)"] | join(", ")' "$1/report/report.json"
 }
 echo "clips themselves: $(score "$out/clips")"

@@ -7,7 +7,8 @@
 //! ```
 //!
 //! `CAPTION=other` conditions each latent on another item's caption and `CAPTION=empty` on the
-//! empty prompt: if the errors barely change, the model ignores its text.
+//! empty prompt: if the errors barely change, the model ignores its text. `STILLS=1` probes the
+//! cache's one-frame images instead of its clips.
 
 use candle_core::{Device, Tensor};
 use rand::SeedableRng;
@@ -55,7 +56,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dev = Device::Cpu;
     let m = Model::load(std::path::Path::new(dir), &dev)?;
     let set = tessera_train::latents::read_cache(std::path::Path::new(cache))?;
-    let items = &set.items;
+    // Clips (more than one latent frame) by default, one-frame images with STILLS=1.
+    let stills = std::env::var("STILLS").is_ok_and(|v| v == "1");
+    let items: Vec<_> = set
+        .items
+        .iter()
+        .filter(|it| it.latent.dim(1).is_ok_and(|t| (t == 1) == stills))
+        .collect();
+    let items = &items;
     for sigma in [0.1f64, 0.3, 0.5, 0.7, 0.9, 0.99, 1.0] {
         let (mut serr, mut spow) = (0f64, 0f64);
         let (mut oerr, mut opow) = (0f64, 0f64);
@@ -64,9 +72,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut count = 0;
         for (i, item) in items.iter().enumerate() {
             let (x0, caption) = (&item.latent, &item.caption);
-            if x0.dim(1)? == 1 {
-                continue;
-            }
             let x0 = x0.unsqueeze(0)?;
             let eps = tessera_diffusion::randn(
                 &mut ChaCha8Rng::seed_from_u64(i as u64),
@@ -137,13 +142,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
     }
     // What the caption can explain at best: latents grouped by their caption's first sentence
-    // (the backdrop), per-group mean; residual power over total power (clips only).
+    // (the backdrop), per-group mean; residual power over total power.
     let mut groups: std::collections::HashMap<String, Vec<Tensor>> = Default::default();
     for item in items {
-        if item.latent.dim(1)? > 1 {
-            let key = item.caption.split('.').next().unwrap_or("").to_string();
-            groups.entry(key).or_default().push(item.latent.clone());
-        }
+        let key = item.caption.split('.').next().unwrap_or("").to_string();
+        groups.entry(key).or_default().push(item.latent.clone());
     }
     let (mut resid, mut total) = (0f64, 0f64);
     for xs in groups.values() {
@@ -182,12 +185,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let schedule = tessera_diffusion::SamplerKind::Euler
             .schedule(20, 1.0)?
             .sdedit(strength)?;
-        for (i, item) in items
-            .iter()
-            .filter(|it| it.latent.dim(1).is_ok_and(|t| t > 1))
-            .take(n)
-            .enumerate()
-        {
+        for (i, item) in items.iter().take(n).enumerate() {
             let x0 = item.latent.unsqueeze(0)?;
             let eps = tessera_diffusion::randn(
                 &mut ChaCha8Rng::seed_from_u64(i as u64),
