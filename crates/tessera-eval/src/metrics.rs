@@ -582,22 +582,22 @@ pub fn score(a: &Analysis, expected: &ExpectedScene) -> ClipScores {
     // together merge into one component) is judged by the same-coloured tracks that exist: the
     // merged blob moves the way its members do. Missing objects are object_count's business.
     // A still shows no motion, so it says nothing about direction either way.
-    let direction = (n > 1)
-        .then(|| {
-            attr(&|i, o| {
-                let e = &expected.objects[i];
-                match o {
-                    Some(o) => direction_matches(e, o),
-                    None => direction_matches(e, &placeholder()).map(|_| {
-                        objs.iter().any(|o| {
-                            e.colour.is_some_and(|c| c == o.colour)
-                                && direction_matches(e, o) == Some(true)
-                        })
-                    }),
-                }
-            })
+    let direction = if n > 1 {
+        attr(&|i, o| {
+            let e = &expected.objects[i];
+            match o {
+                Some(o) => direction_matches(e, o),
+                None => direction_matches(e, &placeholder()).map(|_| {
+                    objs.iter().any(|o| {
+                        e.colour.is_some_and(|c| c == o.colour)
+                            && direction_matches(e, o) == Some(true)
+                    })
+                }),
+            }
         })
-        .flatten();
+    } else {
+        None
+    };
 
     let subject_consistency = mean(objs.iter().map(|o| {
         let t = &a.tracks[o.track];
