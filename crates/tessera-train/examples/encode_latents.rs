@@ -32,6 +32,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             count: count.parse()?,
         }],
         mirror: false,
+        shape_twin: false,
         objects: None,
         heading: false,
     };

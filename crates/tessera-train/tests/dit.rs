@@ -699,6 +699,71 @@ fn mirror_trains_on_each_clip_and_its_mirror() {
     assert!(!back.mirror);
 }
 
+/// `shape_pairs` adds every scene's shape twin and logs the pair term beside the plain loss;
+/// it needs world data and an even batch, and options saved before it load with it off.
+#[test]
+fn shape_pairs_train_each_scene_beside_its_twin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let opts = DitTrainOptions {
+        steps: 2,
+        shape_pairs: 8.0,
+        ..micro(tmp.path())
+    };
+    let mut items = 0;
+    train_dit(&opts, |e| {
+        if let DitEvent::Latents { items: n, .. } = e {
+            items = *n;
+        }
+        ControlFlow::Continue(())
+    })
+    .expect("two steps");
+    assert_eq!(items, 16, "8 scenes and their 8 twins");
+    for line in log_lines(tmp.path()) {
+        let (loss, pair) = (line["loss"].as_f64().unwrap(), line["pair_loss"].as_f64());
+        assert!(loss.is_finite() && pair.is_some_and(|p| p.is_finite() && p > 0.0));
+    }
+    let plain = tempfile::tempdir().unwrap();
+    train_dit(
+        &DitTrainOptions {
+            steps: 1,
+            ..micro(plain.path())
+        },
+        |_| ControlFlow::Continue(()),
+    )
+    .expect("one step");
+    assert!(log_lines(plain.path())[0].get("pair_loss").is_none());
+
+    for bad in [
+        DitTrainOptions {
+            batch: 3,
+            ..opts.clone()
+        },
+        DitTrainOptions {
+            data: Some(tmp.path().to_path_buf()),
+            ..opts.clone()
+        },
+    ] {
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(
+            e.contains("--shape-pairs") && e.contains("even --batch"),
+            "{e}"
+        );
+    }
+    let nan = DitTrainOptions {
+        shape_pairs: f64::NAN,
+        ..opts
+    };
+    assert!(nan
+        .validate()
+        .unwrap_err()
+        .to_string()
+        .contains("shape_pairs"));
+    let mut old = serde_json::to_value(micro(tmp.path())).unwrap();
+    old.as_object_mut().unwrap().remove("shape_pairs");
+    let back: DitTrainOptions = serde_json::from_value(old).unwrap();
+    assert_eq!(back.shape_pairs, 0.0);
+}
+
 #[test]
 fn a_preset_takes_its_channels_from_the_vae_and_a_config_file_must_match() {
     let z8 = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/candidates/vae-s4-t2-z8");
