@@ -139,8 +139,6 @@ pub struct TrainingExample {
     pub masks: Vec<ConditionMask>,
     /// The noise level drawn for each item, in `[0, 1]`.
     pub sigmas: Vec<f64>,
-    /// `(B, T)` f32 noise level of every frame, 0 on known frames.
-    pub levels: Tensor,
 }
 
 impl TrainingExample {
@@ -179,24 +177,6 @@ impl TrainingExample {
             known: masks_to_tensor(&flags, x0.device())?,
             masks: drawn,
             sigmas,
-            levels,
-        })
-    }
-
-    /// This draw's batch followed by the same draw — noise, levels, masks — on `twins`, other
-    /// clean latents of the same shape: a batch of minimal pairs (item `i` and `B + i`), whose
-    /// predictions should differ by what the two latents (and their captions) differ in, and by
-    /// nothing else. `noise` is the one this example was drawn with.
-    pub fn paired(&self, twins: &Tensor, noise: &Tensor) -> Result<Self> {
-        let cat = |a: &Tensor, b: &Tensor| Tensor::cat(&[a, b], 0);
-        Ok(Self {
-            x_t: cat(&self.x_t, &add_noise(twins, noise, &self.levels)?)?,
-            timesteps: cat(&self.timesteps, &self.timesteps)?,
-            target: cat(&self.target, &velocity_target(twins, noise)?)?,
-            known: cat(&self.known, &self.known)?,
-            masks: [self.masks.as_slice(), &self.masks].concat(),
-            sigmas: [self.sigmas.as_slice(), &self.sigmas].concat(),
-            levels: cat(&self.levels, &self.levels)?,
         })
     }
 }
@@ -368,32 +348,6 @@ mod tests {
         // Seeded: same draw twice.
         assert_eq!(flat(&draw(4).x_t), flat(&ex.x_t));
         assert_eq!(draw(4).sigmas, ex.sigmas);
-
-        // Twins share the draw: their inputs differ from the first half's by (1 − σ)·Δx0 on
-        // noisy frames and by Δx0 on the known one, their targets by −Δx0.
-        let other = video(2.5);
-        let pair = ex.paired(&other, &eps).unwrap();
-        let half = |t: &Tensor, i: usize| flat(&t.narrow(0, 2 * i, 2).unwrap());
-        assert_eq!(half(&pair.x_t, 0), flat(&ex.x_t));
-        assert_eq!(half(&pair.timesteps, 1), flat(&ex.timesteps));
-        assert_eq!(half(&pair.known, 1), flat(&ex.known));
-        assert_eq!(pair.sigmas, [ex.sigmas.clone(), ex.sigmas.clone()].concat());
-        let dx = flat(&(&x0 - &other).unwrap());
-        let diff =
-            |t: &Tensor| flat(&(t.narrow(0, 0, 2).unwrap() - t.narrow(0, 2, 2).unwrap()).unwrap());
-        let (dxt, dtg) = (diff(&pair.x_t), diff(&pair.target));
-        let per_item = dx.len() / 2;
-        for (i, d) in dx.iter().enumerate() {
-            // (B 2, C 2, T 3, H 2, W 2): four values per frame.
-            let (b, frame) = (i / per_item, (i / 4) % 3);
-            let keep = if frame == 0 {
-                1.0
-            } else {
-                1.0 - ex.sigmas[b] as f32
-            };
-            assert!((dxt[i] - keep * d).abs() < 1e-5, "{i}");
-            assert!((dtg[i] + d).abs() < 1e-5);
-        }
     }
 
     #[test]

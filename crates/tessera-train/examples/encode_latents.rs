@@ -32,7 +32,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             count: count.parse()?,
         }],
         mirror: false,
-        shape_twin: false,
         objects: None,
         heading: false,
     };

@@ -25,8 +25,8 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tessera_diffusion::{
-    cfg_batched, cfg_input, masked_mse, object_weights, sample, weighted_masked_mse, KnownFrames,
-    MaskProbs, MaskSampler, SamplerKind, TimestepSampler, TrainingExample,
+    cfg_batched, cfg_input, object_weights, sample, weighted_masked_mse, KnownFrames, MaskProbs,
+    MaskSampler, SamplerKind, TimestepSampler, TrainingExample,
 };
 use tessera_models::device::DeviceSpec;
 use tessera_models::dit::{Config as DitConfig, Dit};
@@ -179,15 +179,6 @@ pub struct DitTrainOptions {
     /// session 16). World data only.
     #[serde(default)]
     pub mirror: bool,
-    /// Weight of the shape-pair term (0 = off): every world scene is also drawn with its first
-    /// object in another shape ([`tessera_world::generate_shape_twin`]), half of each batch is
-    /// those twins under the same noise and level as their scenes, and the difference of the two
-    /// predictions is fitted to the difference of the two targets with this weight on top of
-    /// the plain loss. Shape is a few pixels of a frame, so in the plain loss it is noise; the
-    /// difference is nothing but the shape word's effect (TRAINING.md, session 35). World data
-    /// only; `batch` even.
-    #[serde(default)]
-    pub shape_pairs: f64,
     /// Only world scenes with this many objects (1–4; `None` = all): with one, every word of a
     /// caption is about the one object there is (TRAINING.md, session 31). World data only.
     #[serde(default)]
@@ -309,7 +300,6 @@ impl DitTrainOptions {
             lr_scales: Vec::new(),
             object_weight: 0.0,
             mirror: false,
-            shape_pairs: 0.0,
             objects: None,
             heading: false,
             // A few minutes on 2 cores; held-out R² of the latent summary 0.94 (TRAINING.md).
@@ -388,24 +378,6 @@ impl DitTrainOptions {
                  (drop --data or --mirror)"
                     .to_string(),
             );
-        }
-        if !(self.shape_pairs.is_finite() && self.shape_pairs >= 0.0) {
-            return bad(format!(
-                "shape_pairs {} must be finite and ≥ 0 (0 = no shape pairs)",
-                self.shape_pairs
-            ));
-        }
-        if self.shape_pairs > 0.0 && (self.data.is_some() || !self.batch.is_multiple_of(2)) {
-            return bad(format!(
-                "--shape-pairs needs shapes-world data (no --data) and an even --batch (half \
-                 the batch is the other half's twins); got {} and batch {}",
-                if self.data.is_some() {
-                    "--data"
-                } else {
-                    "world data"
-                },
-                self.batch
-            ));
         }
         let scenes = [
             self.objects.map(|n| format!("--objects {n}")),
@@ -516,10 +488,6 @@ pub struct DitStepReport {
     pub steps: usize,
     /// Masked velocity MSE, averaged over the accumulation group.
     pub loss: f64,
-    /// The shape-pair term before its weight, when `shape_pairs` is on: the MSE between the
-    /// difference of a pair's predictions and the difference of its targets.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pair_loss: Option<f64>,
     pub lr: f64,
     /// Before clipping.
     pub grad_norm: f64,
@@ -934,7 +902,6 @@ pub fn train_dit(
             fps: opts.fps,
             buckets: opts.buckets.clone(),
             mirror: false,
-            shape_twin: false,
             objects: opts.objects,
             heading: opts.heading,
         },
@@ -958,24 +925,9 @@ pub fn train_dit(
         }
         specs.push(mirrored);
     }
-    if let (true, DataSpec::World { .. }) = (opts.shape_pairs > 0.0, &specs[0]) {
-        let mut twins = specs[0].clone();
-        if let DataSpec::World { shape_twin, .. } = &mut twins {
-            *shape_twin = true;
-        }
-        specs.push(twins);
-    }
     let mut items = Vec::new();
     let mut latents_path = PathBuf::new();
-    // Where the shape twins start: twin `twins_from + i` pairs with item `i`.
-    let mut twins_from = None;
     for spec in &specs {
-        if let DataSpec::World {
-            shape_twin: true, ..
-        } = spec
-        {
-            twins_from = Some(items.len());
-        }
         let (set, path) = load_or_encode(spec, &vae, vae_id, &cache, |done, total| {
             if progress(&DitEvent::Encoding { done, total }).is_break() {
                 stop_requested = true;
@@ -1244,24 +1196,8 @@ pub fn train_dit(
         )
     };
 
-    // With shape pairs a batch is drawn from the plain scenes (the first `n` items) and
-    // completed by their twins (`from + i`).
-    let pairs = twins_from.map(|from| (from, set.items.len() - from));
-    let pool: Vec<Vec<usize>> = set
-        .buckets
-        .iter()
-        .map(|(_, v)| match pairs {
-            Some((_, n)) => v.iter().copied().filter(|&i| i < n).collect(),
-            None => v.clone(),
-        })
-        .collect();
-    let drawn = if pairs.is_some() {
-        opts.batch / 2
-    } else {
-        opts.batch
-    };
-    // Bucket choice weighted by size.
-    let total_items: usize = pool.iter().map(Vec::len).sum();
+    // Bucket choice weighted by size; cumulative weights once.
+    let total_items: usize = set.buckets.iter().map(|(_, v)| v.len()).sum();
     let video_grid = set
         .buckets
         .iter()
@@ -1296,51 +1232,42 @@ pub fn train_dit(
     while step < opts.steps && !stop_requested {
         let mut acc = GradStore::default();
         let mut loss_sum = 0f64;
-        let mut pair_sum = 0f64;
         let mut frames_seen = 0usize;
         for micro in 0..opts.grad_accum {
             let stream = micro as u64 * 4;
             let mut rng = step_rng(opts.seed, step as u64, stream);
             let mut pick = rng.random_range(0..total_items);
-            let bucket = pool
+            let bucket = set
+                .buckets
                 .iter()
-                .find(|v| {
+                .find(|(_, v)| {
                     let hit = pick < v.len();
                     if !hit {
                         pick -= v.len();
                     }
                     hit
                 })
+                .map(|(_, v)| v)
                 .ok_or_else(|| TrainError::Data("empty bucket list".into()))?;
-            let idx: Vec<usize> = (0..drawn)
+            let idx: Vec<usize> = (0..opts.batch)
                 .map(|_| bucket[rng.random_range(0..bucket.len())])
                 .collect();
-            let stack = |idx: &mut dyn Iterator<Item = usize>| -> Result<Tensor> {
-                let items: Vec<Tensor> = idx.map(|i| set.items[i].latent.clone()).collect();
-                Ok(Tensor::stack(&items, 0)?.to_device(&dev)?) // (B, C, T', h, w)
-            };
-            let mut x0 = stack(&mut idx.iter().copied())?;
+            let x0 = Tensor::stack(
+                &idx.iter()
+                    .map(|&i| set.items[i].latent.clone())
+                    .collect::<Vec<_>>(),
+                0,
+            )?
+            .to_device(&dev)?; // (B, C, T', h, w)
             frames_seen = frames_seen.max(x0.dim(2)?);
-            let mut captions: Vec<&str> = Vec::with_capacity(opts.batch);
-            let mut twin_captions = Vec::new();
-            for &i in &idx {
-                if let Some((from, _)) = pairs {
-                    // A twin's caption is dropped or shortened exactly when its scene's is.
-                    let mut same = rng.clone();
-                    twin_captions.push(pick_caption(&set, from + i, opts, &mut same));
-                }
-                captions.push(pick_caption(&set, i, opts, &mut rng));
-            }
-            captions.extend(twin_captions);
+            let captions: Vec<&str> = idx
+                .iter()
+                .map(|&i| pick_caption(&set, i, opts, &mut rng))
+                .collect();
             let mut noise_rng = step_rng(opts.seed, step as u64, stream + 1);
             let noise = randn(&mut noise_rng, x0.shape(), &dev)?;
-            let mut ex =
+            let ex =
                 TrainingExample::draw(&x0, &noise, &ts, conditioned_ts.as_ref(), &masks, &mut rng)?;
-            if let Some((from, _)) = pairs {
-                let twins = stack(&mut idx.iter().map(|&i| from + i))?;
-                ex = ex.paired(&twins, &noise)?;
-                x0 = Tensor::cat(&[&x0, &twins], 0)?;
-            }
             let (ids, mask) = tok.batch(&captions, &dev)?;
             let mut states = models.text.forward_ids(&ids, &mask)?;
             if opts.freeze_text {
@@ -1353,19 +1280,8 @@ pub fn train_dit(
             let weights = (opts.object_weight > 0.0)
                 .then(|| object_weights(&x0, opts.object_weight))
                 .transpose()?;
-            let mut loss = weighted_masked_mse(&pred, &ex.target, &ex.known, weights.as_ref())?;
+            let loss = weighted_masked_mse(&pred, &ex.target, &ex.known, weights.as_ref())?;
             let value = loss.to_scalar::<f32>()? as f64;
-            if pairs.is_some() {
-                let diff = |t: &Tensor| t.narrow(0, 0, drawn)? - t.narrow(0, drawn, drawn)?;
-                let known = ex.known.narrow(0, 0, drawn)?;
-                let pair = masked_mse(&diff(&pred)?, &diff(&ex.target)?, &known)?;
-                let p = pair.to_scalar::<f32>()? as f64;
-                if !p.is_finite() {
-                    return Err(TrainError::NonFinite { step, value: p });
-                }
-                pair_sum += p;
-                loss = (loss + pair.affine(opts.shape_pairs, 0.0)?)?;
-            }
             if !value.is_finite() {
                 return Err(TrainError::NonFinite { step, value });
             }
@@ -1391,7 +1307,6 @@ pub fn train_dit(
             step,
             steps: opts.steps,
             loss: loss_sum / opts.grad_accum as f64,
-            pair_loss: pairs.map(|_| pair_sum / opts.grad_accum as f64),
             lr,
             grad_norm: gnorm,
             latent_frames: frames_seen,

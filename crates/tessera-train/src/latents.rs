@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use serde::{Deserialize, Serialize};
 use tessera_media::Video;
 use tessera_models::vae::{video_to_tensor, AutoencoderKLWan};
-use tessera_world::{generate_clip, generate_shape_twin, SampleOptions, Selection, Split};
+use tessera_world::{generate_clip, SampleOptions, Selection, Split};
 
 use crate::{io_err, Result, TrainError};
 
@@ -85,11 +85,6 @@ pub enum DataSpec {
         /// a separate cache from the plain clips'.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         mirror: bool,
-        /// Each clip's shape twin instead of the clip ([`tessera_world::generate_shape_twin`]; a
-        /// scene no other shape fits stands in for its own), so item `i` here pairs with item
-        /// `i` of the same spec without it.
-        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-        shape_twin: bool,
         /// Only the scenes with this many objects ([`Selection`]), each bucket's first `count`
         /// of them from its start index on.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -130,7 +125,6 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
             fps,
             buckets,
             mirror,
-            shape_twin,
             objects,
             heading,
         } => {
@@ -151,14 +145,7 @@ fn clips(spec: &DataSpec) -> Result<Vec<(Video, String, Option<String>)>> {
                     heading: *heading,
                 };
                 for i in selection.indices(&opts)? {
-                    let twin = match shape_twin {
-                        true => generate_shape_twin(&opts, i)?,
-                        false => None,
-                    };
-                    let mut clip = match twin {
-                        Some(twin) => twin,
-                        None => generate_clip(&opts, i)?,
-                    };
+                    let mut clip = generate_clip(&opts, i)?;
                     if *mirror {
                         clip = clip.mirrored()?;
                     }
@@ -357,7 +344,6 @@ mod tests {
             fps: 8.0,
             buckets: buckets.clone(),
             mirror,
-            shape_twin: false,
             objects,
             heading,
         };
@@ -391,22 +377,6 @@ mod tests {
             for ((video, caption, _), clip) in got.iter().zip(&want) {
                 assert_eq!((video, caption), (&clip.video, &clip.caption));
             }
-        }
-        // Shape twins come in the plain spec's order, each its clip's twin.
-        let mut twin_spec = spec(Some(1), false, false);
-        if let DataSpec::World { shape_twin, .. } = &mut twin_spec {
-            *shape_twin = true;
-        }
-        let twins = clips(&twin_spec)?;
-        let plain = clips(&spec(Some(1), false, false))?;
-        assert_eq!(twins.len(), plain.len());
-        for ((_, twin, _), (_, clip, _)) in twins.iter().zip(&plain) {
-            assert_ne!(twin, clip);
-            assert_eq!(
-                twin.split(' ').count(),
-                clip.split(' ').count(),
-                "{clip} / {twin}"
-            );
         }
         // Without `objects` the indices run on from each bucket's start, whatever the scene.
         let all = clips(&spec(None, false, false))?;

@@ -36,8 +36,8 @@ pub use caption::{
     SceneDescription,
 };
 pub use sample::{
-    generate_clip, generate_shape_twin, render_clips, sample_dataset, sample_scene, CaptionRecord,
-    Clip, ObjectInfo, Selection, Summary, TrackPoint, TrackRecord,
+    generate_clip, render_clips, sample_dataset, sample_scene, CaptionRecord, Clip, ObjectInfo,
+    Selection, Summary, TrackPoint, TrackRecord,
 };
 pub use scene::{is_held_out, HELD_OUT, MAX_OBJECTS};
 

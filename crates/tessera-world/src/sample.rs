@@ -17,8 +17,8 @@ use crate::caption::{
 };
 use crate::geometry::Placed;
 use crate::render::{Renderer, Sprite};
+use crate::scene::sample_layout;
 use crate::scene::MAX_OBJECTS;
-use crate::scene::{sample_layout, Layout};
 use crate::{SampleOptions, Split, WorldError};
 
 /// Share of an object hidden by one nearer object at which it "passes behind" it.
@@ -188,50 +188,16 @@ pub fn sample_scene(opts: &SampleOptions, index: u64) -> Result<SceneDescription
 /// Generates clip `index` of the dataset described by `opts` (`opts.count` is ignored), fully
 /// in memory. Same options and index → identical clip.
 pub fn generate_clip(opts: &SampleOptions, index: u64) -> Result<Clip, WorldError> {
-    let layout = layout(opts, index)?;
-    render_layout(
-        opts,
-        index,
-        layout,
-        format!("{}-{}-{:06}", opts.split, opts.seed, index),
-    )
-}
-
-/// Clip `index` with its first object group in another shape ([`Layout::reshape_first`]), id
-/// `<id>-shape`: the clip and its twin make a minimal pair whose captions differ in the shape
-/// word alone, the same scene drawn both ways. `None` when no other shape fits the scene.
-pub fn generate_shape_twin(opts: &SampleOptions, index: u64) -> Result<Option<Clip>, WorldError> {
-    let mut layout = layout(opts, index)?;
-    // Its own stream, so the clip's draws (and so the clip) are the same with or without a twin.
-    let mut key = clip_rng(opts.split, opts.seed, index);
-    key.set_stream(1);
-    if layout.reshape_first(opts.split, &mut key).is_none() {
-        return Ok(None);
-    }
-    let id = format!("{}-{}-{:06}-shape", opts.split, opts.seed, index);
-    render_layout(opts, index, layout, id).map(Some)
-}
-
-fn layout(opts: &SampleOptions, index: u64) -> Result<Layout, WorldError> {
     opts.validate()?;
     let mut rng = clip_rng(opts.split, opts.seed, index);
-    Ok(sample_layout(
+    let layout = sample_layout(
         &mut rng,
         opts.split,
         opts.width,
         opts.height,
         opts.frames,
         opts.fps,
-    ))
-}
-
-/// Simulates and renders a sampled scene: frames, tracks, events and captions.
-fn render_layout(
-    opts: &SampleOptions,
-    index: u64,
-    layout: Layout,
-    id: String,
-) -> Result<Clip, WorldError> {
+    );
     let mut scene = layout.description.clone();
     let objects: Vec<ObjectInfo> = layout
         .world
@@ -335,7 +301,7 @@ fn render_layout(
     }
     scene.events = events;
     Ok(Clip {
-        id,
+        id: format!("{}-{}-{:06}", opts.split, opts.seed, index),
         index,
         caption: dense_caption(&scene),
         short_caption: short_caption(&scene),

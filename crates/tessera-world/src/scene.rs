@@ -48,37 +48,6 @@ pub struct Layout {
     pub pan_speed: f64,
 }
 
-impl Layout {
-    /// Gives the first group another shape, everything else kept: where it starts, how it moves,
-    /// its size and colour, the other objects. The new shape is drawn from `rng` among those the
-    /// scene could have held: not a pair reserved for `test` outside it, not one another group
-    /// already has in this colour, and not round when the group spins (a turning circle shows no
-    /// motion). `None` when no shape qualifies.
-    pub fn reshape_first(&mut self, split: Split, rng: &mut ChaCha8Rng) -> Option<Shape> {
-        let first = *self.description.objects.first()?;
-        let spins = matches!(first.motion, Motion::Spin { .. });
-        let options: Vec<Shape> = Shape::ALL
-            .iter()
-            .copied()
-            .filter(|&s| {
-                s != first.shape
-                    && (split == Split::Test || !is_held_out(first.colour, s))
-                    && !(spins && matches!(s, Shape::Circle | Shape::Ring))
-                    && !self.description.objects[1..]
-                        .iter()
-                        .any(|o| o.colour == first.colour && o.shape == s)
-            })
-            .collect();
-        let shape = *options.choose(rng)?;
-        self.description.objects[0].shape = shape;
-        for body in &mut self.world.bodies[..first.count as usize] {
-            body.shape = shape;
-            body.collision_radius = collision_radius(shape) * body.radius;
-        }
-        Some(shape)
-    }
-}
-
 struct Group {
     count: u32,
     colour: Colour,

@@ -145,14 +145,6 @@ pub struct DitArgs {
     /// them. Encodes a second latent cache; world data only (TRAINING.md, session 16).
     #[arg(long)]
     mirror: bool,
-    /// Also train on shape twins, weighting their difference this much (0 = off): every world
-    /// scene drawn again with its first object in another shape; half of each batch is twins
-    /// under their scenes' noise and level, and the difference of the two predictions is
-    /// fitted to the difference of the targets — the shape word's effect alone, where the
-    /// plain loss sees a few pixels. Encodes a second latent cache; world data only, even
-    /// --batch (TRAINING.md, session 35).
-    #[arg(long, default_value_t = 0.0, value_name = "WEIGHT")]
-    shape_pairs: f64,
     /// World scenes only of a kind, rendered in memory: `--objects 1 --mirror` trains
     /// one-object scenes with their mirrors, no folder and no MP4 round trip (TRAINING.md,
     /// sessions 32–33). World data only.
@@ -234,7 +226,6 @@ impl DitArgs {
         o.lr_scales = a.lr_scale.clone();
         o.object_weight = a.object_weight;
         o.mirror = a.mirror;
-        o.shape_pairs = a.shape_pairs;
         o.objects = a.scenes.objects();
         o.heading = a.scenes.heading;
         o.text_align_steps = a.align_steps.unwrap_or(o.text_align_steps);
@@ -323,10 +314,7 @@ pub fn run(cmd: TrainCommand) -> Result<()> {
                             println!("{}", serde_json::to_string(r).unwrap_or_default());
                         }
                         bar.set_position(r.step as u64);
-                        bar.set_message(match r.pair_loss {
-                            Some(p) => format!("loss {:.4} pair {p:.4}", r.loss),
-                            None => format!("loss {:.4}", r.loss),
-                        });
+                        bar.set_message(format!("loss {:.4}", r.loss));
                     }
                     DitEvent::Encoding { done, total } => {
                         bar.set_message(format!("caching latents {done}/{total}"))
